@@ -1,0 +1,139 @@
+"""The Swin-LiteMedSAM mask decoder: SAM's two-way transformer plus skip connections.
+
+Compared with SAM's decoder, the upscaling path also sees the encoder's skip maps:
+
+* ``neck`` turns ``cat(fs1, fs2, fs3)`` (800 channels at 64x64) into 256 channels. It does not
+  depend on the prompts (about 6.5 of the decoder's 12.35 GFLOPs per box), so
+  :meth:`SkipMaskDecoder.skip_context` computes it once per image and every box of that image
+  reuses it;
+* ``output_upscaling1`` works on ``cat(transformer output, neck)`` (512 channels, 64x64) and
+  doubles the resolution to 128x128 with 128 channels;
+* ``output_upscaling2`` works on ``cat(that, fs0)`` (256 channels, 128x128) and doubles it again
+  to 256x256 with 32 channels, which the hypernetwork tokens turn into mask logits.
+
+The official class also declares two prompt-generation blocks (``prompt1``, ``prompt2``) that
+its forward never calls; they are not built here (see ``checkpoint.py`` for how their keys are
+dropped).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .common import MLP, LayerNorm2d
+
+
+@dataclass(frozen=True)
+class SkipContext:
+    """Prompt-independent decoder inputs for one image.
+
+    Attributes:
+        fine: fs0, the first stage output, (1, 128, 128, 128).
+        coarse: the neck applied to cat(fs1, fs2, fs3), (1, 256, 64, 64).
+    """
+
+    fine: torch.Tensor
+    coarse: torch.Tensor
+
+
+class SkipMaskDecoder(nn.Module):
+    """Predicts one mask per prompt set from an image embedding, its skip maps and prompts."""
+
+    def __init__(
+        self,
+        transformer: nn.Module,
+        transformer_dim: int = 256,
+        skip_channels: int = 800,
+        fine_channels: int = 128,
+        num_multimask_outputs: int = 3,
+        iou_head_depth: int = 3,
+        iou_head_hidden_dim: int = 256,
+    ) -> None:
+        super().__init__()
+        dim = transformer_dim
+        self.transformer = transformer
+        self.num_mask_tokens = num_multimask_outputs + 1
+        self.iou_token = nn.Embedding(1, dim)
+        self.mask_tokens = nn.Embedding(self.num_mask_tokens, dim)
+        self.neck = nn.Sequential(
+            nn.Conv2d(skip_channels, dim, kernel_size=1, bias=False),
+            LayerNorm2d(dim),
+            nn.Conv2d(dim, dim, kernel_size=3, padding=1, bias=False),
+            LayerNorm2d(dim),
+        )
+        self.output_upscaling1 = nn.Sequential(
+            nn.Conv2d(dim * 2, dim, kernel_size=1),
+            LayerNorm2d(dim),
+            nn.GELU(),
+            nn.ConvTranspose2d(dim, dim // 2, kernel_size=2, stride=2),
+            nn.GELU(),
+        )
+        self.output_upscaling2 = nn.Sequential(
+            nn.Conv2d(dim // 2 + fine_channels, dim // 4, kernel_size=1),
+            LayerNorm2d(dim // 4),
+            nn.GELU(),
+            nn.ConvTranspose2d(dim // 4, dim // 8, kernel_size=2, stride=2),
+            nn.GELU(),
+        )
+        self.output_hypernetworks_mlps = nn.ModuleList(
+            MLP(dim, dim, dim // 8, 3) for _ in range(self.num_mask_tokens)
+        )
+        self.iou_prediction_head = MLP(dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth)
+
+    def skip_context(self, skips: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> SkipContext:
+        """The prompt-independent part: skips [fs0, fs1, fs2, fs3] -> :class:`SkipContext`."""
+        fine, *coarse = skips
+        return SkipContext(fine=fine, coarse=self.neck(torch.cat(coarse, dim=1)))
+
+    def forward(
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor,
+        context: SkipContext,
+        multimask_output: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode B prompt sets on one image (or B images).
+
+        Args:
+            image_embeddings: (1 or B, 256, 64, 64).
+            image_pe: (1, 256, 64, 64) dense positional encoding.
+            sparse_prompt_embeddings: (B, K, 256) point and box tokens.
+            dense_prompt_embeddings: (B, 256, 64, 64) scribble/mask embedding.
+            context: from :meth:`skip_context` on the same image(s); batch 1 or B.
+            multimask_output: return the three multimask outputs instead of mask 0.
+
+        Returns:
+            ``(low_res_logits (B, 1 or 3, 256, 256), iou_pred (B, 1 or 3))``.
+        """
+        batch = sparse_prompt_embeddings.shape[0]
+        output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
+        tokens = torch.cat(
+            [output_tokens.unsqueeze(0).expand(batch, -1, -1), sparse_prompt_embeddings], dim=1
+        )
+        src = image_embeddings + dense_prompt_embeddings
+        pos_src = image_pe.expand(batch, -1, -1, -1)
+        _, channels, height, width = src.shape
+        hs, src = self.transformer(src, pos_src, tokens)
+        iou_token_out = hs[:, 0, :]
+        mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
+        src = src.transpose(1, 2).reshape(batch, channels, height, width)
+
+        coarse = context.coarse.expand(batch, -1, -1, -1)
+        upscaled = self.output_upscaling1(torch.cat([src, coarse], dim=1))
+        fine = context.fine.expand(batch, -1, -1, -1)
+        upscaled = self.output_upscaling2(torch.cat([upscaled, fine], dim=1))
+
+        hyper_in = torch.stack(
+            [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
+            dim=1,
+        )
+        b, c, h, w = upscaled.shape
+        masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
+        iou_pred = self.iou_prediction_head(iou_token_out)
+        selected = slice(1, None) if multimask_output else slice(0, 1)
+        return masks[:, selected], iou_pred[:, selected]
