@@ -1,0 +1,42 @@
+"""Shared test helpers: the parity fixtures in tests/data and the synthetic-weight recipe."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+DATA_DIR = Path(__file__).parent / "data"
+
+
+def parity_fixture_paths(model: str | None = None) -> list[Path]:
+    """Every ``*_parity_*.npz`` in tests/data, optionally only those whose ``model`` field matches."""
+    paths = sorted(DATA_DIR.glob("*_parity_*.npz"))
+    if model is None:
+        return paths
+    return [p for p in paths if str(np.load(p)["model"]) == model]
+
+
+def fixture_weights_module():
+    """The synthetic-weight recipe shipped with the fixtures (tests/data/fixture_weights.py)."""
+    spec = importlib.util.spec_from_file_location("fixture_weights", DATA_DIR / "fixture_weights.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fixture_state_dict(fixture: np.lib.npyio.NpzFile):
+    """The weights a fixture names: synthetic (rebuilt from its key list and salt) or real."""
+    weights = str(fixture["weights"])
+    if weights == "synthetic":
+        recipe = fixture_weights_module()
+        keys_file = DATA_DIR / Path(str(fixture["keys_file"])).name
+        return recipe.make_state_dict(str(keys_file), salt=str(fixture["weights_salt"]))
+    if weights == "lite_medsam.pth":
+        import torch
+
+        from napari_swinlitemedsam.model.checkpoint import bundled_litemedsam_path
+
+        return torch.load(bundled_litemedsam_path(), map_location="cpu", weights_only=True)
+    raise ValueError(f"unknown weights recipe {weights!r} in fixture")
