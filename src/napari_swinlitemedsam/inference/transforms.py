@@ -16,6 +16,10 @@ clipped). Decoder logits come back as ``(256, 256)`` maps: crop ``[:new_h, :new_
 bilinear interpolation (``align_corners=False``) to ``(H, W)``; a pixel is foreground when
 ``sigmoid(logit) > 0.5``. All of this reproduces the reference inference scripts bit for bit.
 
+The intensity policy that brings any image to uint8 first lives in
+:mod:`~napari_swinlitemedsam.inference.intensity`; :func:`to_uint8` and :func:`to_rgb_uint8`
+are re-exported here.
+
 Conventions: images ``(H, W)`` or ``(H, W, 3)`` uint8 (rows first); boxes ``(N, 4)`` xyxy
 ``[x_min, y_min, x_max, y_max]`` (x = column, y = row); sizes ``(height, width)``.
 """
@@ -27,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from .area_resize import resize_area
+from .intensity import to_rgb_uint8, to_uint8  # the intensity policy, re-exported
 
 __all__ = [
     "FRAME_SIZE",
@@ -42,6 +47,8 @@ __all__ = [
     "pad_to_frame",
     "prepare_image",
     "resize_longest_side",
+    "to_rgb_uint8",
+    "to_uint8",
 ]
 
 FRAME_SIZE = 256
