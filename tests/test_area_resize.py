@@ -83,7 +83,9 @@ def _exact_area_weights(source: int, target: int) -> np.ndarray:
 def test_downscale_is_the_rounded_area_average(height, width, fraction, seed):
     new_height, new_width = max(1, int(height * fraction)), max(1, int(width * fraction))
     image = np.random.default_rng(seed).integers(0, 256, (height, width), dtype=np.uint8)
-    exact = _exact_area_weights(height, new_height) @ image @ _exact_area_weights(width, new_width).T
+    exact = (
+        _exact_area_weights(height, new_height) @ image @ _exact_area_weights(width, new_width).T
+    )
     result = resize_area(image, new_height, new_width)
     assert np.abs(result - exact).max() <= 0.5 + 1e-3
 

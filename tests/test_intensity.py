@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from napari_swinlitemedsam.inference.intensity import (
@@ -141,7 +140,9 @@ def test_negative_only_image_falls_back_to_all_voxels():
 
 
 def test_uint8_modality_casts_only_byte_values():
-    np.testing.assert_array_equal(to_uint8(np.array([[0, 255]], np.int32), modality="uint8"), [[0, 255]])
+    np.testing.assert_array_equal(
+        to_uint8(np.array([[0, 255]], np.int32), modality="uint8"), [[0, 255]]
+    )
     for bad in (np.array([[0, 256]]), np.array([[0.5, 1.0]]), np.array([[-1, 3]])):
         with pytest.raises(ValueError):
             to_uint8(bad, modality="uint8")

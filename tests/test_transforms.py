@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import parity_fixture_paths
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from napari_swinlitemedsam.inference import transforms
-
-from conftest import parity_fixture_paths
 
 FIXTURES = parity_fixture_paths()
 FIXTURE_IDS = [path.name for path in FIXTURES]
@@ -62,7 +61,9 @@ def test_logits_and_masks_at_original_size_equal_reference(path):
     np.testing.assert_allclose(logits, expected_logits, rtol=0, atol=1e-6)
 
     masks = transforms.logits_to_masks(low_res, new_size, original_size)
-    expected_masks = (fixture["mask"] if "mask" in fixture else fixture["masks"]).reshape(masks.shape)
+    expected_masks = (fixture["mask"] if "mask" in fixture else fixture["masks"]).reshape(
+        masks.shape
+    )
     assert masks.dtype == np.bool_
     np.testing.assert_array_equal(masks, expected_masks.astype(bool))
 
@@ -101,7 +102,11 @@ def test_propagated_slice_boxes_equal_reference(path):
     """Each slice's box comes from the neighbouring slice's mask (segs == k where object k
     was not overwritten), resized into the frame holding the value k, +3 px per side."""
     fixture = np.load(path)
-    segs, slice_boxes, pixels = fixture["segs"], fixture["slice_boxes_256"], fixture["slice_mask_pixels"]
+    segs, slice_boxes, pixels = (
+        fixture["segs"],
+        fixture["slice_boxes_256"],
+        fixture["slice_mask_pixels"],
+    )
     size = segs.shape[1:]
     checked = 0
     for index, box_3d in enumerate(fixture["boxes"]):
@@ -150,7 +155,9 @@ def test_longest_side_size_properties(height, width):
     assert abs(new_width - width * 256 / max(height, width)) <= 0.5 + 1e-9 or new_width == 1
 
 
-@pytest.mark.parametrize("shape", [(1, 1), (2, 3), (3, 2), (300, 7), (7, 300), (256, 256), (600, 401)])
+@pytest.mark.parametrize(
+    "shape", [(1, 1), (2, 3), (3, 2), (300, 7), (7, 300), (256, 256), (600, 401)]
+)
 @pytest.mark.parametrize("channels", [None, 3])
 def test_prepare_image_odd_shapes(shape, channels):
     rng = np.random.default_rng(sum(shape))
@@ -249,8 +256,8 @@ def test_logits_identity_when_frame_is_the_image():
 def test_constant_logits_stay_constant_at_any_size(size, value):
     new_size = transforms.longest_side_size(*size)
     logits = np.full((1, 256, 256), value, np.float32)
-    logits[:, new_size[0]:, :] = 1e6  # padding must be cropped away
-    logits[:, :, new_size[1]:] = 1e6
+    logits[:, new_size[0] :, :] = 1e6  # padding must be cropped away
+    logits[:, :, new_size[1] :] = 1e6
     result = transforms.logits_to_original(logits, new_size, size)
     assert result.shape == (1, *size)
     np.testing.assert_allclose(result, value, rtol=1e-6, atol=1e-5)

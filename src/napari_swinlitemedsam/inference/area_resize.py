@@ -53,7 +53,9 @@ def resize_area(image: np.ndarray, new_height: int, new_width: int) -> np.ndarra
             "intensity.to_uint8 first."
         )
     if image.ndim not in (2, 3):
-        raise ValueError(f"resize_area expects an (H, W) or (H, W, C) image, got shape {image.shape}.")
+        raise ValueError(
+            f"resize_area expects an (H, W) or (H, W, C) image, got shape {image.shape}."
+        )
     height, width = image.shape[:2]
     new_height, new_width = int(new_height), int(new_width)
     if min(height, width) < 1 or min(new_height, new_width) < 1:
@@ -69,7 +71,10 @@ def resize_area(image: np.ndarray, new_height: int, new_width: int) -> np.ndarra
     scale_x, scale_y = 1.0 / inverse_x, 1.0 / inverse_y
     if scale_x >= 1 and scale_y >= 1:
         block_x, block_y = round(scale_x), round(scale_y)
-        if abs(scale_x - block_x) < np.finfo(float).eps and abs(scale_y - block_y) < np.finfo(float).eps:
+        if (
+            abs(scale_x - block_x) < np.finfo(float).eps
+            and abs(scale_y - block_y) < np.finfo(float).eps
+        ):
             result = _block_mean(pixels, block_y, block_x)
         else:
             result = _area_weighted(pixels, new_height, new_width, scale_y, scale_x)

@@ -218,11 +218,12 @@ def _frame_box(box_256) -> tuple:
     """The four box coordinates as Python numbers, clipped to [0, 256]."""
     values = np.asarray(box_256).reshape(-1)
     if values.size != 4:
-        raise ValueError(f"Expected one xyxy box with 4 coordinates, got shape {np.shape(box_256)}.")
+        raise ValueError(
+            f"Expected one xyxy box with 4 coordinates, got shape {np.shape(box_256)}."
+        )
     if np.issubdtype(values.dtype, np.integer):
         return tuple(min(max(int(value), 0), FRAME_SIZE) for value in values)
     values = values.astype(np.float64)
     if not np.isfinite(values).all():
         raise ValueError("Box coordinates must be finite numbers.")
     return tuple(min(max(float(value), 0.0), float(FRAME_SIZE)) for value in values)
-

@@ -41,9 +41,9 @@ import types
 import numpy as np
 
 __all__ = [
+    "CT_AIR_THRESHOLD",
     "CT_WINDOW_PRESETS",
     "MODALITIES",
-    "CT_AIR_THRESHOLD",
     "guess_modality",
     "to_rgb_uint8",
     "to_uint8",
@@ -143,8 +143,10 @@ def to_uint8(
     values = _replace_non_finite(image)
     if values is None:
         return np.zeros(image.shape, dtype=np.uint8)
-    if window is not None or modality == "ct" or (
-        modality == "auto" and float(values.min()) <= CT_AIR_THRESHOLD
+    if (
+        window is not None
+        or modality == "ct"
+        or (modality == "auto" and float(values.min()) <= CT_AIR_THRESHOLD)
     ):
         return _apply_window(values, *window_bounds(window))
     return _percentile_rule(values)
@@ -176,8 +178,11 @@ def to_rgb_uint8(
 
 
 def _check_real(image: np.ndarray) -> None:
-    if not (image.dtype == np.bool_ or np.issubdtype(image.dtype, np.integer)
-            or np.issubdtype(image.dtype, np.floating)):
+    if not (
+        image.dtype == np.bool_
+        or np.issubdtype(image.dtype, np.integer)
+        or np.issubdtype(image.dtype, np.floating)
+    ):
         raise TypeError(
             f"Cannot convert an image of dtype {image.dtype} to uint8; "
             "expected bool, integer or real floating-point values."

@@ -34,8 +34,8 @@ from .area_resize import resize_area
 from .intensity import to_rgb_uint8, to_uint8  # the intensity policy, re-exported
 
 __all__ = [
-    "FRAME_SIZE",
     "BOX_MARGIN_256",
+    "FRAME_SIZE",
     "boxes_to_256",
     "coords_from_256",
     "frame_scale",
