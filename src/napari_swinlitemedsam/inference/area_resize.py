@@ -87,7 +87,7 @@ def _block_mean(pixels: np.ndarray, block_y: int, block_x: int) -> np.ndarray:
     """Mean of non-overlapping ``block_y x block_x`` blocks of (H, W, C) uint8 pixels."""
     height, width, channels = pixels.shape
     blocks = pixels.reshape(height // block_y, block_y, width // block_x, block_x, channels)
-    sums = blocks.astype(np.int64).sum(axis=(1, 3))
+    sums = blocks.sum(axis=(1, 3), dtype=np.int64)
     if block_x == 2 and block_y == 2 and channels in (1, 3, 4):
         return ((sums + 2) >> 2).astype(np.uint8)
     inverse_area = np.float32(1.0) / np.float32(block_x * block_y)
@@ -132,10 +132,10 @@ def _area_weighted(
     height, width, _ = pixels.shape
     x_index, x_weight = _area_table(width, new_width, scale_x)
     y_index, y_weight = _area_table(height, new_height, scale_y)
-    source = pixels.astype(np.float32)
     rows = np.zeros((height, new_width, pixels.shape[2]), dtype=np.float32)
     for slot in range(x_index.shape[1]):
-        rows += source[:, x_index[:, slot], :] * x_weight[None, :, slot, None]
+        columns = np.take(pixels, x_index[:, slot], axis=1).astype(np.float32)
+        rows += columns * x_weight[None, :, slot, None]
     total = np.zeros((new_height, new_width, pixels.shape[2]), dtype=np.float32)
     for slot in range(y_index.shape[1]):
         total += rows[y_index[:, slot]] * y_weight[:, slot, None, None]
