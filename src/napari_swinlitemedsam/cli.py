@@ -1,0 +1,193 @@
+"""The ``swinlitemedsam`` command line.
+
+Subcommands:
+
+* ``segment INPUT... -o OUTDIR`` — challenge ``.npz`` cases (files or folders) to ``segs``;
+* ``evaluate PRED_DIR GT_DIR`` — DSC and NSD as the challenge computes them;
+* ``demo`` — segment a bundled real sample with the bundled model and score it;
+* ``annotate`` — open napari with the plugin docked (on a sample or on files).
+
+Every subcommand uses the inference API only; ``annotate`` imports napari lazily.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", default="litemedsam",
+        help="litemedsam (bundled), swin-litemedsam (official checkpoint in the model folder) "
+        "or a path to a .pth file (default: litemedsam)",
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="swinlitemedsam",
+        description="Box-prompted medical and microscopy segmentation with Swin-LiteMedSAM / LiteMedSAM.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    segment = commands.add_parser("segment", help="segment challenge .npz cases")
+    segment.add_argument("inputs", nargs="+", help=".npz files or folders of them")
+    segment.add_argument("-o", "--output", required=True, help="folder for the <name>.npz results")
+    _add_model_arguments(segment)
+    segment.add_argument(
+        "--reference", action="store_true",
+        help="reference-compatible 3D propagation (Swin-LiteMedSAM reference: end slices excluded)",
+    )
+    segment.add_argument(
+        "--stop-when-empty", action="store_true",
+        help="stop following an object in 3D once a slice comes back empty",
+    )
+
+    evaluate = commands.add_parser("evaluate", help="DSC and NSD of predictions against ground truth")
+    evaluate.add_argument("pred_dir")
+    evaluate.add_argument("gt_dir")
+    evaluate.add_argument("--csv", default=None, help="also write per-case scores to this CSV file")
+
+    demo = commands.add_parser("demo", help="segment a bundled real sample and report DSC")
+    demo.add_argument("--sample", default="nuclei2d", help="bundled sample name (default: nuclei2d)")
+    _add_model_arguments(demo)
+
+    annotate = commands.add_parser("annotate", help="open napari with the Box annotator")
+    annotate.add_argument("files", nargs="*", help="images to open (default: a bundled sample)")
+    annotate.add_argument("--sample", default="nuclei2d", help="sample to open when no files are given")
+    return parser
+
+
+def run_segment(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .inference.challenge_io import ChallengeFileError, iter_cases, load_case, save_segs
+    from .inference.pipeline import segment_case
+    from .inference.predictor import BoxPredictor
+    from .model.checkpoint import CheckpointError
+
+    try:
+        predictor = BoxPredictor.from_pretrained(args.model, device=args.device)
+    except CheckpointError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        paths = iter_cases(args.inputs)
+    except ChallengeFileError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if not paths:
+        print("error: no .npz cases found in the inputs", file=sys.stderr)
+        return 2
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    include_end = not (args.reference and predictor.model_name == "swin-litemedsam")
+    failures: list[tuple[Path, str]] = []
+    for path in tqdm(paths, desc="cases", unit="case", disable=len(paths) == 1):
+        started = time.perf_counter()
+        try:
+            case = load_case(path)
+            steps = segment_case(predictor, case, include_end_slices=include_end,
+                                 stop_when_empty=args.stop_when_empty)
+            with tqdm(desc=case.name, unit="slice", leave=False) as bar:
+                while True:
+                    try:
+                        progress = next(steps)
+                    except StopIteration as finished:
+                        segs = finished.value
+                        break
+                    bar.total = progress.total
+                    bar.n = progress.done
+                    bar.refresh()
+            save_segs(output / path.name, segs)
+            tqdm.write(f"{path.name}: {len(case.boxes)} boxes, {time.perf_counter() - started:.2f} s")
+        except (ChallengeFileError, ValueError, OSError) as error:
+            failures.append((path, str(error)))
+            tqdm.write(f"{path.name}: FAILED: {error}")
+    if failures:
+        print(f"{len(failures)} of {len(paths)} cases failed:", file=sys.stderr)
+        for path, message in failures:
+            print(f"  {path}: {message}", file=sys.stderr)
+        return 1
+    print(f"wrote {len(paths)} cases to {output}")
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .inference.metrics import case_scores
+    from .inference.pipeline import segment_image_2d, volume_to_uint8
+    from .inference.predictor import BoxPredictor
+    from .inference.samples import load_sample
+    from .inference.volume import run_to_end, segment_volume
+    from .model.checkpoint import CheckpointError
+
+    sample = load_sample(args.sample)
+    try:
+        started = time.perf_counter()
+        predictor = BoxPredictor.from_pretrained(args.model, device=args.device)
+        loaded_in = time.perf_counter() - started
+    except CheckpointError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    labels = sample.labels
+    ids = [i for i in np.unique(labels) if i != 0]
+    print(f"{sample.name}: {sample.description}")
+    print(f"model {predictor.model_name} on {predictor.device}, loaded in {loaded_in:.2f} s")
+    started = time.perf_counter()
+    if labels.ndim == 2:
+        boxes = []
+        for label in ids:
+            ys, xs = np.nonzero(labels == label)
+            boxes.append([xs.min(), ys.min(), xs.max(), ys.max()])
+        segs = segment_image_2d(predictor, sample.image, np.array(boxes))
+        truth = np.zeros_like(segs)
+        for k, label in enumerate(ids, start=1):
+            truth[labels == label] = k
+        spacing = None
+    else:
+        boxes = []
+        for label in ids:
+            zs, ys, xs = np.nonzero(labels == label)
+            boxes.append([xs.min(), ys.min(), zs.min(), xs.max(), ys.max(), zs.max()])
+        volume = volume_to_uint8(sample.image)
+        segs = run_to_end(segment_volume(predictor, volume, np.array(boxes)))
+        truth = np.zeros_like(segs)
+        for k, label in enumerate(ids, start=1):
+            truth[labels == label] = k
+        spacing = sample.spacing
+    elapsed = time.perf_counter() - started
+    scores = case_scores(segs, truth, spacing=spacing)
+    print(f"{len(ids)} objects (boxes from the ground truth) segmented in {elapsed:.2f} s")
+    print(f"DSC {scores['dsc']:.4f}  NSD {scores['nsd']:.4f}")
+    return 0
+
+
+def run_annotate(args: argparse.Namespace) -> int:
+    from ._launch import launch_viewer
+
+    return launch_viewer(files=args.files, sample=args.sample)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "segment":
+        return run_segment(args)
+    if args.command == "evaluate":
+        from .inference.evaluation import run_evaluate
+
+        return run_evaluate(args.pred_dir, args.gt_dir, args.csv)
+    if args.command == "demo":
+        return run_demo(args)
+    if args.command == "annotate":
+        return run_annotate(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

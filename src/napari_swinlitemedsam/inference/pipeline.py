@@ -1,0 +1,81 @@
+"""Whole cases: an image (2D or 3D) and its boxes in, a label map out.
+
+This is what the challenge judged: ``segs`` with label k for the k-th box, later boxes winning
+where boxes overlap. 2D images are encoded once and all boxes decoded in one batch; 3D stacks go
+through :func:`volume.segment_volume`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import intensity
+from .challenge_io import ChallengeCase
+from .predictor import BoxPredictor
+from .volume import SliceResult, segment_volume
+
+
+@dataclass(frozen=True)
+class CaseProgress:
+    """Progress of one case: ``done`` of ``total`` steps, with a short message."""
+
+    done: int
+    total: int
+    message: str
+
+
+def paste_masks(masks: np.ndarray) -> np.ndarray:
+    """(N, H, W) bool masks -> (H, W) labels 1..N, later masks overwriting earlier ones."""
+    count = len(masks)
+    dtype = np.uint8 if count < 256 else np.uint16
+    labels = np.zeros(masks.shape[1:], dtype=dtype)
+    for index, mask in enumerate(masks):
+        labels[mask] = index + 1
+    return labels
+
+
+def segment_image_2d(predictor: BoxPredictor, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Segment (N, 4) inclusive xyxy boxes on an (H, W) or (H, W, 3) image; (H, W) labels."""
+    predictor.set_image(image)
+    if len(boxes) == 0:
+        return np.zeros(predictor.current.original_size, dtype=np.uint8)
+    return paste_masks(predictor.predict(boxes).masks)
+
+
+def volume_to_uint8(volume: np.ndarray, modality: str = "auto") -> np.ndarray:
+    """Map a whole (D, H, W) stack to uint8 with one intensity mapping for all slices."""
+    if volume.dtype == np.uint8:
+        return volume
+    return intensity.to_uint8(volume, modality=modality)
+
+
+def segment_case(
+    predictor: BoxPredictor,
+    case: ChallengeCase,
+    include_end_slices: bool = True,
+    stop_when_empty: bool = False,
+) -> Generator[CaseProgress, None, np.ndarray]:
+    """Segment one challenge case; yields progress, returns ``segs``."""
+    if not case.is_3d:
+        yield CaseProgress(0, 1, f"{case.name}: encoding")
+        segs = segment_image_2d(predictor, case.imgs, case.boxes)
+        yield CaseProgress(1, 1, f"{case.name}: {len(case.boxes)} boxes")
+        return segs
+    volume = volume_to_uint8(case.imgs)
+    steps = segment_volume(
+        predictor, volume, case.boxes, include_end_slices=include_end_slices,
+        stop_when_empty=stop_when_empty, volume_key=("case", case.name),
+    )
+    while True:
+        try:
+            result: SliceResult = next(steps)
+        except StopIteration as finished:
+            return finished.value
+        yield CaseProgress(
+            result.done, result.total,
+            f"{case.name}: object {result.object_index + 1}, slice {result.z} "
+            f"({result.encoded_slices} slices encoded)",
+        )

@@ -1,0 +1,265 @@
+"""The predictor: encode an image once, decode many boxes cheaply.
+
+``BoxPredictor.set_image`` runs the image encoder (and, for Swin-LiteMedSAM, the decoder's
+prompt-independent skip neck) once per 2D image or slice and keeps the result in a bounded
+cache; ``BoxPredictor.predict`` decodes every box of that image in one batched call.
+
+Coordinates: boxes are ``(N, 4)`` ``[x_min, y_min, x_max, y_max]`` in original pixels, inclusive
+(``x_max`` is the last column of the object), as in the challenge files. Masks come back as
+``(N, H, W)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Hashable
+
+import numpy as np
+import torch
+
+from ..model.checkpoint import load_model
+from ..model.registry import PROMPTS_BOX, PROMPTS_BOX_POINTS_SCRIBBLE
+from ..model.segmenter import PromptableSegmenter
+from . import intensity, transforms
+from .box_prompts import box_points, box_scribble, prompt_rng
+from .embedding_cache import EmbeddingCache, EncodedSlice
+
+
+class PredictorError(ValueError):
+    """The predictor was used wrongly (no image set, bad boxes, bad image)."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Decoder output for N boxes on one image.
+
+    Attributes:
+        masks: (N, H, W) bool at the original image size.
+        scores: (N,) predicted IoU of each mask.
+        low_res_logits: (N, 256, 256) float32 logits in the padded 256 frame.
+        boxes_256: (N, 4) the boxes as given to the model (256 frame).
+    """
+
+    masks: np.ndarray
+    scores: np.ndarray
+    low_res_logits: np.ndarray
+    boxes_256: np.ndarray
+
+
+def check_boxes(boxes: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """Validate (N, 4) xyxy boxes in original pixels and return them as float64.
+
+    Inverted corners are swapped; boxes partly outside are clipped to the image; NaN/inf
+    coordinates and boxes wholly outside the image raise :class:`PredictorError`.
+    """
+    array = np.asarray(boxes, dtype=np.float64)
+    if array.ndim == 1 and array.size == 4:
+        array = array[None]
+    if array.ndim != 2 or array.shape[1] != 4:
+        raise PredictorError(
+            f"boxes must be an (N, 4) array of [x_min, y_min, x_max, y_max], got shape {array.shape}"
+        )
+    if not np.isfinite(array).all():
+        bad = np.flatnonzero(~np.isfinite(array).all(axis=1)).tolist()
+        raise PredictorError(f"boxes {bad} have NaN or infinite coordinates; redraw them")
+    height, width = image_size
+    x0 = np.minimum(array[:, 0], array[:, 2])
+    x1 = np.maximum(array[:, 0], array[:, 2])
+    y0 = np.minimum(array[:, 1], array[:, 3])
+    y1 = np.maximum(array[:, 1], array[:, 3])
+    outside = (x1 < 0) | (y1 < 0) | (x0 > width - 1) | (y0 > height - 1)
+    if outside.any():
+        raise PredictorError(
+            f"boxes {np.flatnonzero(outside).tolist()} lie wholly outside the {height}x{width} "
+            "image; draw them on the image"
+        )
+    clipped = np.stack(
+        [np.clip(x0, 0, width - 1), np.clip(y0, 0, height - 1),
+         np.clip(x1, 0, width - 1), np.clip(y1, 0, height - 1)],
+        axis=1,
+    )
+    return clipped
+
+
+class BoxPredictor:
+    """Box-prompted segmentation of 2D images with a cached encoder output.
+
+    Args:
+        model: a :class:`PromptableSegmenter` in eval mode.
+        prompts: ``PROMPTS_BOX`` (LiteMedSAM) or ``PROMPTS_BOX_POINTS_SCRIBBLE``
+            (Swin-LiteMedSAM: 4 points and a scribble are derived from each box).
+        cache: where encoded slices are kept (a bounded LRU by default).
+        model_name: identifies the weights in cache keys.
+    """
+
+    def __init__(
+        self,
+        model: PromptableSegmenter,
+        prompts: str = PROMPTS_BOX,
+        cache: EmbeddingCache | None = None,
+        model_name: str = "",
+    ) -> None:
+        if prompts not in (PROMPTS_BOX, PROMPTS_BOX_POINTS_SCRIBBLE):
+            raise ValueError(f"unknown prompt scheme {prompts!r}")
+        self.model = model.eval()
+        self.prompts = prompts
+        self.cache = cache if cache is not None else EmbeddingCache()
+        self.model_name = model_name
+        self._current: EncodedSlice | None = None
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str = "litemedsam", device: str = "auto", cache_bytes: int = 1 << 30
+    ) -> BoxPredictor:
+        """Load weights by name or path (offline) and wrap them in a predictor."""
+        loaded = load_model(name_or_path, device=device)
+        return cls(loaded.model, loaded.spec.prompts, EmbeddingCache(cache_bytes), loaded.spec.name)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def current(self) -> EncodedSlice:
+        if self._current is None:
+            raise PredictorError("no image is set: call set_image(image) before predict(boxes)")
+        return self._current
+
+    def encode(self, image: np.ndarray, key: Hashable | None = None) -> EncodedSlice:
+        """Encode one (H, W) or (H, W, 3) image, using the cache when ``key`` was seen before.
+
+        uint8 images go in unchanged (the challenge convention); other dtypes are mapped to
+        uint8 with :func:`intensity.to_uint8` (automatic intensity policy) first. For a stack,
+        convert the whole volume once instead, so that all slices share one mapping.
+        """
+        cache_key = None if key is None else (self.model_name, key)
+        if cache_key is not None:
+            cached = self.cache.get(cache_key)
+            if cached is not None:
+                return cached
+        try:
+            rgb = intensity.to_rgb_uint8(np.asarray(image))
+        except ValueError as error:
+            raise PredictorError(str(error)) from None
+        image_256, new_size = transforms.prepare_image(rgb)
+        tensor = torch.from_numpy(np.ascontiguousarray(image_256))[None].to(self.device)
+        with torch.inference_mode():
+            features = self.model.encode(tensor)[0]
+        encoded = EncodedSlice(features, image_256, tuple(rgb.shape[:2]), tuple(new_size))
+        if cache_key is not None:
+            self.cache.put(cache_key, encoded)
+        return encoded
+
+    def set_image(self, image: np.ndarray, key: Hashable | None = None) -> EncodedSlice:
+        """Encode ``image`` and make it the target of :meth:`predict`."""
+        self._current = self.encode(image, key)
+        return self._current
+
+    def set_encoded(self, encoded: EncodedSlice) -> None:
+        """Make an already encoded slice the target of :meth:`predict`."""
+        self._current = encoded
+
+    def predict(
+        self,
+        boxes: np.ndarray,
+        points: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        slice_index: int = 0,
+    ) -> Prediction:
+        """Segment N boxes on the current image in one decoder call.
+
+        Args:
+            boxes: (N, 4) ``[x_min, y_min, x_max, y_max]`` inclusive, original pixels.
+            points: optional (N, P, 2) extra ``[x, y]`` clicks per box, original pixels.
+            point_labels: (N, P) 1 = positive, 0 = negative.
+            slice_index: seeds the box-derived prompts (with the box) so the same box on the
+                same slice always gives the same mask.
+        """
+        current = self.current
+        checked = check_boxes(boxes, current.original_size)
+        boxes_256 = transforms.boxes_to_256(checked, current.original_size)
+        extra = None
+        if points is not None:
+            extra = self._points_to_256(points, point_labels, len(checked), current.original_size)
+        return self.predict_256(boxes_256, current, slice_index=slice_index, extra_points=extra)
+
+    def predict_256(
+        self,
+        boxes_256: np.ndarray,
+        encoded: EncodedSlice | None = None,
+        slice_index: int = 0,
+        extra_points: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> Prediction:
+        """Like :meth:`predict` with (N, 4) boxes already in the 256 frame."""
+        encoded = encoded if encoded is not None else self.current
+        boxes_256 = np.asarray(boxes_256, dtype=np.float64).reshape(-1, 4)
+        count = len(boxes_256)
+        height, width = encoded.original_size
+        if count == 0:
+            return Prediction(
+                np.zeros((0, height, width), bool), np.zeros(0, np.float32),
+                np.zeros((0, 256, 256), np.float32), boxes_256,
+            )
+        points, labels, scribbles = self._prompts_for(boxes_256, encoded, slice_index, extra_points)
+        device, dtype = self.device, self.model.dtype
+        with torch.inference_mode():
+            features = encoded.features
+            if features.embedding.device != device or features.embedding.dtype != dtype:
+                features = features.to(device, dtype)
+            logits, iou = self.model.decode(
+                features,
+                torch.as_tensor(boxes_256, dtype=dtype, device=device),
+                None if points is None else torch.as_tensor(points, dtype=dtype, device=device),
+                None if labels is None else torch.as_tensor(labels, device=device),
+                None if scribbles is None else torch.as_tensor(scribbles, dtype=dtype, device=device),
+            )
+            logits = logits[:, 0].float()
+            original = transforms.logits_to_original(logits, encoded.new_size, encoded.original_size)
+            masks = (torch.sigmoid(original) > 0.5).cpu().numpy()
+        return Prediction(
+            masks=masks,
+            scores=iou[:, 0].float().cpu().numpy(),
+            low_res_logits=logits.cpu().numpy(),
+            boxes_256=boxes_256,
+        )
+
+    def _prompts_for(
+        self,
+        boxes_256: np.ndarray,
+        encoded: EncodedSlice,
+        slice_index: int,
+        extra_points: tuple[np.ndarray, np.ndarray] | None,
+    ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        """Points (N, P, 2), labels (N, P) and scribbles (N, 1, 256, 256) for the decoder."""
+        points = labels = scribbles = None
+        if self.prompts == PROMPTS_BOX_POINTS_SCRIBBLE:
+            generated, strokes = [], []
+            for box in boxes_256:
+                rng = prompt_rng(box, slice_index)
+                generated.append(box_points(box, encoded.image_256, rng))
+                strokes.append(box_scribble(box, encoded.image_256, rng))
+            points = np.stack(generated).astype(np.float32)
+            labels = np.ones(points.shape[:2], dtype=np.int64)
+            scribbles = np.stack(strokes).astype(np.float32)[:, None]
+        if extra_points is not None:
+            extra_xy, extra_labels = extra_points
+            points = extra_xy if points is None else np.concatenate([points, extra_xy], axis=1)
+            labels = extra_labels if labels is None else np.concatenate([labels, extra_labels], axis=1)
+        return points, labels, scribbles
+
+    @staticmethod
+    def _points_to_256(
+        points: np.ndarray, labels: np.ndarray | None, count: int, original_size: tuple[int, int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        xy = np.asarray(points, dtype=np.float64)
+        if xy.ndim != 3 or xy.shape[0] != count or xy.shape[2] != 2:
+            raise PredictorError(f"points must be (N={count}, P, 2) [x, y], got {xy.shape}")
+        if labels is None:
+            raise PredictorError("point_labels (N, P) are needed with points (1 = add, 0 = remove)")
+        labels = np.asarray(labels, dtype=np.int64)
+        if labels.shape != xy.shape[:2]:
+            raise PredictorError(f"point_labels must be {xy.shape[:2]}, got {labels.shape}")
+        if not np.isfinite(xy).all():
+            raise PredictorError("points have NaN or infinite coordinates")
+        scale = 256.0 / max(original_size)
+        return (xy * scale).astype(np.float32), labels
