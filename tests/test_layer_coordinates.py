@@ -116,3 +116,16 @@ def test_challenge_3d_boxes_go_to_their_middle_slice():
     rectangles = boxes_3d_to_rectangles(boxes)
     assert [rectangle_to_box(r)[0] for r in rectangles] == [6, 0]
     assert rectangle_to_box(rectangles[0])[1].tolist() == [10, 20, 30, 40]
+
+
+def test_spacing_to_layer_scale():
+    from napari_swinlitemedsam.inference.layer_coordinates import spacing_to_layer_scale
+
+    # SimpleITK order (x, y, z) with equal in-plane spacing is reversed to (z, y, x).
+    assert spacing_to_layer_scale(np.array([0.8, 0.8, 2.5]), 3) == (2.5, 0.8, 0.8)
+    # Already (z, y, x): kept.
+    assert spacing_to_layer_scale(np.array([3.0, 1.0, 1.0]), 3) == (3.0, 1.0, 1.0)
+    assert spacing_to_layer_scale(np.array([1.0, 1.0, 1.0]), 3) == (1.0, 1.0, 1.0)
+    assert spacing_to_layer_scale(np.array([1.0, 1.0]), 2) is None
+    assert spacing_to_layer_scale(None, 3) is None
+    assert spacing_to_layer_scale(np.array([1.0, -1.0, 2.0]), 3) is None

@@ -125,3 +125,22 @@ def pixels_covered(box: np.ndarray, image_shape: tuple[int, int]) -> np.ndarray:
     x_min, y_min, x_max, y_max = (int(v) for v in clip_box(box, image_shape))
     mask[y_min : y_max + 1, x_min : x_max + 1] = True
     return mask
+
+
+def spacing_to_layer_scale(spacing: np.ndarray | None, ndim: int) -> tuple[float, ...] | None:
+    """A napari layer ``scale`` (one value per array axis) from a challenge file's ``spacing``.
+
+    3D challenge files written from SimpleITK store spacing in ``(x, y, z)`` order while their
+    arrays are ``(D, H, W)``; others store ``(z, y, x)``. When the first two values are equal
+    and the third differs (equal in-plane spacing, the usual case) the order is taken to be
+    ``(x, y, z)`` and reversed; otherwise the values are used as stored. 2D images get no scale
+    (``None``), as do missing or unusable spacings.
+    """
+    if spacing is None or ndim != 3:
+        return None
+    values = np.asarray(spacing, dtype=np.float64).reshape(-1)
+    if values.size != 3 or not np.isfinite(values).all() or (values <= 0).any():
+        return None
+    if values[0] == values[1] and values[2] != values[0]:
+        values = values[::-1]
+    return tuple(float(v) for v in values)

@@ -1,0 +1,362 @@
+"""The annotator: layers, model jobs and bookkeeping behind the Box annotator widget (no widgets).
+
+One :class:`Annotator` per dock widget. It owns the predictor, a :class:`JobRunner` that runs one
+model job at a time, the layers it created (boxes, masks, clicks) and an
+:class:`AnnotatorState`. Layer events only record what must be (re)decoded and call
+:meth:`Annotator.schedule`, which starts the next job when the runner is idle:
+load model > prepare image > decode queued boxes > propagate > encode the current slice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import numpy as np
+from napari.layers import Image, Labels
+from napari.utils import progress
+from napari.utils.notifications import show_error, show_info
+
+from . import _layer_io as layer_io
+from ._annotator_state import AnnotatorState, SliceKey
+from ._workers import (
+    DecodeRequest, JobRunner, decode_slice, encode_slice, load_predictor, prepare_image,
+    propagate_object,
+)
+
+FINISHED_ACTIONS = ("added", "changed", "removed")
+
+
+class Annotator:
+    """Box -> mask annotation on one image layer of ``viewer``; reports through ``on_status``."""
+
+    def __init__(self, viewer, on_status: Callable[[str], None] = lambda text: None) -> None:
+        self.viewer = viewer
+        self.on_status = on_status
+        self.runner = JobRunner(on_idle=self.schedule, on_error=self._job_failed)
+        self.predictor = None
+        self.model_label = ""
+        self._model_request: tuple[str, str, str] | None = None
+        self.overwrite = False
+        self.extend_object = False
+        self.state = AnnotatorState()
+        self.image: Image | None = None
+        self.boxes = self.labels = self.points = None
+        self.active_object: int | None = None
+        self.last_decode_seconds: float | None = None
+        self._image_u8: np.ndarray | None = None
+        self._token = ""
+        self._pending: dict[SliceKey, set[int]] = {}
+        self._propagate_queue: list[int] = []
+        self._encoded: set[SliceKey] = set()
+        self._undo_group = layer_io.UndoGroup()
+        self._progress = None
+        self._syncing = False
+        viewer.layers.events.removed.connect(self._on_layer_removed)
+        viewer.dims.events.current_step.connect(self._on_slice_changed)
+
+    # ----------------------------------------------------------------- model and image
+    def set_model(self, name_or_path: str, device: str = "auto", label: str = "") -> None:
+        """Load another model in the background; queued boxes wait for it."""
+        self.predictor = None
+        self._encoded.clear()
+        self._model_request = (str(name_or_path), device, label or str(name_or_path))
+        self.schedule()
+
+    def attach(self, image: Image, labels: Labels | None = None) -> None:
+        """Annotate ``image``: create the box, mask (unless ``labels`` is given) and click layers."""
+        self.detach()
+        shape = layer_io.spatial_shape(image)
+        if labels is not None and tuple(labels.data.shape) != shape:
+            raise layer_io.ImageLayerError(
+                f"the labels layer '{labels.name}' has shape {tuple(labels.data.shape)}, "
+                f"the image {shape}; choose a labels layer shaped like the image (or a new one)"
+            )
+        self.image, self._token = image, uuid.uuid4().hex
+        self.labels = labels if labels is not None else self.viewer.add_layer(layer_io.make_labels_layer(image))
+        self.points = self.viewer.add_layer(layer_io.make_points_layer(image))
+        self.boxes = self.viewer.add_layer(layer_io.make_box_layer(image))
+        self.boxes.events.data.connect(self._on_boxes_changed)
+        self.boxes.events.features.connect(self._on_boxes_pasted)
+        self.points.events.data.connect(self._on_clicks_changed)
+        image.events.data.connect(self._on_image_data_changed)
+        self.viewer.layers.selection.active = self.boxes
+        self.boxes.mode = "add_rectangle"
+        self.schedule()
+
+    def detach(self) -> None:
+        """Stop annotating the current image; its layers stay in the viewer."""
+        if self.image is None:
+            return
+        self.runner.cancel()
+        self._undo_group.close()
+        for layer, handler in (
+            (self.boxes, self._on_boxes_changed), (self.points, self._on_clicks_changed),
+            (self.image, self._on_image_data_changed),
+        ):
+            if layer is not None:
+                layer.events.data.disconnect(handler)
+        if self.boxes is not None:
+            self.boxes.events.features.disconnect(self._on_boxes_pasted)
+        self.image = self.boxes = self.labels = self.points = None
+        self._image_u8, self._token, self.active_object = None, "", None
+        self._pending.clear()
+        self._propagate_queue.clear()
+        self._encoded.clear()
+        self.state.reset()
+
+    @property
+    def is_stack(self) -> bool:
+        return self.image is not None and len(layer_io.spatial_shape(self.image)) == 3
+
+    def current_slice(self) -> SliceKey:
+        """The slice shown in the viewer (``None`` for a 2D image)."""
+        if not self.is_stack:
+            return None
+        z = self.image.world_to_data(self.viewer.dims.point)[0]
+        return int(np.clip(np.floor(z + 0.5), 0, self.image.data.shape[0] - 1))
+
+    # ----------------------------------------------------------------- layer events
+    def _on_boxes_changed(self, event) -> None:
+        if str(getattr(event, "action", "")) in FINISHED_ACTIONS:
+            self.sync_boxes()
+
+    def _on_boxes_pasted(self, event=None) -> None:
+        self.sync_boxes()  # pasting emits only a features event; syncing twice is harmless
+
+    def state_ids(self) -> list[int]:
+        """The object id of each shape of the box layer, in layer order (0 = none)."""
+        return [] if self.boxes is None else [int(i) for i in layer_io.object_ids(self.boxes)]
+
+    def sync_boxes(self) -> None:
+        """Reconcile objects with the box layer; queue decodes, erase masks of deleted boxes."""
+        if self.boxes is None or self.labels is None or self._syncing:
+            return
+        self._syncing = True  # writing the ids back emits a features event
+        try:
+            self._sync_boxes()
+        finally:
+            self._syncing = False
+
+    def _sync_boxes(self) -> None:
+        shape = layer_io.spatial_shape(self.image)
+        extend = self.active_object if self.extend_object else None
+        sync = self.state.sync_boxes(
+            layer_io.read_boxes(self.boxes, shape), int(np.max(self.labels.data, initial=0)), extend
+        )
+        layer_io.write_box_ids(self.boxes, sync.ids, self.labels)
+        if sync.removed:
+            with self.labels.block_history():
+                for object_id, z in sync.removed:
+                    whole = object_id in sync.deleted_objects
+                    layer_io.erase_object(self.labels, object_id, None if whole else z)
+                    self._pending.get(z, set()).discard(object_id)
+        for object_id, z in sync.added + sync.moved:
+            self._pending.setdefault(z, set()).add(object_id)
+            self.active_object = object_id
+        if sync.added:
+            self.labels.selected_label = sync.added[-1][0]
+        if sync.changed:
+            self.schedule()
+
+    def _on_clicks_changed(self, event) -> None:
+        if str(getattr(event, "action", "")) not in FINISHED_ACTIONS or self.points is None:
+            return
+        for object_id, z in self.state.sync_points(layer_io.read_clicks(self.points)):
+            self._pending.setdefault(z, set()).add(object_id)
+        self.schedule()
+
+    def _on_slice_changed(self, event=None) -> None:
+        if self.is_stack:
+            self.schedule()
+
+    def _on_image_data_changed(self, event=None) -> None:
+        self._image_u8, self._token = None, uuid.uuid4().hex
+        self._encoded.clear()
+        self.schedule()
+
+    def _on_layer_removed(self, event) -> None:
+        layer = event.value
+        if layer is self.points:
+            self.points.events.data.disconnect(self._on_clicks_changed)
+            self.points = None
+        elif layer is not None and layer in (self.image, self.boxes, self.labels):
+            self.detach()
+            self.on_status(f"'{layer.name}' was removed; choose an image to annotate")
+
+    # ----------------------------------------------------------------- actions
+    def propagate(self, object_id: int | None = None) -> None:
+        """Take an object (default: the active one) through the stack from its key-slice boxes."""
+        object_id = object_id if object_id is not None else self.selected_object()
+        if not self.is_stack:
+            show_info("Propagation needs a 3D stack; this image is 2D.")
+            return
+        if object_id is None or object_id not in self.state.objects:
+            show_info("Draw a box first (or select one): propagation follows that box's object.")
+            return
+        if object_id not in self._propagate_queue:
+            self._propagate_queue.append(object_id)
+        self.schedule()
+
+    def selected_object(self) -> int | None:
+        """The object of the selected box, else the last object drawn or edited."""
+        if self.boxes is not None and self.boxes.selected_data:
+            ids = self.state_ids()
+            index = max(self.boxes.selected_data)
+            if index < len(ids) and ids[index] > 0:
+                return int(ids[index])
+        return self.active_object
+
+    def cancel(self) -> None:
+        """Stop a running propagation (slices already written stay, undoable in one step)."""
+        self._propagate_queue.clear()
+        if self.runner.kind == "propagate":
+            self.runner.cancel()
+            self.on_status("Stopping propagation...")
+
+    def set_click_sign(self, positive: bool) -> None:
+        if self.points is not None:
+            layer_io.set_click_sign(self.points, positive)
+
+    # ----------------------------------------------------------------- job scheduling
+    def schedule(self) -> None:
+        """Start the most urgent job if none is running."""
+        if self.runner.busy:
+            return
+        if self._model_request is not None:
+            return self._start_model_load()
+        if self.predictor is None:
+            return self.on_status("Choose a model to start")
+        if self.image is None:
+            return self.on_status(f"{self.model_label} ready: choose an image layer")
+        if self._image_u8 is None:
+            return self._start_prepare()
+        current = self.current_slice()
+        while self._pending:
+            z = current if current in self._pending else next(iter(self._pending))
+            ids, boxes, points, labels = self.state.decode_request(z, sorted(self._pending.pop(z)))
+            if ids:
+                return self._start_decode(DecodeRequest(z, ids, boxes, points, labels))
+        if self._propagate_queue:
+            return self._start_propagation(self._propagate_queue.pop(0))
+        if current not in self._encoded:
+            return self._start_encode(current)
+        count = len(self.state.objects)
+        self.on_status(f"Ready: {count} object{'s' * (count != 1)}. Draw a box to add one.")
+
+    def _start_model_load(self) -> None:
+        name, device, label = self._model_request
+        self._model_request = None
+        self.on_status(f"Loading {label}...")
+        self._show_progress(f"Loading {label}")
+
+        def loaded(result) -> None:
+            self.predictor, seconds = result
+            self.model_label = label
+            self.on_status(f"{label} loaded in {seconds:.1f} s")
+
+        self.runner.start(load_predictor(name, device), "load", on_return=loaded, on_done=self._end_progress)
+
+    def _start_prepare(self) -> None:
+        self.on_status(f"Reading '{self.image.name}'...")
+        token = self._token
+
+        def prepared(array) -> None:
+            if token == self._token:
+                self._image_u8 = array
+
+        worker = prepare_image(self.image.data, self.is_stack)
+        self.runner.start(worker, "prepare", on_return=prepared)
+
+    def _slice_text(self, z: SliceKey) -> str:
+        return "the image" if z is None else f"slice {z + 1}/{self.image.data.shape[0]}"
+
+    def _start_encode(self, z: SliceKey) -> None:
+        self.on_status(f"Encoding {self._slice_text(z)}...")
+        self._show_progress(f"Encoding {self._slice_text(z)}")
+        token = self._token
+
+        def encoded(result) -> None:
+            if token == self._token:
+                self._encoded.add(result[0])
+
+        worker = encode_slice(self.predictor, self._image_u8, z, (self._token, z))
+        self.runner.start(worker, "encode", on_return=encoded, on_done=self._end_progress)
+
+    def _start_decode(self, request: DecodeRequest) -> None:
+        count = len(request.ids)
+        where = self._slice_text(request.slice_index)
+        self.on_status(f"Decoding {count} box{'es' * (count != 1)} on {where}...")
+        token = self._token
+        worker = decode_slice(self.predictor, self._image_u8, (token, request.slice_index), request)
+        self.runner.start(worker, "decode", on_return=lambda result: self._decoded(result, token))
+
+    def _decoded(self, result, token: str) -> None:
+        if token != self._token or self.labels is None:
+            return
+        request = result.request
+        self._encoded.add(request.slice_index)
+        with self.labels.block_history():
+            for object_id, box, mask in zip(request.ids, request.boxes, result.masks):
+                current = self.state.objects.get(object_id)
+                box_now = None if current is None else current.boxes.get(request.slice_index)
+                if box_now is None or not np.array_equal(box_now, box):
+                    continue  # deleted or moved meanwhile; a newer request is queued
+                layer_io.write_object_mask(self.labels, object_id, mask, request.slice_index, self.overwrite)
+        self.last_decode_seconds = result.seconds
+        self.on_status(f"Decoded {len(request.ids)} on {self._slice_text(request.slice_index)} "
+                       f"in {result.seconds:.2f} s")
+
+    def _start_propagation(self, object_id: int) -> None:
+        obj = self.state.objects.get(object_id)
+        if obj is None or not obj.key_boxes():
+            return self.schedule()
+        token, depth = self._token, self.image.data.shape[0]
+        self._undo_group.open(self.labels)
+        self._show_progress(f"Propagating object {object_id}", total=depth)
+
+        def arrived(result) -> None:
+            if token != self._token or self.labels is None:
+                return
+            layer_io.write_object_mask(self.labels, object_id, result.mask, result.z, self.overwrite)
+            self._encoded.add(result.z)
+            if self._progress is not None:
+                self._progress.total = result.total
+                self._progress.update(result.done - self._progress.n)
+            self.on_status(f"Propagating object {object_id}: slice {result.z + 1}/{depth} "
+                           f"({result.done}/{result.total})")
+
+        def ended() -> None:
+            self._undo_group.close()
+            self._end_progress()
+            self.on_status(f"Object {object_id} propagated")
+
+        worker = propagate_object(self.predictor, self._image_u8, obj.key_boxes(), token)
+        self.on_status(f"Propagating object {object_id}...")
+        self.runner.start(worker, "propagate", on_yield=arrived, on_done=ended)
+
+    def _job_failed(self, error: Exception) -> None:
+        self._undo_group.close()
+        self._end_progress()
+        message = f"Box annotator: {error}"
+        self.on_status(f"Error: {error}")
+        show_error(message)
+
+    def _show_progress(self, text: str, total: int = 0) -> None:
+        self._end_progress()
+        self._progress = progress(total=total, desc=text)
+
+    def _end_progress(self) -> None:
+        if self._progress is not None:
+            bar, self._progress = self._progress, None
+            bar.close()
+
+    def close(self) -> bool:
+        """Stop all work, wait for the running thread, and let go of the viewer."""
+        ended = self.runner.close()
+        self.detach()
+        self._undo_group.close()
+        self._end_progress()
+        self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
+        self.viewer.dims.events.current_step.disconnect(self._on_slice_changed)
+        return ended

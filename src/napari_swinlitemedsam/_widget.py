@@ -1,0 +1,215 @@
+"""The "Box annotator" dock widget: controls and status around an :class:`Annotator`.
+
+Draw a rectangle on the box layer and the object's mask appears in the mask layer. All model
+work runs in background threads; this widget only sets options and shows what is happening.
+"""
+
+from __future__ import annotations
+
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_error
+from qtpy.QtWidgets import (
+    QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QPushButton, QRadioButton,
+    QVBoxLayout, QWidget,
+)
+
+from ._annotator import Annotator
+from ._layer_io import ImageLayerError
+from ._model_choices import CHOOSE_FILE, DEVICES, available_models
+
+NEW_LABELS = "(new layer)"
+MAX_WIDTH = 380
+
+SHORTCUTS = (
+    ("Shift-G", "propagate the active object through the stack"),
+    ("Shift-X", "stop a running propagation"),
+    ("Shift-K", "new boxes add key slices to the active object (on/off)"),
+    ("Shift-O", "let new masks overwrite other objects (on/off)"),
+    ("Shift-C", "switch clicks between + (add) and - (remove)"),
+)
+"""Viewer shortcuts the widget binds; none of them is a napari default."""
+
+
+def shortcut_help() -> str:
+    lines = [f"{key}: {text}" for key, text in SHORTCUTS]
+    return (
+        "Draw a rectangle (R) on the boxes layer: each box is one object.\n"
+        "Move or resize it to re-segment; delete it (Delete) to remove its mask.\n"
+        "Ctrl+Z / Ctrl+Shift+Z on the masks layer undo and redo model output and painting.\n"
+        "Click points (P) inside a box on the clicks layer to refine that object.\n\n"
+        + "\n".join(lines)
+    )
+
+
+class BoxAnnotatorWidget(QWidget):
+    """Dock widget: image, masks layer, model, device, options, actions and status."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.annotator = Annotator(napari_viewer, on_status=self._show_status)
+        self._bound_keys: list[str] = []
+        self._build_ui()
+        self.setToolTip(shortcut_help())
+        self._bind_keys()
+        annotator = self.annotator
+        self.destroyed.connect(lambda *_: annotator.close())
+        napari_viewer.layers.events.inserted.connect(self._refresh_layers)
+        napari_viewer.layers.events.removed.connect(self._refresh_layers)
+        self._refresh_layers()
+        self._model_changed()
+
+    # ------------------------------------------------------------------ UI
+    def _build_ui(self) -> None:
+        self.image_combo = QComboBox()
+        self.labels_combo = QComboBox()
+        self.model_combo = QComboBox()
+        for choice in available_models():
+            self.model_combo.addItem(choice.label, choice.name_or_path)
+        self.model_combo.addItem(CHOOSE_FILE, None)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(DEVICES)
+        self.overwrite_box = QCheckBox("New masks may overwrite other objects")
+        self.key_slice_box = QCheckBox("New boxes add key slices to the active object")
+        self.positive_button = QRadioButton("+ clicks")
+        self.negative_button = QRadioButton("- clicks")
+        self.positive_button.setChecked(True)
+        self.propagate_button = QPushButton("Propagate through stack (Shift-G)")
+        self.stop_button = QPushButton("Stop (Shift-X)")
+        self.status_label = QLabel("Starting...")
+        self.status_label.setWordWrap(True)
+        self.help_label = QLabel(shortcut_help())
+        self.help_label.setWordWrap(True)
+        self.help_label.setStyleSheet("color: gray; font-size: small;")
+        self.setMaximumWidth(MAX_WIDTH)
+
+        form = QFormLayout()
+        form.addRow("Image", self.image_combo)
+        form.addRow("Masks", self.labels_combo)
+        form.addRow("Model", self.model_combo)
+        form.addRow("Device", self.device_combo)
+        clicks = QHBoxLayout()
+        clicks.addWidget(self.positive_button)
+        clicks.addWidget(self.negative_button)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.propagate_button)
+        buttons.addWidget(self.stop_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.overwrite_box)
+        layout.addWidget(self.key_slice_box)
+        layout.addLayout(clicks)
+        layout.addLayout(buttons)
+        layout.addWidget(self.status_label)
+        layout.addWidget(self.help_label)
+        layout.addStretch(1)
+
+        self.image_combo.activated.connect(lambda *_: self._image_chosen())
+        self.labels_combo.activated.connect(lambda *_: self._labels_chosen())
+        self.model_combo.activated.connect(lambda *_: self._model_changed())
+        self.device_combo.activated.connect(lambda *_: self._model_changed())
+        self.overwrite_box.toggled.connect(self._set_overwrite)
+        self.key_slice_box.toggled.connect(self._set_key_slices)
+        self.positive_button.toggled.connect(self.annotator.set_click_sign)
+        self.propagate_button.clicked.connect(lambda *_: self.annotator.propagate())
+        self.stop_button.clicked.connect(lambda *_: self.annotator.cancel())
+
+    def _show_status(self, text: str) -> None:
+        self.status_label.setText(text)
+
+    def _set_overwrite(self, on: bool) -> None:
+        self.annotator.overwrite = bool(on)
+
+    def _set_key_slices(self, on: bool) -> None:
+        self.annotator.extend_object = bool(on)
+
+    # ------------------------------------------------------------------ layers
+    def _own_layers(self) -> tuple:
+        a = self.annotator
+        return tuple(layer for layer in (a.boxes, a.labels, a.points) if layer is not None)
+
+    def _refresh_layers(self, event=None) -> None:
+        """List the viewer's images and labels; start on the first image when one arrives and
+        nothing is attached (not when layers go away: closing the viewer removes them all)."""
+        images = [layer for layer in self.viewer.layers if isinstance(layer, Image)]
+        current = self.annotator.image
+        self.image_combo.blockSignals(True)
+        self.image_combo.clear()
+        for layer in images:
+            self.image_combo.addItem(layer.name, layer)
+        if current in images:
+            self.image_combo.setCurrentIndex(images.index(current))
+        self.image_combo.blockSignals(False)
+
+        labels = [layer for layer in self.viewer.layers if isinstance(layer, Labels)]
+        self.labels_combo.blockSignals(True)
+        self.labels_combo.clear()
+        self.labels_combo.addItem(NEW_LABELS, None)
+        for layer in labels:
+            self.labels_combo.addItem(layer.name, layer)
+        if self.annotator.labels in labels:
+            self.labels_combo.setCurrentIndex(labels.index(self.annotator.labels) + 1)
+        self.labels_combo.blockSignals(False)
+        if current is None and images and getattr(event, "type", "inserted") == "inserted":
+            self._attach(self.image_combo.currentData(), None)
+
+    def _image_chosen(self) -> None:
+        image = self.image_combo.currentData()
+        if image is not None and image is not self.annotator.image:
+            self._attach(image, None)
+
+    def _labels_chosen(self) -> None:
+        labels = self.labels_combo.currentData()
+        if self.annotator.image is not None and (labels is None or labels is not self.annotator.labels):
+            self._attach(self.annotator.image, labels)
+
+    def _attach(self, image: Image, labels: Labels | None) -> None:
+        """Annotate ``image`` into ``labels`` (a new layer when None)."""
+        try:
+            self.annotator.attach(image, labels)
+        except ImageLayerError as error:
+            self._show_status(str(error))
+            show_error(str(error))
+        self._refresh_layers()
+
+    # ------------------------------------------------------------------ model
+    def _model_changed(self) -> None:
+        name_or_path = self.model_combo.currentData()
+        label = self.model_combo.currentText()
+        if name_or_path is None:
+            path, _ = QFileDialog.getOpenFileName(self, "Model weights", "", "PyTorch weights (*.pth *.pt)")
+            if not path:
+                return
+            self.model_combo.insertItem(self.model_combo.count() - 1, f"File: {path}", path)
+            self.model_combo.setCurrentIndex(self.model_combo.count() - 2)
+            name_or_path, label = path, f"File: {path}"
+        self.annotator.set_model(name_or_path, self.device_combo.currentText(), label)
+
+    # ------------------------------------------------------------------ shortcuts
+    def _bind_keys(self) -> None:
+        actions = {
+            "Shift-G": lambda viewer: self.annotator.propagate(),
+            "Shift-X": lambda viewer: self.annotator.cancel(),
+            "Shift-K": lambda viewer: self.key_slice_box.toggle(),
+            "Shift-O": lambda viewer: self.overwrite_box.toggle(),
+            "Shift-C": lambda viewer: self._toggle_click_sign(),
+        }
+        for key, action in actions.items():
+            try:
+                self.viewer.bind_key(key, action)
+            except ValueError:  # already bound in this viewer (e.g. a second annotator)
+                continue
+            self._bound_keys.append(key)
+
+    def _toggle_click_sign(self) -> None:
+        target = self.negative_button if self.positive_button.isChecked() else self.positive_button
+        target.setChecked(True)
+
+    def close_annotator(self) -> bool:
+        """Stop background work and release the viewer's shortcuts; True when no thread is left."""
+        for key in self._bound_keys:
+            self.viewer.bind_key(key, None)
+        self._bound_keys.clear()
+        for signal in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            signal.disconnect(self._refresh_layers)
+        return self.annotator.close()
