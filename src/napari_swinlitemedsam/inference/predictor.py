@@ -22,6 +22,7 @@ from ..model.registry import PROMPTS_BOX, PROMPTS_BOX_POINTS_SCRIBBLE
 from ..model.segmenter import PromptableSegmenter
 from . import intensity, transforms
 from .box_prompts import box_points, box_scribble, prompt_rng
+from .prompt_random import RandomSource
 from .embedding_cache import EmbeddingCache, EncodedSlice
 
 
@@ -165,6 +166,7 @@ class BoxPredictor:
         points: np.ndarray | None = None,
         point_labels: np.ndarray | None = None,
         slice_index: int = 0,
+        prompt_source: RandomSource | None = None,
     ) -> Prediction:
         """Segment N boxes on the current image in one decoder call.
 
@@ -174,6 +176,8 @@ class BoxPredictor:
             point_labels: (N, P) 1 = positive, 0 = negative.
             slice_index: seeds the box-derived prompts (with the box) so the same box on the
                 same slice always gives the same mask.
+            prompt_source: draw the box-derived prompts of all boxes, in order, from this
+                source instead (e.g. a ``ReferenceRandomSource`` to replay the reference).
         """
         current = self.current
         checked = check_boxes(boxes, current.original_size)
@@ -181,7 +185,10 @@ class BoxPredictor:
         extra = None
         if points is not None:
             extra = self._points_to_256(points, point_labels, len(checked), current.original_size)
-        return self.predict_256(boxes_256, current, slice_index=slice_index, extra_points=extra)
+        return self.predict_256(
+            boxes_256, current, slice_index=slice_index, extra_points=extra,
+            prompt_source=prompt_source,
+        )
 
     def predict_256(
         self,
@@ -189,6 +196,7 @@ class BoxPredictor:
         encoded: EncodedSlice | None = None,
         slice_index: int = 0,
         extra_points: tuple[np.ndarray, np.ndarray] | None = None,
+        prompt_source: RandomSource | None = None,
     ) -> Prediction:
         """Like :meth:`predict` with (N, 4) boxes already in the 256 frame."""
         encoded = encoded if encoded is not None else self.current
@@ -200,7 +208,9 @@ class BoxPredictor:
                 np.zeros((0, height, width), bool), np.zeros(0, np.float32),
                 np.zeros((0, 256, 256), np.float32), boxes_256,
             )
-        points, labels, scribbles = self._prompts_for(boxes_256, encoded, slice_index, extra_points)
+        points, labels, scribbles = self._prompts_for(
+            boxes_256, encoded, slice_index, extra_points, prompt_source
+        )
         device, dtype = self.device, self.model.dtype
         with torch.inference_mode():
             features = encoded.features
@@ -229,13 +239,14 @@ class BoxPredictor:
         encoded: EncodedSlice,
         slice_index: int,
         extra_points: tuple[np.ndarray, np.ndarray] | None,
+        prompt_source: RandomSource | None = None,
     ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
         """Points (N, P, 2), labels (N, P) and scribbles (N, 1, 256, 256) for the decoder."""
         points = labels = scribbles = None
         if self.prompts == PROMPTS_BOX_POINTS_SCRIBBLE:
             generated, strokes = [], []
             for box in boxes_256:
-                rng = prompt_rng(box, slice_index)
+                rng = prompt_source if prompt_source is not None else prompt_rng(box, slice_index)
                 generated.append(box_points(box, encoded.image_256, rng))
                 strokes.append(box_scribble(box, encoded.image_256, rng))
             points = np.stack(generated).astype(np.float32)
