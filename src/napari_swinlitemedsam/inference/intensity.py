@@ -18,9 +18,6 @@ Hounsfield units)
     maximum instead of the bounds; for any volume that reaches both bounds (every body CT:
     air and bone) that is the same mapping, and using the bounds keeps the scaling identical
     from one slice or crop to the next.
-Whole numbers already in 0..255 (``"auto"``, any integer dtype)
-    Cast unchanged, as the organisers' grey/RGB conversion (``pre_grey_rgb.py``) does for
-    images whose maximum is at most 255 (e.g. a uint16 microscopy image holding 0..235).
 Everything else (``"mr"``, ``"microscopy"``, or ``"auto"`` otherwise)
     The organisers' non-CT rule: take the 0.5th and 99.5th percentiles of the voxels > 0,
     clip to them, min-max scale to 0..255, set voxels that were exactly 0 back to 0, and
@@ -146,14 +143,6 @@ def to_uint8(
     values = _replace_non_finite(image)
     if values is None:
         return np.zeros(image.shape, dtype=np.uint8)
-    if (
-        window is None
-        and modality == "auto"
-        and np.issubdtype(image.dtype, np.integer)
-        and int(image.min()) >= 0
-        and int(image.max()) <= 255
-    ):
-        return image.astype(np.uint8)
     if (
         window is not None
         or modality == "ct"
