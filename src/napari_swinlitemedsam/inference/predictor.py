@@ -91,6 +91,7 @@ class BoxPredictor:
             (Swin-LiteMedSAM: 4 points and a scribble are derived from each box).
         cache: where encoded slices are kept (a bounded LRU by default).
         model_name: identifies the weights in cache keys.
+        max_batch: boxes decoded per call; more boxes are decoded in several calls.
     """
 
     def __init__(
@@ -99,7 +100,11 @@ class BoxPredictor:
         prompts: str = PROMPTS_BOX,
         cache: EmbeddingCache | None = None,
         model_name: str = "",
+        max_batch: int = 16,
     ) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self.max_batch = max_batch
         if prompts not in (PROMPTS_BOX, PROMPTS_BOX_POINTS_SCRIBBLE):
             raise ValueError(f"unknown prompt scheme {prompts!r}")
         self.model = model.eval()
@@ -212,24 +217,36 @@ class BoxPredictor:
             boxes_256, encoded, slice_index, extra_points, prompt_source
         )
         device, dtype = self.device, self.model.dtype
+        all_masks, all_scores, all_logits = [], [], []
         with torch.inference_mode():
             features = encoded.features
             if features.embedding.device != device or features.embedding.dtype != dtype:
                 features = features.to(device, dtype)
-            logits, iou = self.model.decode(
-                features,
-                torch.as_tensor(boxes_256, dtype=dtype, device=device),
-                None if points is None else torch.as_tensor(points, dtype=dtype, device=device),
-                None if labels is None else torch.as_tensor(labels, device=device),
-                None if scribbles is None else torch.as_tensor(scribbles, dtype=dtype, device=device),
-            )
-            logits = logits[:, 0].float()
-            original = transforms.logits_to_original(logits, encoded.new_size, encoded.original_size)
-            masks = (torch.sigmoid(original) > 0.5).cpu().numpy()
+            # Chunks keep the per-box (256, 64, 64) dense tensors of one call in cache-sized
+            # batches; one huge batch is memory-bound and slower than several small ones.
+            for start in range(0, count, self.max_batch):
+                chunk = slice(start, start + self.max_batch)
+
+                def as_tensor(array, cast=True):
+                    if array is None:
+                        return None
+                    return torch.as_tensor(array[chunk], dtype=dtype if cast else None, device=device)
+
+                logits, iou = self.model.decode(
+                    features, as_tensor(boxes_256), as_tensor(points), as_tensor(labels, cast=False),
+                    as_tensor(scribbles),
+                )
+                logits = logits[:, 0].float()
+                original = transforms.logits_to_original(
+                    logits, encoded.new_size, encoded.original_size
+                )
+                all_masks.append((torch.sigmoid(original) > 0.5).cpu().numpy())
+                all_scores.append(iou[:, 0].float().cpu().numpy())
+                all_logits.append(logits.cpu().numpy())
         return Prediction(
-            masks=masks,
-            scores=iou[:, 0].float().cpu().numpy(),
-            low_res_logits=logits.cpu().numpy(),
+            masks=np.concatenate(all_masks),
+            scores=np.concatenate(all_scores),
+            low_res_logits=np.concatenate(all_logits),
             boxes_256=boxes_256,
         )
 
