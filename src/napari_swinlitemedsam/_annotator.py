@@ -211,7 +211,7 @@ class Annotator:
         """Stop a running propagation (slices already written stay, undoable in one step)."""
         self._propagate_queue.clear()
         if self.runner.kind == "propagate":
-            self.runner.cancel()
+            self.runner.stop()
             self.on_status("Stopping propagation...")
 
     def set_click_sign(self, positive: bool) -> None:
@@ -248,14 +248,14 @@ class Annotator:
         name, device, label = self._model_request
         self._model_request = None
         self.on_status(f"Loading {label}...")
-        self._show_progress(f"Loading {label}")
 
         def loaded(result) -> None:
             self.predictor, seconds = result
             self.model_label = label
             self.on_status(f"{label} loaded in {seconds:.1f} s")
 
-        self.runner.start(load_predictor(name, device), "load", on_return=loaded, on_done=self._end_progress)
+        self.runner.start("load", load_predictor, (name, device), on_return=loaded, on_done=self._end_progress)
+        self._show_progress(f"Loading {label}")
 
     def _start_prepare(self) -> None:
         self.on_status(f"Reading '{self.image.name}'...")
@@ -265,31 +265,30 @@ class Annotator:
             if token == self._token:
                 self._image_u8 = array
 
-        worker = prepare_image(self.image.data, self.is_stack)
-        self.runner.start(worker, "prepare", on_return=prepared)
+        self.runner.start("prepare", prepare_image, (self.image.data, self.is_stack), on_return=prepared)
 
     def _slice_text(self, z: SliceKey) -> str:
         return "the image" if z is None else f"slice {z + 1}/{self.image.data.shape[0]}"
 
     def _start_encode(self, z: SliceKey) -> None:
         self.on_status(f"Encoding {self._slice_text(z)}...")
-        self._show_progress(f"Encoding {self._slice_text(z)}")
         token = self._token
 
         def encoded(result) -> None:
             if token == self._token:
                 self._encoded.add(result[0])
 
-        worker = encode_slice(self.predictor, self._image_u8, z, (self._token, z))
-        self.runner.start(worker, "encode", on_return=encoded, on_done=self._end_progress)
+        args = (self.predictor, self._image_u8, z, (self._token, z))
+        self.runner.start("encode", encode_slice, args, on_return=encoded, on_done=self._end_progress)
+        self._show_progress(f"Encoding {self._slice_text(z)}")
 
     def _start_decode(self, request: DecodeRequest) -> None:
         count = len(request.ids)
         where = self._slice_text(request.slice_index)
         self.on_status(f"Decoding {count} box{'es' * (count != 1)} on {where}...")
         token = self._token
-        worker = decode_slice(self.predictor, self._image_u8, (token, request.slice_index), request)
-        self.runner.start(worker, "decode", on_return=lambda result: self._decoded(result, token))
+        args = (self.predictor, self._image_u8, (token, request.slice_index), request)
+        self.runner.start("decode", decode_slice, args, on_return=lambda result: self._decoded(result, token))
 
     def _decoded(self, result, token: str) -> None:
         if token != self._token or self.labels is None:
@@ -313,38 +312,44 @@ class Annotator:
             return self.schedule()
         token, depth = self._token, self.image.data.shape[0]
         self._undo_group.open(self.labels)
-        self._show_progress(f"Propagating object {object_id}", total=depth)
 
         def arrived(result) -> None:
             if token != self._token or self.labels is None:
                 return
             layer_io.write_object_mask(self.labels, object_id, result.mask, result.z, self.overwrite)
             self._encoded.add(result.z)
-            if self._progress is not None:
-                self._progress.total = result.total
-                self._progress.update(result.done - self._progress.n)
             self.on_status(f"Propagating object {object_id}: slice {result.z + 1}/{depth} "
                            f"({result.done}/{result.total})")
+            if self._progress is not None:  # last: napari's progress bar may process events
+                self._progress.total = result.total
+                self._progress.update(result.done - self._progress.n)
 
         def ended() -> None:
             self._undo_group.close()
-            self._end_progress()
             self.on_status(f"Object {object_id} propagated")
+            self._end_progress()
 
-        worker = propagate_object(self.predictor, self._image_u8, obj.key_boxes(), token)
+        args = (self.predictor, self._image_u8, obj.key_boxes(), token)
         self.on_status(f"Propagating object {object_id}...")
-        self.runner.start(worker, "propagate", on_yield=arrived, on_done=ended)
+        self.runner.start("propagate", propagate_object, args, on_yield=arrived, on_done=ended)
+        self._show_progress(f"Propagating object {object_id}", total=depth)
 
     def _job_failed(self, error: Exception) -> None:
         self._undo_group.close()
-        self._end_progress()
-        message = f"Box annotator: {error}"
         self.on_status(f"Error: {error}")
-        show_error(message)
+        show_error(f"Box annotator: {error}")
+        self._end_progress()
 
     def _show_progress(self, text: str, total: int = 0) -> None:
+        """A napari progress bar; call it after ``runner.start`` (napari's bar may process events,
+        and a nested ``schedule`` must find the runner busy)."""
         self._end_progress()
-        self._progress = progress(total=total, desc=text)
+        job = self.runner.jobs_started
+        bar = progress(total=total, desc=text)
+        if self.runner.busy and self.runner.jobs_started == job:
+            self._progress = bar
+        else:  # the job already ended while the bar was being shown
+            bar.close()
 
     def _end_progress(self) -> None:
         if self._progress is not None:

@@ -1,5 +1,5 @@
-"""Model work off the GUI thread: ``thread_worker`` wrappers around the inference API, and a
-runner that keeps at most one of them going.
+"""Model work off the GUI thread: jobs around the inference API, and a runner that starts them
+as napari thread workers (``napari.qt.threading.create_worker``), one at a time.
 
 The predictor is not thread-safe, so jobs run one after another. Each job gets plain arrays and
 returns (or yields) plain results; layers are touched only in the callbacks, which napari runs
@@ -8,13 +8,14 @@ on the GUI thread.
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 import numpy as np
-from napari.qt.threading import thread_worker
+from napari.qt.threading import create_worker
 from qtpy.QtCore import Qt
 
 from ._annotator_state import SliceKey
@@ -48,7 +49,6 @@ def _plane(image: np.ndarray, slice_index: SliceKey) -> np.ndarray:
     return image if slice_index is None else image[slice_index]
 
 
-@thread_worker
 def load_predictor(name_or_path: str, device: str):
     """Load weights (offline) and return ``(BoxPredictor, seconds)``."""
     from .inference.predictor import BoxPredictor
@@ -58,7 +58,6 @@ def load_predictor(name_or_path: str, device: str):
     return predictor, time.perf_counter() - started
 
 
-@thread_worker
 def prepare_image(data, is_stack: bool) -> np.ndarray:
     """The image as the model sees it: a (D, H, W) stack mapped to uint8 once for all slices;
     a 2D image is returned as it is (the predictor maps its intensities itself)."""
@@ -68,7 +67,6 @@ def prepare_image(data, is_stack: bool) -> np.ndarray:
     return volume_to_uint8(array) if is_stack else array
 
 
-@thread_worker
 def encode_slice(predictor, image: np.ndarray, slice_index: SliceKey, key: Hashable):
     """Encode one slice into the predictor's cache; returns ``(slice_index, seconds)``."""
     started = time.perf_counter()
@@ -76,7 +74,6 @@ def encode_slice(predictor, image: np.ndarray, slice_index: SliceKey, key: Hasha
     return slice_index, time.perf_counter() - started
 
 
-@thread_worker
 def decode_slice(predictor, image: np.ndarray, key: Hashable, request: DecodeRequest) -> DecodeResult:
     """Encode the slice (or take it from the cache) and decode all its boxes in one call."""
     started = time.perf_counter()
@@ -91,7 +88,6 @@ def decode_slice(predictor, image: np.ndarray, key: Hashable, request: DecodeReq
     return DecodeResult(request, prediction.masks, time.perf_counter() - started)
 
 
-@thread_worker
 def propagate_object(predictor, volume: np.ndarray, key_boxes: dict, volume_key: Hashable):
     """Follow one object through a (D, H, W) uint8 stack from its key-slice boxes.
 
@@ -103,19 +99,40 @@ def propagate_object(predictor, volume: np.ndarray, key_boxes: dict, volume_key:
     return (yield from propagate_from_key_slices(predictor, volume, key_boxes, volume_key=volume_key))
 
 
+def _unless_cancelled(job: Callable, cancelled: threading.Event) -> Callable:
+    """``job`` that does nothing when it starts after being cancelled (napari may queue a worker
+    for a moment before its thread starts)."""
+    if inspect.isgeneratorfunction(job):
+
+        def generator_job(*args):
+            if cancelled.is_set():
+                return None
+            return (yield from job(*args))
+
+        return generator_job
+
+    def function_job(*args):
+        return None if cancelled.is_set() else job(*args)
+
+    return function_job
+
+
 class JobRunner:
-    """Starts workers one at a time and knows which one is running.
+    """Starts jobs one at a time in napari thread workers and knows which one is running.
 
     ``on_idle`` is called (on the GUI thread) after each job finishes, so the owner can start
-    the next one; ``on_error`` receives any exception a job raised.
+    the next one; ``on_error`` receives any exception a job raised. Callbacks of a cancelled
+    job, or of any job once the runner is closed, are skipped.
     """
 
     def __init__(self, on_idle: Callable[[], None], on_error: Callable[[Exception], None]) -> None:
         self._on_idle = on_idle
         self._on_error = on_error
         self._worker = None
+        self._cancelled = threading.Event()
         self._ended = threading.Event()
         self.kind = ""
+        self.jobs_started = 0
         self._closed = False
 
     @property
@@ -124,33 +141,36 @@ class JobRunner:
 
     def start(
         self,
-        worker,
         kind: str,
+        job: Callable,
+        args: tuple,
         on_return: Callable | None = None,
         on_yield: Callable | None = None,
         on_done: Callable[[], None] | None = None,
     ) -> None:
-        """Run ``worker`` (not started yet); callbacks are skipped once the runner is closed."""
+        """Run ``job(*args)`` in a worker thread; callbacks run on the GUI thread."""
         if self._closed:
-            worker.quit()
             return
         if self._worker is not None:
             raise RuntimeError(f"a {self.kind} job is still running")
+        cancelled, ended = threading.Event(), threading.Event()
+        worker = create_worker(_unless_cancelled(job, cancelled), *args, _start_thread=False)
         self._worker, self.kind = worker, kind
-        ended = self._ended = threading.Event()
+        self.jobs_started += 1
+        self._cancelled, self._ended = cancelled, ended
         # Set from the worker thread itself, so close() can wait without an event loop.
         worker.finished.connect(ended.set, Qt.ConnectionType.DirectConnection)
         if on_return is not None:
-            worker.returned.connect(self._guard(on_return))
+            worker.returned.connect(self._guard(on_return, cancelled))
         if on_yield is not None:
-            worker.yielded.connect(self._guard(on_yield))
-        worker.errored.connect(self._guard(self._on_error))
+            worker.yielded.connect(self._guard(on_yield, cancelled))
+        worker.errored.connect(self._guard(self._on_error, cancelled))
         worker.finished.connect(lambda: self._finished(worker, on_done))
         worker.start()
 
-    def _guard(self, callback: Callable) -> Callable:
+    def _guard(self, callback: Callable, cancelled: threading.Event) -> Callable:
         def guarded(value):
-            if not self._closed:
+            if not self._closed and not cancelled.is_set():
                 callback(value)
 
         return guarded
@@ -165,15 +185,27 @@ class JobRunner:
         self._on_idle()
 
     def cancel(self) -> None:
-        """Ask the running job to stop (generators stop at their next slice)."""
+        """Drop the running job's results; a propagation also stops at its next slice."""
+        if self._worker is not None:
+            self._cancelled.set()
+            self._worker.quit()
+
+    def stop(self) -> None:
+        """Ask a generator job to stop at its next step, keeping what it has yielded."""
         if self._worker is not None:
             self._worker.quit()
 
     def close(self, timeout_s: float = 30.0) -> bool:
-        """Stop calling back, ask the job to quit and wait for its thread; True when it ended."""
+        """Stop calling back, cancel the job and wait for its thread; True when none is left.
+
+        A job whose thread has not started yet is not waited for: it will return at once.
+        """
         self._closed = True
         worker = self._worker
         if worker is None:
             return True
+        self._cancelled.set()
         worker.quit()
+        if not worker.is_running:
+            return True
         return self._ended.wait(timeout_s)
