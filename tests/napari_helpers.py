@@ -15,7 +15,7 @@ from qtpy.QtCore import QThreadPool, QTimer
 
 from napari_swinlitemedsam.inference.layer_coordinates import box_to_rectangle
 
-MODEL_TIMEOUT_MS = 300_000  # encodes take 0.5-10 s on a busy 2-core machine; never hang forever
+MODEL_TIMEOUT_MS = 900_000  # an encode takes 0.5-20 s on a busy 2-core machine; never hang forever
 
 
 @dataclass

@@ -8,6 +8,7 @@ each checks several things.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,6 +61,7 @@ def test_drawn_box_gives_the_objects_mask_without_freezing_the_window(make_napar
     first_mask_s = time.perf_counter() - started
     longest_stall = meter.stop()
     wait_idle(qtbot, annotator)
+    model_work_s = annotator.last_decode_seconds  # encode + decode of the first box
 
     labels = annotator.labels.data
     object_id = int(labels.max())
@@ -74,9 +76,19 @@ def test_drawn_box_gives_the_objects_mask_without_freezing_the_window(make_napar
     assert annotator.labels.selected_label == object_id
     assert widget.status_label.text().startswith("Ready: 1 object")
 
+    # A - click inside the box re-runs the decoder for that object with the click added.
+    before_click = labels == object_id
+    widget.negative_button.setChecked(True)
+    row, col = np.argwhere(before_click).mean(axis=0).round().astype(int)
+    annotator.points.add([row, col])
+    wait_idle(qtbot, annotator)
+    clicked = predictor.predict(box[None], points=np.array([[[col, row]]]), point_labels=np.array([[0]]))
+    after_click = annotator.labels.data == object_id
+    assert not np.array_equal(after_click, before_click)
+    assert np.array_equal(after_click, clicked.masks[0])
+
     # The event loop kept turning while the model loaded and encoded: a frozen window would show
-    # a gap as long as the model work itself (last_decode_seconds includes the encoding).
-    model_work_s = annotator.last_decode_seconds
+    # a gap as long as the model work itself (the first decode job includes the encoding).
     print(f"\ntime to first mask {first_mask_s:.2f} s (open widget, load model, encode, decode); "
           f"encode + decode {model_work_s:.2f} s; longest event-loop stall {longest_stall * 1000:.0f} ms")
     assert longest_stall < 0.5
@@ -169,3 +181,33 @@ def test_removing_the_image_or_closing_the_viewer_mid_run(make_napari_viewer, qt
     other[0].close()
     assert second.image is None
     qtbot.waitUntil(lambda: not second.runner.busy and no_worker_threads(), timeout=MODEL_TIMEOUT_MS)
+
+
+def test_the_annotate_command_opens_a_sample_with_the_widget_docked(qtbot):
+    from napari_swinlitemedsam._launch import open_viewer
+
+    viewer, widget = open_viewer([], "nuclei2d")
+    try:
+        assert isinstance(widget, BoxAnnotatorWidget)
+        assert widget.annotator.image is viewer.layers["nuclei2d"]
+        assert viewer.layers["nuclei2d reference"].visible is False
+        assert widget.annotator.boxes.mode == "add_rectangle"
+    finally:
+        assert widget.close_annotator()
+        viewer.close()
+    qtbot.waitUntil(no_worker_threads, timeout=MODEL_TIMEOUT_MS)
+
+
+def test_a_model_that_cannot_load_is_reported_not_raised(make_napari_viewer, qtbot, monkeypatch):
+    import napari_swinlitemedsam._annotator as annotator_module
+
+    errors = []
+    monkeypatch.setattr(annotator_module, "show_error", errors.append)
+    viewer = make_napari_viewer()
+    widget = BoxAnnotatorWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Box annotator")
+    widget.annotator.set_model(str(Path(__file__)), "cpu", "not a weight file")
+    qtbot.waitUntil(lambda: bool(errors) and not widget.annotator.runner.busy, timeout=MODEL_TIMEOUT_MS)
+    assert widget.annotator.predictor is None
+    assert "test_widget.py" in errors[0]
+    assert widget.status_label.text().startswith("No model:")

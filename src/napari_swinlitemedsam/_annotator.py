@@ -44,6 +44,7 @@ class Annotator:
         self.boxes = self.labels = self.points = None
         self.active_object: int | None = None
         self.last_decode_seconds: float | None = None
+        self.last_error = ""
         self._image_u8: np.ndarray | None = None
         self._token = ""
         self._pending: dict[SliceKey, set[int]] = {}
@@ -226,6 +227,8 @@ class Annotator:
         if self._model_request is not None:
             return self._start_model_load()
         if self.predictor is None:
+            if self.last_error:
+                return self.on_status(f"No model: {self.last_error}. Choose another model or device.")
             return self.on_status("Choose a model to start")
         if self.image is None:
             return self.on_status(f"{self.model_label} ready: choose an image layer")
@@ -250,8 +253,10 @@ class Annotator:
         self.on_status(f"Loading {label}...")
 
         def loaded(result) -> None:
+            if self._model_request is not None:
+                return  # another model was chosen meanwhile; it loads next
             self.predictor, seconds = result
-            self.model_label = label
+            self.model_label, self.last_error = label, ""
             self.on_status(f"{label} loaded in {seconds:.1f} s")
 
         self.runner.start("load", load_predictor, (name, device), on_return=loaded, on_done=self._end_progress)
@@ -336,6 +341,7 @@ class Annotator:
 
     def _job_failed(self, error: Exception) -> None:
         self._undo_group.close()
+        self.last_error = str(error)
         self.on_status(f"Error: {error}")
         show_error(f"Box annotator: {error}")
         self._end_progress()

@@ -154,7 +154,10 @@ class JobRunner:
         if self._worker is not None:
             raise RuntimeError(f"a {self.kind} job is still running")
         cancelled, ended = threading.Event(), threading.Event()
-        worker = create_worker(_unless_cancelled(job, cancelled), *args, _start_thread=False)
+        # Errors go to on_error (a napari notification), not re-raised on the GUI thread.
+        worker = create_worker(
+            _unless_cancelled(job, cancelled), *args, _start_thread=False, _ignore_errors=True
+        )
         self._worker, self.kind = worker, kind
         self.jobs_started += 1
         self._cancelled, self._ended = cancelled, ended
