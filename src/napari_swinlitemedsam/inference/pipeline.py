@@ -37,12 +37,23 @@ def paste_masks(masks: np.ndarray) -> np.ndarray:
     return labels
 
 
-def segment_image_2d(predictor: BoxPredictor, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """Segment (N, 4) inclusive xyxy boxes on an (H, W) or (H, W, 3) image; (H, W) labels."""
+def segment_image_2d(
+    predictor: BoxPredictor, image: np.ndarray, boxes: np.ndarray, boxes_per_step: int = 256
+) -> np.ndarray:
+    """Segment (N, 4) inclusive xyxy boxes on an (H, W) or (H, W, 3) image; (H, W) labels.
+
+    Masks are pasted ``boxes_per_step`` boxes at a time, so thousands of boxes never hold
+    thousands of full-size masks in memory. Later boxes win where boxes overlap.
+    """
     predictor.set_image(image)
-    if len(boxes) == 0:
-        return np.zeros(predictor.current.original_size, dtype=np.uint8)
-    return paste_masks(predictor.predict(boxes).masks)
+    boxes = np.asarray(boxes)
+    count = len(boxes)
+    labels = np.zeros(predictor.current.original_size, dtype=np.uint8 if count < 256 else np.uint16)
+    for start in range(0, count, boxes_per_step):
+        masks = predictor.predict(boxes[start : start + boxes_per_step]).masks
+        for offset, mask in enumerate(masks):
+            labels[mask] = start + offset + 1
+    return labels
 
 
 def volume_to_uint8(volume: np.ndarray, modality: str = "auto") -> np.ndarray:

@@ -82,6 +82,24 @@ def check_boxes(boxes: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
     return clipped
 
 
+def model_input_uint8(image: np.ndarray) -> np.ndarray:
+    """An (H, W) grey or (H, W, 3) RGB uint8 image for the encoder, from any 2D input.
+
+    Grey stays one channel (``prepare_image`` treats it as three equal channels after the
+    resize, which saves memory on large images); RGBA loses its alpha. Raises
+    :class:`PredictorError` for shapes and dtypes that are not a 2D image.
+    """
+    array = np.asarray(image)
+    if array.ndim < 2 or min(array.shape[:2]) == 0:
+        raise PredictorError(f"expected a 2D image (H, W) or (H, W, 3), got shape {array.shape}")
+    try:
+        if array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 1):
+            return intensity.to_uint8(array.reshape(array.shape[:2]))
+        return intensity.to_rgb_uint8(array)
+    except (TypeError, ValueError) as error:
+        raise PredictorError(str(error)) from None
+
+
 class BoxPredictor:
     """Box-prompted segmentation of 2D images with a cached encoder output.
 
@@ -143,10 +161,7 @@ class BoxPredictor:
             cached = self.cache.get(cache_key)
             if cached is not None:
                 return cached
-        try:
-            rgb = intensity.to_rgb_uint8(np.asarray(image))
-        except ValueError as error:
-            raise PredictorError(str(error)) from None
+        rgb = model_input_uint8(image)
         image_256, new_size = transforms.prepare_image(rgb)
         tensor = torch.from_numpy(np.ascontiguousarray(image_256))[None].to(self.device)
         with torch.inference_mode():

@@ -74,7 +74,11 @@ class _Track:
 
 
 def check_boxes_3d(boxes: np.ndarray, depth: int) -> np.ndarray:
-    """Validate (N, 6) ``[x_min, y_min, z_min, x_max, y_max, z_max]`` boxes; returns int64."""
+    """Validate (N, 6) ``[x_min, y_min, z_min, x_max, y_max, z_max]`` boxes; returns int64.
+
+    Swapped z bounds are put in order and z is cut to the stack; NaN boxes and boxes wholly
+    outside the stack raise :class:`PredictorError`.
+    """
     array = np.asarray(boxes, dtype=np.float64)
     if array.ndim == 1 and array.size == 6:
         array = array[None]
@@ -89,7 +93,9 @@ def check_boxes_3d(boxes: np.ndarray, depth: int) -> np.ndarray:
         raise PredictorError(
             f"3D boxes {np.flatnonzero(outside).tolist()} lie outside the stack's {depth} slices"
         )
-    array[:, 2], array[:, 5] = z_min, z_max
+    # A box reaching beyond the stack is cut to it (the middle slice is then that of the part
+    # inside the stack; the reference would index past the end).
+    array[:, 2], array[:, 5] = np.clip(z_min, 0, depth - 1), np.clip(z_max, 0, depth - 1)
     return array
 
 
