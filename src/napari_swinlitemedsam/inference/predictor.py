@@ -23,6 +23,7 @@ from ..model.segmenter import PromptableSegmenter
 from . import intensity, transforms
 from .box_prompts import box_points, box_scribble, prompt_rng
 from .prompt_random import RandomSource
+from .disk_cache import DiskEmbeddingCache, encoder_identity
 from .embedding_cache import EmbeddingCache, EncodedSlice
 
 
@@ -110,6 +111,10 @@ class BoxPredictor:
         cache: where encoded slices are kept (a bounded LRU by default).
         model_name: identifies the weights in cache keys.
         max_batch: boxes decoded per call; more boxes are decoded in several calls.
+        disk_cache: optional second cache level on disk, keyed by the pixels' content and
+            consulted after ``cache``; features then come in its storage dtype (float16 by
+            default) whether just encoded or read back, so warm and cold runs give the same
+            masks.
     """
 
     def __init__(
@@ -119,6 +124,7 @@ class BoxPredictor:
         cache: EmbeddingCache | None = None,
         model_name: str = "",
         max_batch: int = 16,
+        disk_cache: DiskEmbeddingCache | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
@@ -129,6 +135,8 @@ class BoxPredictor:
         self.prompts = prompts
         self.cache = cache if cache is not None else EmbeddingCache()
         self.model_name = model_name
+        self.disk_cache = disk_cache
+        self._encoder_identity: str | None = None
         self._current: EncodedSlice | None = None
 
     @classmethod
@@ -138,6 +146,13 @@ class BoxPredictor:
         """Load weights by name or path (offline) and wrap them in a predictor."""
         loaded = load_model(name_or_path, device=device)
         return cls(loaded.model, loaded.spec.prompts, EmbeddingCache(cache_bytes), loaded.spec.name)
+
+    @property
+    def encoder_identity(self) -> str:
+        """Model name, weights fingerprint, dtype and preprocessing version (disk cache keys)."""
+        if self._encoder_identity is None:
+            self._encoder_identity = encoder_identity(self.model, self.model_name)
+        return self._encoder_identity
 
     @property
     def device(self) -> torch.device:
@@ -163,9 +178,18 @@ class BoxPredictor:
                 return cached
         rgb = model_input_uint8(image)
         image_256, new_size = transforms.prepare_image(rgb)
-        tensor = torch.from_numpy(np.ascontiguousarray(image_256))[None].to(self.device)
-        with torch.inference_mode():
-            features = self.model.encode(tensor)[0]
+        disk_key = features = None
+        if self.disk_cache is not None:
+            disk_key = self.disk_cache.key_for(rgb, self.encoder_identity)
+            features = self.disk_cache.get(disk_key)
+        if features is None:
+            tensor = torch.from_numpy(np.ascontiguousarray(image_256))[None].to(self.device)
+            with torch.inference_mode():
+                features = self.model.encode(tensor)[0]
+            if disk_key is not None:
+                features = self.disk_cache.put(disk_key, features)
+        if disk_key is not None:
+            features = features.to(self.device)
         encoded = EncodedSlice(features, image_256, tuple(rgb.shape[:2]), tuple(new_size))
         if cache_key is not None:
             self.cache.put(cache_key, encoded)
