@@ -109,13 +109,15 @@ def test_screenshot_3d_propagation(shown_viewer, qtbot):
     for object_id, label in enumerate(nuclei, start=1):
         assert (masks == object_id).any(axis=(1, 2)).sum() > 5
         assert dice(masks == object_id, reference == label) > 0.7
+    # A slice without boxes: its masks come from the propagation.
     viewer.dims.set_current_step(0, key + 4)
-    viewer.camera.center = (0, 128 * sample.spacing[1], 110 * sample.spacing[2])
-    viewer.camera.zoom = 5
+    viewer.camera.center = (0, 120 * sample.spacing[1], 100 * sample.spacing[2])
+    viewer.camera.zoom = 9  # screen pixels per micrometre
     save(viewer, qtbot, "propagation_3d.png")
 
     viewer.layers["nuclei3d"].visible = False
+    annotator.boxes.visible = False
     viewer.dims.ndisplay = 3
-    viewer.camera.angles = (-20, 30, 70)
-    viewer.camera.zoom = 4
+    viewer.camera.angles = (-15, 35, 80)
+    viewer.camera.zoom = 14
     save(viewer, qtbot, "propagation_3d_rendered.png")

@@ -89,7 +89,8 @@ class Annotator:
         """Stop annotating the current image; its layers stay in the viewer."""
         if self.image is None:
             return
-        self.runner.cancel()
+        if self.runner.kind != "load":  # a model being loaded is still wanted
+            self.runner.cancel()
         self._undo_group.close()
         for layer, handler in (
             (self.boxes, self._on_boxes_changed), (self.points, self._on_clicks_changed),
@@ -308,8 +309,9 @@ class Annotator:
                     continue  # deleted or moved meanwhile; a newer request is queued
                 layer_io.write_object_mask(self.labels, object_id, mask, request.slice_index, self.overwrite)
         self.last_decode_seconds = result.seconds
-        self.on_status(f"Decoded {len(request.ids)} on {self._slice_text(request.slice_index)} "
-                       f"in {result.seconds:.2f} s")
+        count = len(request.ids)
+        self.on_status(f"Decoded {count} box{'es' * (count != 1)} on "
+                       f"{self._slice_text(request.slice_index)} in {result.seconds:.2f} s")
 
     def _start_propagation(self, object_id: int) -> None:
         obj = self.state.objects.get(object_id)

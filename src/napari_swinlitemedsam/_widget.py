@@ -52,8 +52,9 @@ class BoxAnnotatorWidget(QWidget):
         self._build_ui()
         self.setToolTip(shortcut_help())
         self._bind_keys()
-        annotator = self.annotator
-        self.destroyed.connect(lambda *_: annotator.close())
+        self._closed = False
+        # When napari deletes the window, stop the worker and release the viewer's shortcuts.
+        self.destroyed.connect(lambda *_: self.close_annotator())
         napari_viewer.layers.events.inserted.connect(self._refresh_layers)
         napari_viewer.layers.events.removed.connect(self._refresh_layers)
         self._refresh_layers()
@@ -206,7 +207,13 @@ class BoxAnnotatorWidget(QWidget):
         target.setChecked(True)
 
     def close_annotator(self) -> bool:
-        """Stop background work and release the viewer's shortcuts; True when no thread is left."""
+        """Stop background work and release the viewer's shortcuts; True when no thread is left.
+
+        Touches no Qt object, so it can run while the widget is being destroyed.
+        """
+        if self._closed:
+            return True
+        self._closed = True
         for key in self._bound_keys:
             self.viewer.bind_key(key, None)
         self._bound_keys.clear()
