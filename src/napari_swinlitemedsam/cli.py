@@ -3,6 +3,7 @@
 Subcommands:
 
 * ``segment INPUT... -o OUTDIR`` — challenge ``.npz`` cases (files or folders) to ``segs``;
+* ``embed INPUT... --cache DIR`` — encode images and stacks ahead of time into a disk cache;
 * ``evaluate PRED_DIR GT_DIR`` — DSC and NSD as the challenge computes them;
 * ``demo`` — segment a bundled real sample with the bundled model and score it;
 * ``annotate`` — open napari with the plugin docked (on a sample or on files).
@@ -28,6 +29,8 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .inference.embed_command import add_cache_arguments, add_embed_parser
+
     parser = argparse.ArgumentParser(
         prog="swinlitemedsam",
         description="Box-prompted medical and microscopy segmentation with Swin-LiteMedSAM / LiteMedSAM.",
@@ -46,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--stop-when-empty", action="store_true",
         help="stop following an object in 3D once a slice comes back empty",
     )
+    add_cache_arguments(segment)
+    _add_model_arguments(add_embed_parser(commands))
 
     evaluate = commands.add_parser("evaluate", help="DSC and NSD of predictions against ground truth")
     evaluate.add_argument("pred_dir")
@@ -66,13 +71,16 @@ def run_segment(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .inference.challenge_io import ChallengeFileError, iter_cases, load_case, save_segs
+    from .inference.disk_cache import DiskCacheError
+    from .inference.embed_command import open_disk_cache
     from .inference.pipeline import segment_case
     from .inference.predictor import BoxPredictor
     from .model.checkpoint import CheckpointError
 
     try:
         predictor = BoxPredictor.from_pretrained(args.model, device=args.device)
-    except CheckpointError as error:
+        predictor.disk_cache = open_disk_cache(args)
+    except (CheckpointError, DiskCacheError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
@@ -178,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "segment":
         return run_segment(args)
+    if args.command == "embed":
+        from .inference.embed_command import run_embed
+
+        return run_embed(args)
     if args.command == "evaluate":
         from .inference.evaluation import run_evaluate
 
