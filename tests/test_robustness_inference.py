@@ -136,3 +136,24 @@ def test_3d_box_partly_beyond_the_stack_is_capped(predictor):
     volume = np.stack([_disc_image()] * 4)
     segs = run_to_end(segment_volume(predictor, volume, np.array([[16, 16, 2, 47, 47, 30]])))
     assert segs.shape == volume.shape and segs[2:].any()
+
+
+def test_channels_first_rgb_is_refused_with_advice(predictor):
+    with pytest.raises(PredictorError, match="one \\(H, W\\) slice at a time"):
+        predictor.set_image(np.zeros((3, 40, 50), np.uint8))
+
+
+def test_lazy_dask_array_is_read_only_where_needed(predictor):
+    dask_array = pytest.importorskip("dask.array")
+    volume = dask_array.from_array(np.stack([_disc_image()] * 3), chunks=(1, 64, 64))
+    labels = segment_image_2d(predictor, volume[1], np.array([[16, 16, 47, 47]]))
+    assert labels.shape == (64, 64) and labels.any()
+
+
+def test_huge_image_is_encoded_without_copies_at_full_size(predictor):
+    """A 20000 x 20000 uint8 image (400 MB) goes through; grey is never made 3-channel."""
+    huge = np.zeros((20000, 20000), np.uint8)
+    huge[8000:12000, 8000:12000] = 200
+    labels = segment_image_2d(predictor, huge, np.array([[7000, 7000, 12999, 12999]]))
+    assert labels.shape == huge.shape
+    assert labels[10000, 10000] == 1
