@@ -6,7 +6,9 @@ Subcommands:
 * ``embed INPUT... --cache DIR`` — encode images and stacks ahead of time into a disk cache;
 * ``evaluate PRED_DIR GT_DIR`` — DSC and NSD as the challenge computes them;
 * ``demo`` — segment a bundled real sample with the bundled model and score it;
-* ``annotate`` — open napari with the plugin docked (on a sample or on files).
+* ``annotate`` — open napari with the plugin docked (on a sample or on files);
+* ``train`` — build training data, distil Swin-LiteMedSAM, evaluate, fine-tune (see
+  ``docs/training.md``).
 
 Every subcommand uses the inference API only; ``annotate`` imports napari lazily.
 """
@@ -64,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     annotate = commands.add_parser("annotate", help="open napari with the Box annotator")
     annotate.add_argument("files", nargs="*", help="images to open (default: a bundled sample)")
     annotate.add_argument("--sample", default="nuclei2d", help="sample to open when no files are given")
+
+    from .inference.training.cli import add_train_arguments
+
+    add_train_arguments(commands)
     return parser
 
 
@@ -198,6 +204,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_demo(args)
     if args.command == "annotate":
         return run_annotate(args)
+    if args.command == "train":
+        from .inference.training.cli import run_train
+
+        return run_train(args)
     return 2
 
 
