@@ -93,20 +93,30 @@ def no_worker_threads() -> bool:
 
 class StallMeter:
     """Measures the longest gap between ticks of a 10 ms QTimer: how long the GUI thread was
-    unable to turn the event loop."""
+    unable to turn the event loop. ``where()`` names what was going on at each tick."""
 
-    def __init__(self, interval_ms: int = 10) -> None:
-        self.ticks: list[float] = []
+    def __init__(self, where=lambda: "", interval_ms: int = 10) -> None:
+        self.ticks: list[tuple[float, str]] = []
+        self.where = where
         self.timer = QTimer()
         self.timer.setInterval(interval_ms)
-        self.timer.timeout.connect(lambda: self.ticks.append(time.perf_counter()))
+        self.timer.timeout.connect(self._tick)
+
+    def _tick(self) -> None:
+        self.ticks.append((time.perf_counter(), self.where()))
 
     def start(self) -> None:
-        self.ticks = [time.perf_counter()]
+        self.ticks = []
+        self._tick()
         self.timer.start()
 
     def stop(self) -> float:
         """Stop and return the longest gap in seconds."""
         self.timer.stop()
-        self.ticks.append(time.perf_counter())
-        return float(np.max(np.diff(self.ticks)))
+        self._tick()
+        return max(self.gaps()[0][0], 0.0)
+
+    def gaps(self) -> list[tuple[float, str, str]]:
+        """``(gap seconds, what before, what after)``, longest first."""
+        pairs = zip(self.ticks[:-1], self.ticks[1:])
+        return sorted(((b[0] - a[0], a[1], b[1]) for a, b in pairs), reverse=True)

@@ -17,18 +17,22 @@ class ModelChoice:
     name_or_path: str
 
 
+BUNDLED = ModelChoice("LiteMedSAM (bundled)", "litemedsam")
+
+
 def available_models(model_dir: Path | None = None) -> list[ModelChoice]:
     """LiteMedSAM (bundled); Swin-LiteMedSAM when its checkpoint is found; every other ``.pth``
     in the model folder (weights trained with this package), in name order.
 
-    Looks at files only (never the network, never torch).
+    Looks at files only, never the network; imports torch (the checkpoint module does), so the
+    widget calls it in a worker thread.
     """
     from .model.checkpoint import (
         SWIN_LITEMEDSAM_FILENAME, CheckpointError, default_model_dir, resolve_weights,
     )
 
     folder = model_dir if model_dir is not None else default_model_dir()
-    choices = [ModelChoice("LiteMedSAM (bundled)", "litemedsam")]
+    choices = [BUNDLED]
     try:
         resolve_weights("swin-litemedsam", model_dir=folder)
     except CheckpointError:

@@ -7,6 +7,7 @@ work runs in background threads; this widget only sets options and shows what is
 from __future__ import annotations
 
 from napari.layers import Image, Labels
+from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 from qtpy.QtWidgets import (
     QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QPushButton, QRadioButton,
@@ -15,7 +16,7 @@ from qtpy.QtWidgets import (
 
 from ._annotator import Annotator
 from ._layer_io import ImageLayerError
-from ._model_choices import CHOOSE_FILE, DEVICES, available_models
+from ._model_choices import BUNDLED, CHOOSE_FILE, DEVICES, available_models
 
 NEW_LABELS = "(new layer)"
 MAX_WIDTH = 380
@@ -49,24 +50,30 @@ class BoxAnnotatorWidget(QWidget):
         self.viewer = napari_viewer
         self.annotator = Annotator(napari_viewer, on_status=self._show_status)
         self._bound_keys: list[str] = []
+        self._closed = False
         self._build_ui()
         self.setToolTip(shortcut_help())
         self._bind_keys()
-        self._closed = False
         # When napari deletes the window, stop the worker and release the viewer's shortcuts.
         self.destroyed.connect(lambda *_: self.close_annotator())
         napari_viewer.layers.events.inserted.connect(self._refresh_layers)
         napari_viewer.layers.events.removed.connect(self._refresh_layers)
         self._refresh_layers()
         self._model_changed()
+        # Finding the other models imports torch: done in a worker, the window stays responsive.
+        self._discovery = create_worker(available_models, _start_thread=False, _ignore_errors=True)
+        self._discovery.returned.connect(self._add_found_models)
+        self._discovery.errored.connect(
+            lambda error: show_error(f"Box annotator: could not look for other models: {error}")
+        )
+        self._discovery.start()
 
     # ------------------------------------------------------------------ UI
     def _build_ui(self) -> None:
         self.image_combo = QComboBox()
         self.labels_combo = QComboBox()
         self.model_combo = QComboBox()
-        for choice in available_models():
-            self.model_combo.addItem(choice.label, choice.name_or_path)
+        self.model_combo.addItem(BUNDLED.label, BUNDLED.name_or_path)
         self.model_combo.addItem(CHOOSE_FILE, None)
         self.device_combo = QComboBox()
         self.device_combo.addItems(DEVICES)
@@ -174,6 +181,15 @@ class BoxAnnotatorWidget(QWidget):
         self._refresh_layers()
 
     # ------------------------------------------------------------------ model
+    def _add_found_models(self, choices) -> None:
+        """Offer the models found on disk (besides the bundled one), before "Choose file..."."""
+        if self._closed:
+            return
+        known = {self.model_combo.itemData(i) for i in range(self.model_combo.count())}
+        for choice in choices:
+            if choice.name_or_path not in known:
+                self.model_combo.insertItem(self.model_combo.count() - 1, choice.label, choice.name_or_path)
+
     def _model_changed(self) -> None:
         name_or_path = self.model_combo.currentData()
         label = self.model_combo.currentText()
