@@ -89,7 +89,7 @@ def test_decode_request_pads_uneven_click_counts_with_no_point_labels():
     state.sync_boxes([ShapeBox(0, 3, box(0, 0, 9, 9)), ShapeBox(0, 3, box(20, 20, 29, 29))], 0)
     state.sync_points([ClickPoint(3, 1.0, 1.0, True), ClickPoint(3, 2.0, 2.0, False),
                        ClickPoint(3, 25.0, 25.0, True)])
-    ids, _, points, labels = state.decode_request(3, [1, 2])
+    _, _, points, labels = state.decode_request(3, [1, 2])
     assert points.shape == (2, 2, 2)
     assert labels.tolist() == [[1, 0], [1, -1]]
     assert state.decode_request(5, [1, 2])[0] == []  # no boxes on slice 5

@@ -73,7 +73,7 @@ def test_prediction_file_opens_as_labels_and_other_files_are_declined(tmp_path):
     segs[1:3, 2:5] = 2
     prediction = tmp_path / "case.npz"
     np.savez(prediction, segs=segs)
-    ((data, attributes, layer_type),) = get_reader(str(prediction))(str(prediction))
+    ((data, _, layer_type),) = get_reader(str(prediction))(str(prediction))
     assert layer_type == "labels" and np.array_equal(data, segs)
 
     other = tmp_path / "other.npz"

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from napari_helpers import dice, draw_rectangle, gt_box, wait_idle
 
 from napari_swinlitemedsam._widget import BoxAnnotatorWidget
 from napari_swinlitemedsam.inference.samples import load_sample
-
-from napari_helpers import dice, draw_rectangle, gt_box, wait_idle
 
 IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
 WINDOW = (1400, 860)
@@ -48,7 +47,7 @@ def test_screenshot_first_boxes(shown_viewer, qtbot):
     viewer = shown_viewer
     sample = load_sample("nuclei2d")
     viewer.add_image(sample.image, name="nuclei2d")
-    widget, annotator = annotate(viewer)
+    _, annotator = annotate(viewer)
     for label in NUCLEI_2D:
         draw_rectangle(annotator.boxes, gt_box(sample.labels == label))
     wait_idle(qtbot, annotator)
@@ -65,7 +64,7 @@ def test_screenshot_hand_correction(shown_viewer, qtbot):
     viewer = shown_viewer
     sample = load_sample("nuclei2d")
     viewer.add_image(sample.image, name="nuclei2d")
-    widget, annotator = annotate(viewer)
+    _, annotator = annotate(viewer)
     label = NUCLEI_2D[0]
     draw_rectangle(annotator.boxes, gt_box(sample.labels == label))
     wait_idle(qtbot, annotator)
@@ -96,7 +95,7 @@ def test_screenshot_3d_propagation(shown_viewer, qtbot):
     image = sample.image[first : last + 1]
     reference = sample.labels[first : last + 1]
     viewer.add_image(image, name="nuclei3d", scale=sample.spacing)
-    widget, annotator = annotate(viewer)
+    _, annotator = annotate(viewer)
     viewer.dims.set_current_step(0, key)
     nuclei = (7, 11, 8)
     for label in nuclei:

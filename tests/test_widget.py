@@ -12,13 +12,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from napari_helpers import (
+    MODEL_TIMEOUT_MS,
+    StallMeter,
+    dice,
+    draw_rectangle,
+    gt_box,
+    no_worker_threads,
+    wait_idle,
+)
 
 from napari_swinlitemedsam._widget import BoxAnnotatorWidget
 from napari_swinlitemedsam.inference.samples import load_sample
-
-from napari_helpers import (
-    MODEL_TIMEOUT_MS, StallMeter, dice, draw_rectangle, gt_box, no_worker_threads, wait_idle,
-)
 
 # Two large, well separated nuclei of the sample. Segmented headless from their reference boxes,
 # LiteMedSAM scores DSC 0.951 (NUCLEUS) and 0.939 (OTHER_NUCLEUS); over all 125 nuclei the median
@@ -101,7 +106,7 @@ def test_drawn_box_gives_the_objects_mask_without_freezing_the_window(make_napar
 
 
 def test_undo_redo_hand_painting_delete_and_overwrite(make_napari_viewer, qtbot, sample):
-    viewer, widget, annotator = open_annotator(make_napari_viewer, sample)
+    _, widget, annotator = open_annotator(make_napari_viewer, sample)
     wait_idle(qtbot, annotator)
     labels, boxes = annotator.labels, annotator.boxes
     truth = sample.labels == OTHER_NUCLEUS

@@ -8,13 +8,19 @@ The stack is the bundled 3D nuclei sample cut to the 17 slices around one nucleu
 from __future__ import annotations
 
 import numpy as np
+from napari_helpers import (
+    MODEL_TIMEOUT_MS,
+    dice,
+    draw_rectangle,
+    gt_box,
+    no_worker_threads,
+    wait_idle,
+)
 
 from napari_swinlitemedsam._widget import BoxAnnotatorWidget
 from napari_swinlitemedsam.inference.pipeline import volume_to_uint8
 from napari_swinlitemedsam.inference.samples import load_sample
 from napari_swinlitemedsam.inference.volume import propagate_from_key_slices, run_to_end
-
-from napari_helpers import MODEL_TIMEOUT_MS, dice, draw_rectangle, gt_box, no_worker_threads, wait_idle
 
 FIRST, LAST = 27, 43
 NUCLEUS, OTHER_NUCLEUS = 7, 11

@@ -20,7 +20,12 @@ from napari.utils.notifications import show_error, show_info
 from . import _layer_io as layer_io
 from ._annotator_state import AnnotatorState, SliceKey
 from ._workers import (
-    DecodeRequest, JobRunner, decode_slice, encode_slice, load_predictor, prepare_image,
+    DecodeRequest,
+    JobRunner,
+    decode_slice,
+    encode_slice,
+    load_predictor,
+    prepare_image,
     propagate_object,
 )
 

@@ -28,7 +28,10 @@ def available_models(model_dir: Path | None = None) -> list[ModelChoice]:
     widget calls it in a worker thread.
     """
     from .model.checkpoint import (
-        SWIN_LITEMEDSAM_FILENAME, CheckpointError, default_model_dir, resolve_weights,
+        SWIN_LITEMEDSAM_FILENAME,
+        CheckpointError,
+        default_model_dir,
+        resolve_weights,
     )
 
     folder = model_dir if model_dir is not None else default_model_dir()

@@ -14,7 +14,9 @@ import numpy as np
 
 from .inference.challenge_io import ChallengeFileError, load_case, read_npz_arrays
 from .inference.layer_coordinates import (
-    box_to_rectangle, boxes_3d_to_rectangles, spacing_to_layer_scale,
+    box_to_rectangle,
+    boxes_3d_to_rectangles,
+    spacing_to_layer_scale,
 )
 
 LayerData = tuple  # (data, attributes, layer_type)

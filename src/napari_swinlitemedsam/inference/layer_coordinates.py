@@ -51,7 +51,7 @@ def rectangle_to_box(
         raise RectangleError("the rectangle has NaN or infinite vertices; redraw it")
     slice_index = None
     if array.shape[1] == 3:
-        slice_index = int(math.floor(float(np.mean(array[:, 0])) + 0.5))
+        slice_index = math.floor(float(np.mean(array[:, 0])) + 0.5)
     rows, cols = array[:, -2], array[:, -1]
     y_min, y_max = _covered_range(rows.min(), rows.max())
     x_min, x_max = _covered_range(cols.min(), cols.max())
@@ -65,7 +65,7 @@ def _covered_range(low: float, high: float) -> tuple[int, int]:
     """First and last integer in ``[low, high]``, or the integer nearest the middle if none."""
     first, last = math.ceil(low), math.floor(high)
     if first > last:
-        first = last = int(math.floor((low + high) / 2 + 0.5))
+        first = last = math.floor((low + high) / 2 + 0.5)
     return int(first), int(last)
 
 
