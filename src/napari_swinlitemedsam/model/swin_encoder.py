@@ -87,6 +87,9 @@ class WindowAttention(nn.Module):
         self.register_buffer("relative_rows", d_row, persistent=False)
         self.register_buffer("relative_cols", d_col, persistent=False)
         self.to_out = nn.Linear(inner, dim)
+        # Inference-only memo of window orders and attention masks per map size (and dtype).
+        self._memo: dict[tuple, torch.Tensor] = {}
+        self._memo_version: tuple = ()
 
     def attention_bias(self, windows_down: int, windows_across: int) -> torch.Tensor:
         """Additive bias (1, 1 or nW, ws*ws, ws*ws): relative position plus the shift masks."""
@@ -102,29 +105,86 @@ class WindowAttention(nn.Module):
         per_window[last_col] += self.left_right_mask
         return per_window[None]
 
+    def window_order(self, height: int, width: int, device: torch.device) -> torch.Tensor:
+        """Row-major token indices of the (shifted) map, listed window by window.
+
+        ``x.view(B, H*W, C)[:, order]`` is the (B, windows*ws*ws, C) window partition of the map
+        rolled by ``-displacement`` (windows row-major, tokens row-major inside each window);
+        the cyclic shift and the partition cost one gather instead of a roll plus a permute.
+        """
+        ws = self.window_size
+        grid = torch.arange(height * width, device=device).view(height, width)
+        if self.shifted:
+            grid = torch.roll(grid, shifts=(-self.displacement, -self.displacement), dims=(0, 1))
+        grid = grid.view(height // ws, ws, width // ws, ws).permute(0, 2, 1, 3)
+        return grid.reshape(-1)
+
+    def window_layout(self, height: int, width: int, device: torch.device) -> torch.Tensor:
+        """:meth:`window_order`, kept between calls when autograd is off (inference)."""
+        if torch.is_grad_enabled():
+            return self.window_order(height, width, device)
+        key = ("order", height, width, device)
+        if key not in self._memo:
+            self._memo[key] = self.window_order(height, width, device)
+        return self._memo[key]
+
+    def attention_mask(
+        self, height: int, width: int, dtype: torch.dtype, device: torch.device
+    ) -> torch.Tensor:
+        """:meth:`attention_bias` as (1 or nW, 1, ws*ws, ws*ws) in ``dtype`` for a H x W map.
+
+        When autograd is off (inference) the mask is kept and reused until the bias tensors
+        change (their storage or in-place version, e.g. after ``load_state_dict``), so it is
+        not rebuilt for every image.
+        """
+        ws = self.window_size
+
+        def build() -> torch.Tensor:
+            bias = self.attention_bias(height // ws, width // ws).to(device=device, dtype=dtype)
+            return bias.reshape(-1, 1, ws * ws, ws * ws)
+
+        if torch.is_grad_enabled():
+            return build()
+        sources = [self.pos_embedding]
+        if self.shifted:
+            sources += [self.upper_lower_mask, self.left_right_mask]
+        version = tuple((t.data_ptr(), t._version) for t in sources)
+        if version != self._memo_version:
+            self._memo.clear()
+            self._memo_version = version
+        key = ("mask", height, width, dtype, device)
+        if key not in self._memo:
+            self._memo[key] = build()
+        return self._memo[key]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, W, C) -> (B, H, W, C)."""
-        if self.shifted:
-            x = torch.roll(x, shifts=(-self.displacement, -self.displacement), dims=(1, 2))
-        batch, height, width, _ = x.shape
+        batch, height, width, channels = x.shape
         ws = self.window_size
         down, across = height // ws, width // ws
-        qkv = self.to_qkv(x)
-        # (B, H, W, 3*heads*d) -> (3, B, heads, windows, ws*ws, d)
-        qkv = qkv.view(batch, down, ws, across, ws, 3, self.heads, self.head_dim)
-        qkv = qkv.permute(5, 0, 6, 1, 3, 2, 4, 7).reshape(
-            3, batch, self.heads, down * across, ws * ws, self.head_dim
-        )
-        query, key, value = qkv.unbind(0)
-        bias = self.attention_bias(down, across).to(query.dtype)
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias)
-        # (B, heads, windows, ws*ws, d) -> (B, H, W, heads*d)
-        out = out.view(batch, self.heads, down, across, ws, ws, self.head_dim)
-        out = out.permute(0, 2, 4, 3, 5, 1, 6).reshape(batch, height, width, -1)
-        out = self.to_out(out)
+        windows, tokens = down * across, ws * ws
         if self.shifted:
-            out = torch.roll(out, shifts=(self.displacement, self.displacement), dims=(1, 2))
-        return out
+            order = self.window_layout(height, width, x.device)
+            partitioned = x.reshape(batch, height * width, channels).index_select(1, order)
+        else:
+            partitioned = x.view(batch, down, ws, across, ws, channels).permute(0, 1, 3, 2, 4, 5)
+        # Windows go into the batch axis, so attention runs as one 4-D (B*windows, heads, ws*ws,
+        # d) call (the fused kernel); q, k, v stay strided views of the qkv output.
+        qkv = self.to_qkv(partitioned.reshape(batch * windows, tokens, channels))
+        qkv = qkv.view(batch * windows, tokens, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        query, key, value = qkv.unbind(0)
+        bias = self.attention_mask(height, width, query.dtype, query.device)
+        if bias.shape[0] > 1 and batch > 1:
+            bias = bias.repeat(batch, 1, 1, 1)
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias)
+        # (B*windows, heads, ws*ws, d) -> (B*windows, ws*ws, heads*d), a view of the kernel output
+        out = self.to_out(out.transpose(1, 2).reshape(batch * windows, tokens, -1))
+        if self.shifted:
+            restored = torch.empty_like(out.view(batch, height * width, channels))
+            restored.index_copy_(1, order, out.view(batch, height * width, channels))
+            return restored.view(batch, height, width, channels)
+        out = out.view(batch, down, across, ws, ws, channels).permute(0, 1, 3, 2, 4, 5)
+        return out.reshape(batch, height, width, channels)
 
 
 class PreNorm(nn.Module):
