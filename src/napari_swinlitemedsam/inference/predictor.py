@@ -25,6 +25,7 @@ from .box_prompts import box_points, box_scribble, prompt_rng
 from .prompt_random import RandomSource
 from .disk_cache import DiskEmbeddingCache, encoder_identity
 from .embedding_cache import EmbeddingCache, EncodedSlice
+from .precision import check_feature_dtype, check_precision, encoder_context, stored_features
 
 
 class PredictorError(ValueError):
@@ -115,6 +116,10 @@ class BoxPredictor:
             consulted after ``cache``; features then come in its storage dtype (float16 by
             default) whether just encoded or read back, so warm and cold runs give the same
             masks.
+        precision: ``"fp32"`` or ``"bf16"`` (encoder under bfloat16 autocast; fast only on
+            CPUs with native bfloat16, see :mod:`.precision`).
+        feature_dtype: dtype of the encoded slices kept in the cache (None: float32;
+            ``torch.float16`` halves their memory).
     """
 
     def __init__(
@@ -125,7 +130,11 @@ class BoxPredictor:
         model_name: str = "",
         max_batch: int = 16,
         disk_cache: DiskEmbeddingCache | None = None,
+        precision: str = "fp32",
+        feature_dtype: torch.dtype | None = None,
     ) -> None:
+        self.precision = check_precision(precision)
+        self.feature_dtype = check_feature_dtype(feature_dtype)
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self.max_batch = max_batch
@@ -141,17 +150,28 @@ class BoxPredictor:
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str = "litemedsam", device: str = "auto", cache_bytes: int = 1 << 30
+        cls,
+        name_or_path: str = "litemedsam",
+        device: str = "auto",
+        cache_bytes: int = 1 << 30,
+        **options,
     ) -> BoxPredictor:
-        """Load weights by name or path (offline) and wrap them in a predictor."""
+        """Load weights by name or path (offline) and wrap them in a predictor.
+
+        ``options`` (``max_batch``, ``precision``, ``feature_dtype``) go to the constructor.
+        """
         loaded = load_model(name_or_path, device=device)
-        return cls(loaded.model, loaded.spec.prompts, EmbeddingCache(cache_bytes), loaded.spec.name)
+        return cls(
+            loaded.model, loaded.spec.prompts, EmbeddingCache(cache_bytes), loaded.spec.name,
+            **options,
+        )
 
     @property
     def encoder_identity(self) -> str:
         """Model name, weights fingerprint, dtype and preprocessing version (disk cache keys)."""
         if self._encoder_identity is None:
-            self._encoder_identity = encoder_identity(self.model, self.model_name)
+            variant = "" if self.precision == "fp32" else f"precision={self.precision}"
+            self._encoder_identity = encoder_identity(self.model, self.model_name, variant)
         return self._encoder_identity
 
     @property
@@ -185,7 +205,9 @@ class BoxPredictor:
         if features is None:
             tensor = torch.from_numpy(np.ascontiguousarray(image_256))[None].to(self.device)
             with torch.inference_mode():
-                features = self.model.encode(tensor)[0]
+                with encoder_context(self.precision, tensor.device):
+                    features = self.model.encode(tensor)[0]
+                features = stored_features(features, self.feature_dtype)
             if disk_key is not None:
                 features = self.disk_cache.put(disk_key, features)
         if disk_key is not None:

@@ -1,0 +1,89 @@
+"""Numeric precision of the encoder and of the encoded slices a predictor keeps.
+
+Two independent choices, both off by default (float32 everywhere):
+
+``precision="bf16"``
+    The image encoder (and Swin-LiteMedSAM's skip neck, which runs with it) computes under
+    bfloat16 autocast: matrix products and convolutions in bfloat16, with float32 kept where
+    autocast keeps it. On CPUs with native bfloat16 units (AVX512-BF16 or AMX: AMD Zen 4 and
+    later, Intel Sapphire Rapids and later) this is several times faster; on CPUs without them
+    it is emulated and *slower* than float32 (:func:`native_bf16_cpu` tells which). Masks
+    change slightly (``docs/performance.md`` gives the measured DSC change); the decoder
+    always runs in float32.
+``feature_dtype=torch.float16``
+    Encoded slices are stored in float16, which halves the memory per cached slice (a
+    Swin-LiteMedSAM slice: 16 MiB -> 8 MiB), so twice as many slices fit in the same cache
+    budget. The decoder converts them back to float32; masks change in a handful of pixels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import ContextManager
+
+import torch
+
+from ..model.segmenter import ImageFeatures
+
+PRECISIONS = ("fp32", "bf16")
+FEATURE_DTYPES = (None, torch.float32, torch.float16, torch.bfloat16)
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if known, else ValueError naming the choices."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return precision
+
+
+def check_feature_dtype(dtype: torch.dtype | None) -> torch.dtype | None:
+    """``dtype`` if it is a storage type the decoder can take back, else ValueError."""
+    if dtype not in FEATURE_DTYPES:
+        raise ValueError(
+            "feature_dtype must be None (keep what the encoder gives), torch.float32, "
+            f"torch.float16 or torch.bfloat16, got {dtype!r}"
+        )
+    return dtype
+
+
+def encoder_context(precision: str, device: torch.device) -> ContextManager:
+    """The autocast context for the encoder under ``precision`` on ``device``."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def stored_features(features: ImageFeatures, dtype: torch.dtype | None) -> ImageFeatures:
+    """``features`` with every tensor in ``dtype`` (float32 when None).
+
+    Under bf16 autocast the encoder's outputs come out in mixed types; with ``dtype`` None they
+    are brought to float32 so that what is cached does not depend on autocast's choices. A
+    slice whose values would overflow float16 stays float32.
+    """
+    target = torch.float32 if dtype is None else dtype
+    named = features.tensors()
+    if all(t.dtype == target for t in named.values()):
+        return features
+    if target == torch.float16:
+        largest = max(float(t.abs().max()) for t in named.values())
+        if largest > torch.finfo(torch.float16).max:
+            target = torch.float32
+    return features.to(features.embedding.device, target)
+
+
+def native_bf16_cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
+    """Whether this CPU has native bfloat16 units (AVX512-BF16 or AMX-BF16).
+
+    ``None`` when it cannot be told (no ``/proc/cpuinfo``, i.e. not Linux).
+    """
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return None
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+            break
+    return bool({"avx512_bf16", "amx_bf16"} & flags)
