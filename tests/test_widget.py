@@ -221,3 +221,27 @@ def test_a_model_that_cannot_load_is_reported_not_raised(make_napari_viewer, qtb
     assert widget.annotator.predictor is None
     assert "test_widget.py" in errors[0]
     assert widget.status_label.text().startswith("No model:")
+
+
+def test_masks_can_go_into_a_labels_layer_the_user_chooses(make_napari_viewer, qtbot, sample):
+    viewer = make_napari_viewer()
+    viewer.add_image(sample.image, name="nuclei2d")
+    mine = viewer.add_labels(np.zeros(sample.image.shape, np.uint16), name="my labels")
+    mine.data[5:9, 5:9] = 7
+    wrong = viewer.add_labels(np.zeros((10, 10), np.uint8), name="wrong shape")
+    widget = BoxAnnotatorWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Box annotator")
+    annotator = widget.annotator
+    created = annotator.labels
+    assert created is not mine and created.name == "nuclei2d masks"
+
+    widget.labels_combo.setCurrentIndex(widget.labels_combo.findText("my labels"))
+    widget._labels_chosen()
+    assert annotator.labels is mine
+    assert annotator.state.next_object_id(int(mine.data.max())) == 8
+    widget.labels_combo.setCurrentIndex(widget.labels_combo.findText("wrong shape"))
+    widget._labels_chosen()
+    assert annotator.labels is mine  # refused, with the reason in the status line
+    assert "shaped like the image" in widget.status_label.text()
+    assert widget.close_annotator()
+    qtbot.waitUntil(no_worker_threads, timeout=MODEL_TIMEOUT_MS)

@@ -70,14 +70,18 @@ class Annotator:
         self.schedule()
 
     def attach(self, image: Image, labels: Labels | None = None) -> None:
-        """Annotate ``image``: create the box, mask (unless ``labels`` is given) and click layers."""
-        self.detach()
+        """Annotate ``image``: create the box, mask (unless ``labels`` is given) and click layers.
+
+        Raises :class:`ImageLayerError` (and keeps annotating the current image) when the image
+        cannot be annotated or ``labels`` is not shaped like it.
+        """
         shape = layer_io.spatial_shape(image)
         if labels is not None and tuple(labels.data.shape) != shape:
             raise layer_io.ImageLayerError(
                 f"the labels layer '{labels.name}' has shape {tuple(labels.data.shape)}, "
                 f"the image {shape}; choose a labels layer shaped like the image (or a new one)"
             )
+        self.detach()
         self.image, self._token = image, uuid.uuid4().hex
         self.labels = labels if labels is not None else self.viewer.add_layer(layer_io.make_labels_layer(image))
         self.points = self.viewer.add_layer(layer_io.make_points_layer(image))
