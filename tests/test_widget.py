@@ -228,7 +228,7 @@ def test_masks_can_go_into_a_labels_layer_the_user_chooses(make_napari_viewer, q
     viewer.add_image(sample.image, name="nuclei2d")
     mine = viewer.add_labels(np.zeros(sample.image.shape, np.uint16), name="my labels")
     mine.data[5:9, 5:9] = 7
-    wrong = viewer.add_labels(np.zeros((10, 10), np.uint8), name="wrong shape")
+    viewer.add_labels(np.zeros((10, 10), np.uint8), name="wrong shape")
     widget = BoxAnnotatorWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Box annotator")
     annotator = widget.annotator
