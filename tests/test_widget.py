@@ -22,7 +22,7 @@ from napari_helpers import (
     wait_idle,
 )
 
-from napari_swinlitemedsam._widget import BoxAnnotatorWidget
+from napari_swinlitemedsam._widget import SHORTCUTS, BoxAnnotatorWidget
 from napari_swinlitemedsam.inference.samples import load_sample
 
 # Two large, well separated nuclei of the sample. Segmented headless from their reference boxes,
@@ -243,5 +243,19 @@ def test_masks_can_go_into_a_labels_layer_the_user_chooses(make_napari_viewer, q
     widget._labels_chosen()
     assert annotator.labels is mine  # refused, with the reason in the status line
     assert "shaped like the image" in widget.status_label.text()
+
+    # The shortcuts are bound on this viewer, work, and are none of napari's defaults.
+    from napari.utils.key_bindings import coerce_keybinding
+    from napari.utils.shortcuts import default_shortcuts
+
+    napari_keys = {binding for bindings in default_shortcuts.values() for binding in bindings}
+    for key, _ in SHORTCUTS:
+        assert coerce_keybinding(key) in viewer.keymap
+        assert coerce_keybinding(key) not in napari_keys, key
+    viewer.keymap[coerce_keybinding("Shift-O")](viewer)
+    assert widget.overwrite_box.isChecked() and annotator.overwrite
+    viewer.keymap[coerce_keybinding("Shift-C")](viewer)
+    assert widget.negative_button.isChecked()
     assert widget.close_annotator()
+    assert coerce_keybinding("Shift-O") not in viewer.keymap
     qtbot.waitUntil(no_worker_threads, timeout=MODEL_TIMEOUT_MS)
