@@ -259,3 +259,21 @@ def test_masks_can_go_into_a_labels_layer_the_user_chooses(make_napari_viewer, q
     assert widget.close_annotator()
     assert coerce_keybinding("Shift-O") not in viewer.keymap
     qtbot.waitUntil(no_worker_threads, timeout=MODEL_TIMEOUT_MS)
+
+
+def test_an_image_that_is_not_2d_or_3d_is_refused_with_a_reason(make_napari_viewer, qtbot, monkeypatch):
+    import napari_swinlitemedsam._widget as widget_module
+
+    errors = []
+    monkeypatch.setattr(widget_module, "show_error", errors.append)
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((2, 3, 16, 16), np.uint8), name="4d")
+    widget = BoxAnnotatorWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Box annotator")
+    assert widget.annotator.image is None
+    assert len(errors) == 1 and "(D, H, W)" in errors[0]
+    assert "(D, H, W)" in widget.status_label.text()
+    viewer.add_points(np.zeros((1, 4)))  # another layer arriving does not retry the refused image
+    assert len(errors) == 1
+    assert widget.close_annotator()
+    qtbot.waitUntil(no_worker_threads, timeout=MODEL_TIMEOUT_MS)

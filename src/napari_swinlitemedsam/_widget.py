@@ -66,8 +66,8 @@ class BoxAnnotatorWidget(QWidget):
         self.destroyed.connect(lambda *_: self.close_annotator())
         napari_viewer.layers.events.inserted.connect(self._refresh_layers)
         napari_viewer.layers.events.removed.connect(self._refresh_layers)
-        self._refresh_layers()
         self._model_changed()
+        self._refresh_layers()
         # Finding the other models imports torch: done in a worker, the window stays responsive.
         self._discovery = create_worker(available_models, _start_thread=False, _ignore_errors=True)
         self._discovery.returned.connect(self._add_found_models)
@@ -140,13 +140,17 @@ class BoxAnnotatorWidget(QWidget):
         self.annotator.extend_object = bool(on)
 
     # ------------------------------------------------------------------ layers
-    def _own_layers(self) -> tuple:
-        a = self.annotator
-        return tuple(layer for layer in (a.boxes, a.labels, a.points) if layer is not None)
-
     def _refresh_layers(self, event=None) -> None:
-        """List the viewer's images and labels; start on the first image when one arrives and
-        nothing is attached (not when layers go away: closing the viewer removes them all)."""
+        """List the viewer's images and labels; start on the first image when the widget opens or
+        an image arrives and nothing is attached (not when layers go away: closing the viewer
+        removes them all)."""
+        images = self._list_layers()
+        arrived = event is None or isinstance(getattr(event, "value", None), Image)
+        if self.annotator.image is None and images and arrived and getattr(event, "type", "") != "removed":
+            self._attach(self.image_combo.currentData(), None)
+
+    def _list_layers(self) -> list:
+        """Fill the image and labels choices; returns the image layers."""
         images = [layer for layer in self.viewer.layers if isinstance(layer, Image)]
         current = self.annotator.image
         self.image_combo.blockSignals(True)
@@ -166,8 +170,7 @@ class BoxAnnotatorWidget(QWidget):
         if self.annotator.labels in labels:
             self.labels_combo.setCurrentIndex(labels.index(self.annotator.labels) + 1)
         self.labels_combo.blockSignals(False)
-        if current is None and images and getattr(event, "type", "inserted") == "inserted":
-            self._attach(self.image_combo.currentData(), None)
+        return images
 
     def _image_chosen(self) -> None:
         image = self.image_combo.currentData()
@@ -186,7 +189,7 @@ class BoxAnnotatorWidget(QWidget):
         except ImageLayerError as error:
             self._show_status(str(error))
             show_error(str(error))
-        self._refresh_layers()
+        self._list_layers()
 
     # ------------------------------------------------------------------ model
     def _add_found_models(self, choices) -> None:
