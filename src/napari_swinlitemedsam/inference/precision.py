@@ -5,7 +5,7 @@ Two independent choices, both off by default (float32 everywhere):
 ``precision="bf16"``
     The image encoder (and Swin-LiteMedSAM's skip neck, which runs with it) computes under
     bfloat16 autocast: matrix products and convolutions in bfloat16, with float32 kept where
-    autocast keeps it. On CPUs with native bfloat16 units (AVX512-BF16 or AMX: AMD Zen 4 and
+    autocast keeps it, on a channels-last input. On CPUs with native bfloat16 units (AVX512-BF16 or AMX: AMD Zen 4 and
     later, Intel Sapphire Rapids and later) this is several times faster; on CPUs without them
     it is emulated and *slower* than float32 (:func:`native_bf16_cpu` tells which). Masks
     change slightly (``docs/performance.md`` gives the measured DSC change); the decoder
@@ -52,6 +52,17 @@ def encoder_context(precision: str, device: torch.device) -> ContextManager:
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def encoder_input(images: torch.Tensor, precision: str) -> torch.Tensor:
+    """(B, 3, 256, 256) encoder input in the memory layout that suits ``precision``.
+
+    bf16: channels-last, which lets the bfloat16 convolutions (LiteMedSAM's TinyViT is
+    mostly convolutions) skip a layout conversion at every layer; float32 is left as it is.
+    """
+    if precision == "bf16":
+        return images.contiguous(memory_format=torch.channels_last)
+    return images
 
 
 def stored_features(features: ImageFeatures, dtype: torch.dtype | None) -> ImageFeatures:

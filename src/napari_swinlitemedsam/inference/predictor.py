@@ -25,7 +25,13 @@ from .box_prompts import box_points, box_scribble, prompt_rng
 from .prompt_random import RandomSource
 from .disk_cache import DiskEmbeddingCache, encoder_identity
 from .embedding_cache import EmbeddingCache, EncodedSlice
-from .precision import check_feature_dtype, check_precision, encoder_context, stored_features
+from .precision import (
+    check_feature_dtype,
+    check_precision,
+    encoder_context,
+    encoder_input,
+    stored_features,
+)
 
 
 class PredictorError(ValueError):
@@ -206,7 +212,7 @@ class BoxPredictor:
             tensor = torch.from_numpy(np.ascontiguousarray(image_256))[None].to(self.device)
             with torch.inference_mode():
                 with encoder_context(self.precision, tensor.device):
-                    features = self.model.encode(tensor)[0]
+                    features = self.model.encode(encoder_input(tensor, self.precision))[0]
                 features = stored_features(features, self.feature_dtype)
             if disk_key is not None:
                 features = self.disk_cache.put(disk_key, features)
