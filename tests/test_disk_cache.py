@@ -86,7 +86,7 @@ def test_round_trip_in_the_storage_dtype(tmp_path, dtype):
 
 
 def test_values_beyond_float16_are_stored_as_float32(tmp_path):
-    cache = DiskEmbeddingCache(tmp_path)
+    cache = DiskEmbeddingCache(tmp_path, dtype="float16")
     big = ImageFeatures(torch.full((1, 256, 2, 2), 1e6))
     assert cache.put("ee" * 32, big).embedding.dtype == torch.float32
     assert torch.equal(cache.get("ee" * 32).embedding, big.embedding)
@@ -155,7 +155,7 @@ def test_write_failures_are_counted_not_raised(tmp_path, monkeypatch):
 
     monkeypatch.setattr(disk_cache, "write_atomically", disk_full)
     kept = cache.put("4d" * 32, features(1))
-    assert kept.embedding.dtype == torch.float16 and cache.stats.write_errors == 1
+    assert torch.equal(kept.embedding, features(1).embedding) and cache.stats.write_errors == 1
     assert cache.get("4d" * 32) is None
 
 
@@ -212,7 +212,7 @@ def test_two_processes_sharing_a_small_cache(tmp_path):
         from napari_swinlitemedsam.model.segmenter import ImageFeatures
 
         folder, budget, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-        cache = DiskEmbeddingCache(folder, max_bytes=budget)
+        cache = DiskEmbeddingCache(folder, max_bytes=budget, dtype="float16")
         expected = {}
         for k in range(6):
             g = torch.Generator().manual_seed(k)
@@ -248,22 +248,38 @@ def test_two_processes_sharing_a_small_cache(tmp_path):
 # ---------------------------------------------------------------- with the predictor
 
 
-def test_a_warm_cache_skips_the_encoder_and_gives_the_same_masks(tmp_path):
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_a_warm_cache_skips_the_encoder_and_gives_the_same_masks(tmp_path, dtype):
     image = np.random.default_rng(0).integers(0, 255, (40, 50), dtype=np.uint8)
     boxes = np.array([[3, 4, 30, 25], [10, 12, 45, 38]])
-    cold = stub_predictor(disk_cache=DiskEmbeddingCache(tmp_path))
+    cold = stub_predictor(disk_cache=DiskEmbeddingCache(tmp_path, dtype=dtype))
     cold.set_image(image)
-    cold_masks = cold.predict(boxes).masks
+    cold_result = cold.predict(boxes)
     assert cold.model.encode_calls == 1 and len(cold.disk_cache) == 1
 
-    warm = stub_predictor(disk_cache=DiskEmbeddingCache(tmp_path))  # a new session
+    warm = stub_predictor(disk_cache=DiskEmbeddingCache(tmp_path, dtype=dtype))  # a new session
     warm.set_image(image.copy())
-    np.testing.assert_array_equal(warm.predict(boxes).masks, cold_masks)
+    warm_result = warm.predict(boxes)
+    np.testing.assert_array_equal(warm_result.masks, cold_result.masks)
+    np.testing.assert_array_equal(warm_result.low_res_logits, cold_result.low_res_logits)
     assert warm.model.encode_calls == 0 and warm.disk_cache.stats.hits == 1
+    if dtype == "float32":  # and exactly what a predictor without a disk cache gives
+        plain = stub_predictor()
+        plain.set_image(image)
+        plain_logits = plain.predict(boxes).low_res_logits
+        np.testing.assert_array_equal(plain_logits, warm_result.low_res_logits)
 
-    other_weights = stub_predictor(seed=1, disk_cache=DiskEmbeddingCache(tmp_path))
+    other_weights = stub_predictor(seed=1, disk_cache=DiskEmbeddingCache(tmp_path, dtype=dtype))
     other_weights.set_image(image)
     assert other_weights.model.encode_calls == 1  # never another model's features
+
+
+def test_feature_dtype_and_precision_are_part_of_the_encoder_identity():
+    plain = stub_predictor().encoder_identity
+    assert stub_predictor().encoder_identity == plain
+    assert stub_predictor(feature_dtype=torch.float16).encoder_identity != plain
+    assert stub_predictor(feature_dtype=torch.float32).encoder_identity == plain
+    assert stub_predictor(precision="bf16").encoder_identity != plain
 
 
 def test_a_damaged_entry_is_recomputed_with_the_same_result(tmp_path):

@@ -68,9 +68,11 @@ def test_segment_with_a_warm_cache_encodes_nothing_and_writes_the_same_labels(
     assert cli.main(["segment", case, "-o", str(tmp_path / "warm"), *cache]) == 0
     cold, warm = made_predictors
     assert cold.model.encode_calls == 3 and warm.model.encode_calls == 0
-    with np.load(tmp_path / "cold" / "3D_case.npz") as a, np.load(tmp_path / "warm" / "3D_case.npz") as b:
-        assert a["segs"].any()
-        np.testing.assert_array_equal(a["segs"], b["segs"])
+    with np.load(tmp_path / "cold" / "3D_case.npz") as cold_file:
+        cold_segs = cold_file["segs"]
+    with np.load(tmp_path / "warm" / "3D_case.npz") as warm_file:
+        np.testing.assert_array_equal(warm_file["segs"], cold_segs)
+    assert cold_segs.any()
 
 
 def test_embed_goes_on_past_unreadable_files_and_reports_them(tmp_path, made_predictors, capsys):

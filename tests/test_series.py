@@ -222,7 +222,8 @@ def test_a_killed_save_leaves_the_previous_labels_and_progress_intact(tmp_path):
     try:
         temp = Path(process.stdout.readline().strip())
         assert temp.parent == out and temp.name.startswith(".b_grey.tif.")
-        np.testing.assert_array_equal(tifffile.imread(temp), np.full((20, 30), 5))  # new data complete
+        # the new data were completely written before the rename
+        np.testing.assert_array_equal(tifffile.imread(temp), np.full((20, 30), 5))
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
@@ -247,7 +248,9 @@ def test_damaged_progress_file_gives_a_clear_error(tmp_path):
 
 
 def test_prefetch_neighbouring_slices_first_then_the_next_item():
-    targets = neighbours_to_prefetch(3, 10, z=5, depth=7, slice_radius=2, direction=-1, next_item_z=4)
+    targets = neighbours_to_prefetch(
+        3, 10, z=5, depth=7, slice_radius=2, direction=-1, next_item_z=4
+    )
     assert targets == [
         PrefetchTarget(3, 4), PrefetchTarget(3, 6), PrefetchTarget(3, 3), PrefetchTarget(2, 4),
     ]  # slice 7 is beyond the stack; item 2 lies in the direction of the last move

@@ -7,9 +7,10 @@ pixels give the same key whatever file, folder or session they come from; other 
 preprocessing or another storage dtype give another key, so a stale entry is never used.
 
 Layout: ``<folder>/<key[:2]>/<key>.npz``, an uncompressed ``.npz`` holding the feature tensors
-(float16 by default: half the size, masks unchanged on the bundled samples, see
-``docs/bulk-labelling.md``) and a ``meta`` array (UTF-8 JSON: format version, key, tensor names,
-a blake2b digest of the tensor bytes).
+and a ``meta`` array (UTF-8 JSON: format version, key, tensor names, a blake2b digest of the
+tensor bytes). Tensors are stored in float32 by default, so that results with and without the
+cache are identical; float16 halves the size but moves a few mask pixels, and in 3D propagation
+those changes carry on to later slices (measured in ``docs/bulk-labelling.md``).
 
 Safety:
 
@@ -48,7 +49,8 @@ CACHE_FORMAT_VERSION = 1
 #: encoder sees for the same uint8 input.
 PREPROCESSING_VERSION = "longest-side-256-area/minmax/pad-bottom-right/1"
 DEFAULT_MAX_BYTES = 8 << 30
-STORAGE_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+DEFAULT_STORAGE_DTYPE = "float32"
 _EVICT_TO = 0.9  # fraction of max_bytes kept after an eviction
 _RESCAN_EVERY = 64  # puts between full scans (other processes add files too)
 _STALE_TEMP_SECONDS = 3600.0
@@ -108,12 +110,14 @@ class DiskEmbeddingCache:
     Args:
         folder: the cache folder (created when missing).
         max_bytes: bound on the total size of the entries; 0 stores nothing.
-        dtype: ``"float16"`` (default) or ``"float32"``: how feature tensors are stored. A
-            tensor with values beyond the float16 range is stored as float32.
+        dtype: ``"float32"`` (default: the same masks as without the cache) or
+            ``"float16"`` (half the size; a tensor with values beyond the float16 range is
+            still stored as float32).
     """
 
     def __init__(
-        self, folder: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES, dtype: str = "float16"
+        self, folder: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES,
+        dtype: str = DEFAULT_STORAGE_DTYPE,
     ) -> None:
         if max_bytes < 0:
             raise DiskCacheError("max_bytes must be >= 0")

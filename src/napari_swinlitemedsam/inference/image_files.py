@@ -164,7 +164,9 @@ def _read_nifti(path: Path) -> LoadedImage:
         image = nibabel.load(str(path))
         data = np.asanyarray(image.dataobj)
     except Exception as error:
-        raise ImageFileError(f"{path}: cannot be read as NIfTI ({type(error).__name__}: {error})") from error
+        raise ImageFileError(
+            f"{path}: cannot be read as NIfTI ({type(error).__name__}: {error})"
+        ) from error
     zooms = tuple(float(z) for z in image.header.get_zooms()[: data.ndim])
     if data.ndim == 3 and data.shape[2] == 1:
         data, zooms = data[:, :, 0], zooms[:2]

@@ -33,7 +33,9 @@ class LabelFileError(ValueError):
 def check_label_format(name: str) -> str:
     """``name`` if it is one of :data:`LABEL_FORMATS`, else LabelFileError naming them."""
     if name not in LABEL_FORMATS:
-        raise LabelFileError(f"unknown label format {name!r}; choose one of {sorted(LABEL_FORMATS)}")
+        raise LabelFileError(
+            f"unknown label format {name!r}; choose one of {sorted(LABEL_FORMATS)}"
+        )
     return name
 
 
@@ -137,4 +139,6 @@ def load_labels(path: str | os.PathLike, label_format: str) -> np.ndarray:
     except (ImageFileError, FileNotFoundError):
         raise
     except Exception as error:
-        raise LabelFileError(f"{path}: cannot read saved labels ({type(error).__name__}: {error})") from error
+        raise LabelFileError(
+            f"{path}: cannot read saved labels ({type(error).__name__}: {error})"
+        ) from error

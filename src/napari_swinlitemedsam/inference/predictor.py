@@ -119,9 +119,8 @@ class BoxPredictor:
         model_name: identifies the weights in cache keys.
         max_batch: boxes decoded per call; more boxes are decoded in several calls.
         disk_cache: optional second cache level on disk, keyed by the pixels' content and
-            consulted after ``cache``; features then come in its storage dtype (float16 by
-            default) whether just encoded or read back, so warm and cold runs give the same
-            masks.
+            consulted after ``cache``; features then come in its storage dtype whether just
+            encoded or read back, so warm and cold runs give the same masks.
         precision: ``"fp32"`` or ``"bf16"`` (encoder under bfloat16 autocast; fast only on
             CPUs with native bfloat16, see :mod:`.precision`).
         feature_dtype: dtype of the encoded slices kept in the cache (None: float32;
@@ -174,10 +173,17 @@ class BoxPredictor:
 
     @property
     def encoder_identity(self) -> str:
-        """Model name, weights fingerprint, dtype and preprocessing version (disk cache keys)."""
+        """Model name, weights fingerprint, dtype, preprocessing version, and the precision
+        and feature dtype when not float32 (disk cache keys)."""
         if self._encoder_identity is None:
-            variant = "" if self.precision == "fp32" else f"precision={self.precision}"
-            self._encoder_identity = encoder_identity(self.model, self.model_name, variant)
+            variant = []
+            if self.precision != "fp32":
+                variant.append(f"precision={self.precision}")
+            if self.feature_dtype not in (None, torch.float32):
+                variant.append(f"features={self.feature_dtype}")
+            self._encoder_identity = encoder_identity(
+                self.model, self.model_name, ",".join(variant)
+            )
         return self._encoder_identity
 
     @property

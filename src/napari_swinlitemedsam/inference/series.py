@@ -73,7 +73,8 @@ def list_series_items(sources: str | os.PathLike | Iterable[str | os.PathLike]) 
                 raise SeriesError(f"{path}: not a supported image; use {', '.join(IMAGE_SUFFIXES)}")
             matches = [path]
         elif glob.has_magic(text):
-            matches = sorted(Path(p) for p in glob.glob(os.path.expanduser(text)) if _is_image_file(Path(p)))
+            pattern = os.path.expanduser(text)
+            matches = sorted(Path(p) for p in glob.glob(pattern) if _is_image_file(Path(p)))
         else:
             raise SeriesError(f"{path}: no such file or folder")
         for match in matches:
@@ -137,7 +138,10 @@ class ImageSeries:
     """
 
     def __init__(
-        self, items: Sequence[str | os.PathLike], outdir: str | os.PathLike, label_format: str = "tiff"
+        self,
+        items: Sequence[str | os.PathLike],
+        outdir: str | os.PathLike,
+        label_format: str = "tiff",
     ) -> None:
         self.items = [Path(item) for item in items]
         if not self.items:
@@ -255,7 +259,8 @@ class ImageSeries:
         record = self._record(index)
         digest = labels_digest(labels)
         path = self.label_path(index)
-        if digest == record.labels_digest and record.labels_file == path.name and self._unchanged_on_disk(path, record):
+        same_labels = digest == record.labels_digest and record.labels_file == path.name
+        if same_labels and self._unchanged_on_disk(path, record):
             return False
         if self.label_format == "nifti" and image is None:
             image = self.read(index)  # its affine / spacing go into the file
