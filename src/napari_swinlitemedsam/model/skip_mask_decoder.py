@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .common import MLP, LayerNorm2d
 
@@ -123,10 +124,8 @@ class SkipMaskDecoder(nn.Module):
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
         src = src.transpose(1, 2).reshape(batch, channels, height, width)
 
-        coarse = context.coarse.expand(batch, -1, -1, -1)
-        upscaled = self.output_upscaling1(torch.cat([src, coarse], dim=1))
-        fine = context.fine.expand(batch, -1, -1, -1)
-        upscaled = self.output_upscaling2(torch.cat([upscaled, fine], dim=1))
+        upscaled = _upscale_with_skip(self.output_upscaling1, src, context.coarse)
+        upscaled = _upscale_with_skip(self.output_upscaling2, upscaled, context.fine)
 
         hyper_in = torch.stack(
             [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
@@ -137,3 +136,19 @@ class SkipMaskDecoder(nn.Module):
         iou_pred = self.iou_prediction_head(iou_token_out)
         selected = slice(1, None) if multimask_output else slice(0, 1)
         return masks[:, selected], iou_pred[:, selected]
+
+
+def _upscale_with_skip(block: nn.Sequential, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """``block(cat([x, skip.expand(B)], dim=1))`` without building the concatenation.
+
+    The block starts with a 1x1 convolution, which splits into one part on ``x`` and one on
+    ``skip``; the skip part is computed once for the image (batch 1) and broadcast over the B
+    prompt sets instead of being recomputed on B copies. ``x``: (B, Cx, H, W); ``skip``:
+    (1 or B, Cs, H, W).
+    """
+    first, *rest = block
+    split = x.shape[1]
+    out = F.conv2d(x, first.weight[:, :split]) + F.conv2d(skip, first.weight[:, split:], first.bias)
+    for layer in rest:
+        out = layer(out)
+    return out
