@@ -17,7 +17,11 @@ import torch
 from napari_swinlitemedsam.inference.training import losses, prompts
 from napari_swinlitemedsam.inference.training.augment import flip
 from napari_swinlitemedsam.inference.training.checkpointing import LossLog, load_state
-from napari_swinlitemedsam.inference.training.dataset import FrameSet, frames_from_arrays, load_frames
+from napari_swinlitemedsam.inference.training.dataset import (
+    FrameSet,
+    frames_from_arrays,
+    load_frames,
+)
 from napari_swinlitemedsam.inference.training.stages import StageRunner, StageSettings
 from napari_swinlitemedsam.model.prompt_encoder import PromptEncoder
 from napari_swinlitemedsam.model.segmenter import PromptableSegmenter
@@ -32,14 +36,25 @@ def tiny_segmenter(seed: int = 0) -> PromptableSegmenter:
     """A small network with Swin-LiteMedSAM's structure and interfaces (fast on a CPU)."""
     torch.manual_seed(seed)
     width, dim = 16, 32
-    encoder = SwinImageEncoder(embed_dims=(8, width, width, width), depths=(2, 2, 2, 2),
-                               heads=(1, 1, 1, 1), downscaling=(2, 2, 1, 1), head_dim=8, window_size=8,
-                               out_chans=dim)
-    decoder = SkipMaskDecoder(TwoWayTransformer(depth=1, embedding_dim=dim, num_heads=2, mlp_dim=32),
-                              transformer_dim=dim, skip_channels=3 * width, fine_channels=width,
-                              iou_head_hidden_dim=dim)
-    prompt_encoder = PromptEncoder(embed_dim=dim, image_embedding_size=(64, 64),
-                                   input_image_size=(256, 256), mask_in_chans=8)
+    encoder = SwinImageEncoder(
+        embed_dims=(8, width, width, width),
+        depths=(2, 2, 2, 2),
+        heads=(1, 1, 1, 1),
+        downscaling=(2, 2, 1, 1),
+        head_dim=8,
+        window_size=8,
+        out_chans=dim,
+    )
+    decoder = SkipMaskDecoder(
+        TwoWayTransformer(depth=1, embedding_dim=dim, num_heads=2, mlp_dim=32),
+        transformer_dim=dim,
+        skip_channels=3 * width,
+        fine_channels=width,
+        iou_head_hidden_dim=dim,
+    )
+    prompt_encoder = PromptEncoder(
+        embed_dim=dim, image_embedding_size=(64, 64), input_image_size=(256, 256), mask_in_chans=8
+    )
     return PromptableSegmenter(encoder, prompt_encoder, decoder, mask_input_always=True)
 
 
@@ -52,7 +67,11 @@ def disc_frames(count: int = 3, size: int = 96, seed: int = 0):
         image = rng.normal(40, 8, (size, size))
         label = np.zeros((size, size), np.int32)
         for k in range(1, int(rng.integers(2, 4)) + 1):
-            cy, cx, r = rng.integers(20, size - 20), rng.integers(20, size - 20), rng.integers(8, 14)
+            cy, cx, r = (
+                rng.integers(20, size - 20),
+                rng.integers(20, size - 20),
+                rng.integers(8, 14),
+            )
             disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
             image[disc] = 200 + rng.normal(0, 8, disc.sum())
             label[disc] = k
@@ -101,7 +120,9 @@ def test_training_prompts_come_from_the_object_and_its_slightly_enlarged_box():
         assert 60 - 5 <= x0 <= 60 and 100 - 5 <= y0 <= 100
         assert 89 <= x1 <= 89 + 5 and 139 <= y1 <= 139 + 5
         mid_x, mid_y = (int(x0) + int(x1)) // 2, (int(y0) + int(y1)) // 2
-        for (x, y), (left, top) in zip(made.points, ((True, True), (True, False), (False, False), (False, True))):
+        for (x, y), (left, top) in zip(
+            made.points, ((True, True), (True, False), (False, False), (False, True))
+        ):
             assert mask[int(y), int(x)], "every point is an object pixel"
             assert (x < mid_x) == left and (y < mid_y) == top, "each point is in its own quadrant"
         rows, cols = np.nonzero(made.scribble)
@@ -109,7 +130,9 @@ def test_training_prompts_come_from_the_object_and_its_slightly_enlarged_box():
             assert cols.min() >= x0 and cols.max() < x1 and rows.min() >= y0 and rows.max() < y1
     again = prompts.training_prompts(mask, np.random.default_rng(3))
     first = prompts.training_prompts(mask, np.random.default_rng(3))
-    assert np.array_equal(again.points, first.points) and np.array_equal(again.scribble, first.scribble)
+    assert np.array_equal(again.points, first.points) and np.array_equal(
+        again.scribble, first.scribble
+    )
 
 
 def test_box_only_prompts_have_no_points_or_scribble():
@@ -136,8 +159,12 @@ def test_builder_writes_disjoint_train_and_heldout_parts_with_provenance(tmp_pat
 
     manifest = build_training_data(tmp_path, ("nuclei2d", "coins"), tile_size=128)
     parts = {e["file"]: e for e in manifest["files"]}
-    assert {"train/nuclei2d_train.npz", "heldout/nuclei2d_heldout.npz", "train/coins_train.npz",
-            "heldout/coins_heldout.npz"} <= set(parts)
+    assert {
+        "train/nuclei2d_train.npz",
+        "heldout/nuclei2d_heldout.npz",
+        "train/coins_train.npz",
+        "heldout/coins_heldout.npz",
+    } <= set(parts)
     assert all(e["licence"] for e in manifest["files"] if "licence" in e)
     train = np.load(tmp_path / "train/nuclei2d_train.npz")
     heldout = np.load(tmp_path / "heldout/nuclei2d_heldout.npz")
@@ -145,7 +172,7 @@ def test_builder_writes_disjoint_train_and_heldout_parts_with_provenance(tmp_pat
     from napari_swinlitemedsam.inference.samples import load_sample
 
     full = load_sample("nuclei2d").labels
-    assert np.array_equal(heldout["gts"], full[:, 512 - heldout["gts"].shape[1]:])
+    assert np.array_equal(heldout["gts"], full[:, 512 - heldout["gts"].shape[1] :])
     assert json.loads((tmp_path / "manifest.json").read_text())["files"]
     frames = load_frames(sorted((tmp_path / "train_tiles").glob("*.npz")))
     assert frames and all(f.image.shape == (128, 128, 3) for f in frames)
@@ -178,7 +205,9 @@ def test_teacher_targets_have_the_student_shapes_and_the_real_embedding(teacher)
     image = torch.from_numpy(fixture["image_256"])
     with torch.no_grad():
         taps = teacher_taps(teacher.image_encoder, image)
-    assert torch.allclose(taps["embedding"], torch.from_numpy(fixture["image_embedding"]), atol=1e-4)
+    assert torch.allclose(
+        taps["embedding"], torch.from_numpy(fixture["image_embedding"]), atol=1e-4
+    )
     targets = distillation_targets(taps)
     shapes = [tuple(t.shape[1:]) for t in targets.all()]
     assert shapes == [(128, 128, 128), (160, 64, 64), (320, 64, 64), (320, 64, 64), (256, 64, 64)]
@@ -191,10 +220,18 @@ def test_identical_tensors_are_copied_and_listed(teacher):
     student = build_swin_litemedsam()
     copied = copy_matching_tensors(student, teacher)
     groups = {".".join(k.split(".")[:2]) for k in copied}
-    assert {"image_encoder.patch_embed", "image_encoder.neck", "mask_decoder.transformer",
-            "mask_decoder.output_hypernetworks_mlps", "mask_decoder.iou_prediction_head",
-            "mask_decoder.iou_token", "mask_decoder.mask_tokens"} <= groups
-    assert not any(k.startswith(("mask_decoder.output_upscaling", "mask_decoder.neck")) for k in copied)
+    assert {
+        "image_encoder.patch_embed",
+        "image_encoder.neck",
+        "mask_decoder.transformer",
+        "mask_decoder.output_hypernetworks_mlps",
+        "mask_decoder.iou_prediction_head",
+        "mask_decoder.iou_token",
+        "mask_decoder.mask_tokens",
+    } <= groups
+    assert not any(
+        k.startswith(("mask_decoder.output_upscaling", "mask_decoder.neck")) for k in copied
+    )
     key = "mask_decoder.transformer.layers.0.self_attn.q_proj.weight"
     assert torch.equal(student.state_dict()[key], teacher.state_dict()[key])
 
@@ -206,8 +243,9 @@ def test_a_160_wide_block_runs_exactly_in_both_halves_of_a_320_wide_block():
     from napari_swinlitemedsam.model.tiny_vit import TinyViTBlock
 
     torch.manual_seed(1)
-    teacher_block = TinyViTBlock(160, (16, 16), num_heads=5, window_size=14, mlp_ratio=4.0,
-                                 local_conv_size=3).eval()
+    teacher_block = TinyViTBlock(
+        160, (16, 16), num_heads=5, window_size=14, mlp_ratio=4.0, local_conv_size=3
+    ).eval()
     for parameter in teacher_block.parameters():
         parameter.data.normal_(0, 0.2)
     student_block = SwinBlock(320, heads=5, head_dim=32, window_size=8, shifted=False).eval()
@@ -224,7 +262,9 @@ def test_a_160_wide_block_runs_exactly_in_both_halves_of_a_320_wide_block():
 
 
 def test_emulated_skip_path_reproduces_the_teacher_decoder(teacher):
-    from napari_swinlitemedsam.inference.training.decoder_transplant import emulate_teacher_upscaling
+    from napari_swinlitemedsam.inference.training.decoder_transplant import (
+        emulate_teacher_upscaling,
+    )
     from napari_swinlitemedsam.inference.training.transplant import copy_matching_tensors
     from napari_swinlitemedsam.model.registry import build_swin_litemedsam
     from napari_swinlitemedsam.model.skip_mask_decoder import SkipContext
@@ -263,8 +303,9 @@ def fixed_batch_loss(model, frames) -> float:
 def test_a_few_training_steps_lower_the_loss_and_checkpoints_resume_exactly(tmp_path):
     torch.set_num_threads(1)
     frames = disc_frame_set()
-    settings = StageSettings(stage="joint", steps=6, lr=1e-3, warmup_steps=1, objects_per_image=2,
-                             checkpoint_every=2)
+    settings = StageSettings(
+        stage="joint", steps=6, lr=1e-3, warmup_steps=1, objects_per_image=2, checkpoint_every=2
+    )
 
     model = tiny_segmenter()
     before = fixed_batch_loss(model, frames)
@@ -283,7 +324,9 @@ def test_a_few_training_steps_lower_the_loss_and_checkpoints_resume_exactly(tmp_
     second.run(show_progress=False)
     for key, value in model.state_dict().items():
         assert torch.equal(value, resumed_model.state_dict()[key]), key
-    assert [row["step"] for row in LossLog(tmp_path / "resumed" / "log.csv").rows()] == list(range(6))
+    assert [row["step"] for row in LossLog(tmp_path / "resumed" / "log.csv").rows()] == list(
+        range(6)
+    )
 
 
 def test_loss_log_drops_rows_after_the_resumed_step(tmp_path):
@@ -299,7 +342,10 @@ def test_loss_log_drops_rows_after_the_resumed_step(tmp_path):
 
 def test_finetune_yields_progress_can_be_cancelled_and_saves_a_model_card(tmp_path):
     from napari_swinlitemedsam.inference.training.finetune import (
-        FinetuneError, check_model_name, finetune, save_finetuned,
+        FinetuneError,
+        check_model_name,
+        finetune,
+        save_finetuned,
     )
     from napari_swinlitemedsam.inference.volume import run_to_end
     from napari_swinlitemedsam.model.checkpoint import read_state_dict

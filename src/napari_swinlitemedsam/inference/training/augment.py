@@ -65,12 +65,21 @@ class PromptBatch:
         def move(t):
             return None if t is None else t.to(device)
 
-        return PromptBatch(*(move(getattr(self, name)) for name in
-                             ("image", "targets", "boxes", "points", "point_labels", "scribbles")))
+        return PromptBatch(
+            *(
+                move(getattr(self, name))
+                for name in ("image", "targets", "boxes", "points", "point_labels", "scribbles")
+            )
+        )
 
 
-def prompt_batch(image_256: np.ndarray, labels_256: np.ndarray, object_labels: np.ndarray,
-                 rng: np.random.Generator, with_points_and_scribble: bool) -> PromptBatch:
+def prompt_batch(
+    image_256: np.ndarray,
+    labels_256: np.ndarray,
+    object_labels: np.ndarray,
+    rng: np.random.Generator,
+    with_points_and_scribble: bool,
+) -> PromptBatch:
     """Masks and train-time prompts for the given object labels of one (flipped) view."""
     targets, boxes, points, scribbles = [], [], [], []
     for label in object_labels:
@@ -83,8 +92,11 @@ def prompt_batch(image_256: np.ndarray, labels_256: np.ndarray, object_labels: n
     count = len(targets)
     tensor = torch.from_numpy
     if with_points_and_scribble:
-        extra = (tensor(np.stack(points)), torch.ones(count, 4, dtype=torch.int64),
-                 tensor(np.stack(scribbles))[:, None])
+        extra = (
+            tensor(np.stack(points)),
+            torch.ones(count, 4, dtype=torch.int64),
+            tensor(np.stack(scribbles))[:, None],
+        )
     else:
         extra = (None, None, None)
     return PromptBatch(
@@ -95,9 +107,14 @@ def prompt_batch(image_256: np.ndarray, labels_256: np.ndarray, object_labels: n
     )
 
 
-def sample_prompt_batch(frames: FrameSet, index: int, objects_per_image: int,
-                        rng: np.random.Generator, with_points_and_scribble: bool,
-                        augment: bool = True) -> PromptBatch:
+def sample_prompt_batch(
+    frames: FrameSet,
+    index: int,
+    objects_per_image: int,
+    rng: np.random.Generator,
+    with_points_and_scribble: bool,
+    augment: bool = True,
+) -> PromptBatch:
     """A random flip of frame ``index`` and up to ``objects_per_image`` random objects of it."""
     code = random_flip_code(rng) if augment else 0
     image_256, labels_256 = view(frames, index, code)

@@ -49,12 +49,23 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
             temporary.unlink()
 
 
-def save_state(path: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-               step: int, stage: str, settings: dict) -> None:
+def save_state(
+    path: str | os.PathLike,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    stage: str,
+    settings: dict,
+) -> None:
     """Save everything needed to continue a stage after ``step`` steps."""
     atomic_torch_save(
-        {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": int(step),
-         "stage": stage, "settings": json.dumps(settings, sort_keys=True)},
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "step": int(step),
+            "stage": stage,
+            "settings": json.dumps(settings, sort_keys=True),
+        },
         path,
     )
 
@@ -63,15 +74,22 @@ def load_state(path: str | os.PathLike) -> TrainingState:
     """Read a state written by :func:`save_state`."""
     try:
         loaded = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for a damaged file
+    except Exception as error:  # noqa: BLE001 - torch raises many types for a damaged file
         raise TrainingStateError(
             f"cannot read the training state {path} ({error}); delete it to restart this stage"
         ) from None
     needed = {"model", "optimizer", "step", "stage", "settings"}
     if not isinstance(loaded, dict) or not needed <= set(loaded):
-        raise TrainingStateError(f"{path} is not a training state file; delete it to restart this stage")
-    return TrainingState(loaded["model"], loaded["optimizer"], int(loaded["step"]), str(loaded["stage"]),
-                         json.loads(loaded["settings"]))
+        raise TrainingStateError(
+            f"{path} is not a training state file; delete it to restart this stage"
+        )
+    return TrainingState(
+        loaded["model"],
+        loaded["optimizer"],
+        int(loaded["step"]),
+        str(loaded["stage"]),
+        json.loads(loaded["settings"]),
+    )
 
 
 class LossLog:
@@ -118,4 +136,6 @@ class LossLog:
         if not self.path.is_file():
             return []
         with open(self.path, newline="") as handle:
-            return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(handle)]
+            return [
+                {k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(handle)
+            ]

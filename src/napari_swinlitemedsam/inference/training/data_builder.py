@@ -74,9 +74,16 @@ def _bundled(name: str, split_axis: str) -> SourceImage:
     else:
         image = intensity.to_rgb_uint8(sample.image)
         spacing = None
-    return SourceImage(name, image, sample.labels, spacing, split_axis,
-                       f"bundled sample '{name}': {sample.source}", sample.licence,
-                       sample.info.labels_description)
+    return SourceImage(
+        name,
+        image,
+        sample.labels,
+        spacing,
+        split_axis,
+        f"bundled sample '{name}': {sample.source}",
+        sample.licence,
+        sample.info.labels_description,
+    )
 
 
 def coins_labels(image: np.ndarray, min_pixels: int = 100) -> np.ndarray:
@@ -104,8 +111,13 @@ def _coins() -> SourceImage:
 
     image = data.coins()
     return SourceImage(
-        "coins", intensity.to_rgb_uint8(image), coins_labels(image), None, "x",
-        "scikit-image bundled data skimage.data.coins() (Greek coins from Pompeii, Brooklyn Museum)",
+        "coins",
+        intensity.to_rgb_uint8(image),
+        coins_labels(image),
+        None,
+        "x",
+        "scikit-image bundled data skimage.data.coins() "
+        "(Greek coins from Pompeii, Brooklyn Museum)",
         "no known copyright restrictions (Brooklyn Museum collection, as stated by scikit-image)",
         "algorithmic: Sobel + watershed from intensity markers + hole filling; approximate",
     )
@@ -124,7 +136,7 @@ def load_source(name: str) -> SourceImage:
 
 def split_ranges(length: int, axis: str) -> tuple[slice, slice]:
     """``(train, heldout)`` index ranges along an axis of ``length`` (see the module docstring)."""
-    cut = int(round(length * SPLIT_FRACTION[axis]))
+    cut = round(length * SPLIT_FRACTION[axis])
     half_gap = GAP[axis] // 2
     return slice(0, max(1, cut - half_gap)), slice(min(length - 1, cut + half_gap), length)
 
@@ -139,7 +151,9 @@ def split_source(source: SourceImage) -> dict[str, tuple[np.ndarray, np.ndarray,
     for part, cut in (("train", train), ("heldout", heldout)):
         index = [slice(None)] * len(spatial)
         index[axis_index] = cut
-        image = source.image[tuple(index) + ((slice(None),) if source.image.ndim > len(spatial) else ())]
+        image = source.image[
+            tuple(index) + ((slice(None),) if source.image.ndim > len(spatial) else ())
+        ]
         labels = source.labels[tuple(index)]
         crop = f"{source.split_axis} in [{cut.start}, {cut.stop})"
         if not is_stack and image.ndim == 2:
@@ -162,7 +176,9 @@ def _write_npz(path: Path, imgs: np.ndarray, gts: np.ndarray, spacing) -> None:
             temporary.unlink()
 
 
-def tiles(image: np.ndarray, labels: np.ndarray, size: int) -> list[tuple[np.ndarray, np.ndarray, str]]:
+def tiles(
+    image: np.ndarray, labels: np.ndarray, size: int
+) -> list[tuple[np.ndarray, np.ndarray, str]]:
     """Non-overlapping ``size`` x ``size`` tiles of a 2D image (whole tiles only, row-major),
     each with its labels and a name suffix ``"_r{row}c{col}"``; tiles without labels are skipped."""
     height, width = labels.shape
@@ -171,13 +187,17 @@ def tiles(image: np.ndarray, labels: np.ndarray, size: int) -> list[tuple[np.nda
         for col in range(0, width - size + 1, size):
             tile_labels = labels[row : row + size, col : col + size]
             if tile_labels.any():
-                result.append((image[row : row + size, col : col + size], tile_labels,
-                               f"_r{row}c{col}"))
+                result.append(
+                    (image[row : row + size, col : col + size], tile_labels, f"_r{row}c{col}")
+                )
     return result
 
 
-def build_training_data(output: str | os.PathLike,
-                        sources: tuple[str, ...] = AVAILABLE_SOURCES, tile_size: int | None = None) -> dict:
+def build_training_data(
+    output: str | os.PathLike,
+    sources: tuple[str, ...] = AVAILABLE_SOURCES,
+    tile_size: int | None = None,
+) -> dict:
     """Write ``output/train/*.npz``, ``output/heldout/*.npz`` and ``output/manifest.json``.
 
     With ``tile_size``, the 2D parts are also cut into tiles in ``output/train_tiles/`` and
@@ -192,18 +212,32 @@ def build_training_data(output: str | os.PathLike,
             path = output / part / f"{name}_{part}.npz"
             _write_npz(path, image, labels, source.spacing)
             objects = int(len(np.unique(labels)) - (1 if (labels == 0).any() else 0))
-            entries.append({
-                "file": str(path.relative_to(output)), "split": part, "source_name": name,
-                "shape": list(image.shape), "objects": objects, "crop": crop,
-                "source": source.source, "licence": source.licence, "labels": source.labels_note,
-            })
+            entries.append(
+                {
+                    "file": str(path.relative_to(output)),
+                    "split": part,
+                    "source_name": name,
+                    "shape": list(image.shape),
+                    "objects": objects,
+                    "crop": crop,
+                    "source": source.source,
+                    "licence": source.licence,
+                    "labels": source.labels_note,
+                }
+            )
             if tile_size and source.spacing is None:
                 for tile_image, tile_labels, suffix in tiles(image, labels, tile_size):
                     tile_path = output / f"{part}_tiles" / f"{name}{suffix}.npz"
                     _write_npz(tile_path, tile_image, tile_labels, None)
-                    entries.append({"file": str(tile_path.relative_to(output)), "split": f"{part}_tiles",
-                                    "source_name": name, "shape": list(tile_image.shape),
-                                    "crop": f"{crop}, tile {suffix[1:]} of {tile_size} px"})
+                    entries.append(
+                        {
+                            "file": str(tile_path.relative_to(output)),
+                            "split": f"{part}_tiles",
+                            "source_name": name,
+                            "shape": list(tile_image.shape),
+                            "crop": f"{crop}, tile {suffix[1:]} of {tile_size} px",
+                        }
+                    )
     manifest = {
         "format": "challenge training npz: imgs (H, W, 3) uint8 or (D, H, W) uint8, gts labels",
         "split_rule": {"fraction": SPLIT_FRACTION, "gap": GAP},

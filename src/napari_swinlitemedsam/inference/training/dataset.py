@@ -75,9 +75,7 @@ def object_ids(labels_256: np.ndarray, min_pixels: int = MIN_OBJECT_PIXELS_256) 
 def frames_from_arrays(imgs: np.ndarray, gts: np.ndarray, name: str) -> list[Frame]:
     """Frames of one challenge case: one for a 2D image, one per labelled slice of a stack."""
     imgs, gts = np.asarray(imgs), np.asarray(gts)
-    if imgs.ndim == 3 and imgs.shape[-1] == 3 and gts.ndim == 2:
-        is_stack = False
-    elif imgs.ndim == 2 and gts.ndim == 2:
+    if imgs.ndim == 3 and imgs.shape[-1] == 3 and gts.ndim == 2 or imgs.ndim == 2 and gts.ndim == 2:
         is_stack = False
     elif imgs.ndim == 3 and gts.ndim == 3:
         is_stack = True
@@ -128,7 +126,9 @@ def training_files(folder: str | os.PathLike) -> list[Path]:
         raise TrainingDataError(f"training data folder {folder} does not exist")
     files = sorted(folder.rglob("*.npz"))
     if not files:
-        raise TrainingDataError(f"no .npz training files in {folder}; build some with 'train build-data'")
+        raise TrainingDataError(
+            f"no .npz training files in {folder}; build some with 'train build-data'"
+        )
     return files
 
 

@@ -43,8 +43,12 @@ GELU_SHIFT = 5.0
 
 
 @torch.no_grad()
-def emulate_teacher_upscaling(student_decoder: nn.Module, teacher_decoder: nn.Module,
-                              constant: float = CONSTANT, prefix: str = "mask_decoder") -> list[str]:
+def emulate_teacher_upscaling(
+    student_decoder: nn.Module,
+    teacher_decoder: nn.Module,
+    constant: float = CONSTANT,
+    prefix: str = "mask_decoder",
+) -> list[str]:
     """Set ``output_upscaling1/2`` of a SkipMaskDecoder from a SAM decoder's ``output_upscaling``.
 
     Returns the state-dict keys that were set.
@@ -97,8 +101,10 @@ def emulate_teacher_upscaling(student_decoder: nn.Module, teacher_decoder: nn.Mo
     t2.weight.copy_(conv_b.weight)
     t2.bias.copy_(conv_b.bias)
     keys = []
-    for name, module in (("output_upscaling1", student_decoder.output_upscaling1),
-                         ("output_upscaling2", student_decoder.output_upscaling2)):
+    for name, module in (
+        ("output_upscaling1", student_decoder.output_upscaling1),
+        ("output_upscaling2", student_decoder.output_upscaling2),
+    ):
         keys += [f"{prefix}.{name}.{key}" for key in module.state_dict()]
     return keys
 

@@ -23,9 +23,9 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -34,8 +34,13 @@ from ...model.checkpoint import DISTILLED_FILENAME, default_model_dir, load_mode
 from ...model.registry import PROMPTS_BOX, PROMPTS_BOX_POINTS_SCRIBBLE, build_swin_litemedsam
 from .checkpointing import atomic_torch_save
 from .dataset import FrameSet
-from .evaluate import (evaluate_model, evaluate_teacher, feature_closeness, heldout_cases,
-                       teacher_decoder_on_student)
+from .evaluate import (
+    evaluate_model,
+    evaluate_teacher,
+    feature_closeness,
+    heldout_cases,
+    teacher_decoder_on_student,
+)
 from .stages import STAGES, StageRunner, StageSettings
 from .teacher_cache import TeacherCache
 from .transplant import initialise_from_teacher
@@ -62,7 +67,9 @@ class DistillationPlan:
         max_minutes: stop (resumably) after this much time in this call.
     """
 
-    steps: dict[str, int] = field(default_factory=lambda: {"distill": 100, "decoder": 80, "joint": 20})
+    steps: dict[str, int] = field(
+        default_factory=lambda: {"distill": 100, "decoder": 80, "joint": 20}
+    )
     lr: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LR))
     images_per_step: int = 1
     objects_per_image: int = 4
@@ -94,7 +101,9 @@ def export_half(model: torch.nn.Module, path: Path) -> str:
     return digest
 
 
-def install_distilled(work_dir: str | os.PathLike, model_dir: str | os.PathLike | None = None) -> Path:
+def install_distilled(
+    work_dir: str | os.PathLike, model_dir: str | os.PathLike | None = None
+) -> Path:
     """Copy the exported weights and their ``.sha256`` into the user model folder; returns the
     installed path (loadable as ``"swin-litemedsam-distilled"``)."""
     import shutil
@@ -102,7 +111,9 @@ def install_distilled(work_dir: str | os.PathLike, model_dir: str | os.PathLike 
     source = Path(work_dir) / EXPORT_NAME
     digest = source.with_name(source.name + ".sha256")
     if not source.is_file() or not digest.is_file():
-        raise FileNotFoundError(f"{source} (and its .sha256) not found: finish the distillation first")
+        raise FileNotFoundError(
+            f"{source} (and its .sha256) not found: finish the distillation first"
+        )
     folder = Path(model_dir) if model_dir is not None else default_model_dir()
     folder.mkdir(parents=True, exist_ok=True)
     for item in (source, digest):
@@ -138,22 +149,36 @@ def prepare_student(work_dir: Path, teacher, frames: FrameSet, plan: Distillatio
     student = build_swin_litemedsam()
     init_path = work_dir / "init.pt"
     if init_path.is_file():
-        student.load_state_dict(torch.load(init_path, map_location="cpu", weights_only=True)["model"])
+        student.load_state_dict(
+            torch.load(init_path, map_location="cpu", weights_only=True)["model"]
+        )
         return student
     rng = np.random.default_rng([plan.seed, 5])
     count = min(plan.calibration_frames, len(frames))
     chosen = rng.choice(len(frames), size=count, replace=False, p=frames.balanced_weights())
     calibration = torch.stack([torch.from_numpy(frames.prepared(int(i))[0]) for i in chosen])
     report = initialise_from_teacher(student, teacher, calibration, skip_path=plan.skip_path)
-    (work_dir / "init.json").write_text(json.dumps(
-        {"summary": report.summary(len(student.state_dict())), "skip_path": plan.skip_path,
-         **report.as_dict()}, indent=2))
+    (work_dir / "init.json").write_text(
+        json.dumps(
+            {
+                "summary": report.summary(len(student.state_dict())),
+                "skip_path": plan.skip_path,
+                **report.as_dict(),
+            },
+            indent=2,
+        )
+    )
     atomic_torch_save({"model": student.state_dict()}, init_path)
     return student
 
 
-def run_distillation(data_dir: str | os.PathLike, work_dir: str | os.PathLike, plan: DistillationPlan,
-                     say: Callable[[str], None] = print, show_progress: bool = True) -> dict:
+def run_distillation(
+    data_dir: str | os.PathLike,
+    work_dir: str | os.PathLike,
+    plan: DistillationPlan,
+    say: Callable[[str], None] = print,
+    show_progress: bool = True,
+) -> dict:
     """Run (or continue) the recipe; returns the results dict (also in ``results.json``).
 
     ``data_dir`` holds ``train/`` and ``heldout/`` (see :mod:`.data_builder`). The returned
@@ -173,20 +198,32 @@ def run_distillation(data_dir: str | os.PathLike, work_dir: str | os.PathLike, p
     def evaluate(key: str, model, hybrid: bool) -> None:
         if not plan.evaluate or key in results:
             return
-        entry = {"student": _without_cases(evaluate_model(model, PROMPTS_BOX_POINTS_SCRIBBLE, cases))}
+        entry = {
+            "student": _without_cases(evaluate_model(model, PROMPTS_BOX_POINTS_SCRIBBLE, cases))
+        }
         if hybrid:
             entry["student_encoder_teacher_decoder"] = _without_cases(
-                evaluate_model(teacher_decoder_on_student(model, teacher), PROMPTS_BOX, cases))
+                evaluate_model(teacher_decoder_on_student(model, teacher), PROMPTS_BOX, cases)
+            )
             entry["feature_l1"] = feature_closeness(model, teacher, cases[::3])
         results[key] = entry
-        say(f"held-out after {key}: student DSC {entry['student']['dsc']:.4f} NSD {entry['student']['nsd']:.4f}"
-            + (f"; with the teacher's decoder DSC {entry['student_encoder_teacher_decoder']['dsc']:.4f}"
-               if hybrid else ""))
+        say(
+            f"held-out after {key}: student DSC {entry['student']['dsc']:.4f} "
+            f"NSD {entry['student']['nsd']:.4f}"
+            + (
+                "; with the teacher's decoder DSC "
+                f"{entry['student_encoder_teacher_decoder']['dsc']:.4f}"
+                if hybrid
+                else ""
+            )
+        )
 
     if plan.evaluate and "teacher" not in results:
         results["teacher"] = _without_cases(evaluate_teacher(teacher, cases))
-        say(f"held-out teacher (LiteMedSAM): DSC {results.data['teacher']['dsc']:.4f} "
-            f"NSD {results.data['teacher']['nsd']:.4f} on {len(cases)} frames")
+        say(
+            f"held-out teacher (LiteMedSAM): DSC {results.data['teacher']['dsc']:.4f} "
+            f"NSD {results.data['teacher']['nsd']:.4f} on {len(cases)} frames"
+        )
     student = prepare_student(work_dir, teacher, frames, plan).to(device)
     evaluate("init", student, hybrid=True)
     cache = TeacherCache(teacher.image_encoder, work_dir / "teacher_cache", device)
@@ -195,13 +232,24 @@ def run_distillation(data_dir: str | os.PathLike, work_dir: str | os.PathLike, p
         if steps <= 0:
             continue
         settings = StageSettings(
-            stage=stage, steps=steps, lr=plan.lr.get(stage, DEFAULT_LR[stage]),
-            images_per_step=plan.images_per_step, objects_per_image=plan.objects_per_image,
-            seed=plan.seed, bf16=plan.bf16,
+            stage=stage,
+            steps=steps,
+            lr=plan.lr.get(stage, DEFAULT_LR[stage]),
+            images_per_step=plan.images_per_step,
+            objects_per_image=plan.objects_per_image,
+            seed=plan.seed,
+            bf16=plan.bf16,
             distill_weight=plan.joint_distill_weight if stage == "joint" else 0.0,
         )
-        runner = StageRunner(student, settings, frames, work_dir / stage, teacher=cache, device=device,
-                             feature_cache_bytes=1 << 30)
+        runner = StageRunner(
+            student,
+            settings,
+            frames,
+            work_dir / stage,
+            teacher=cache,
+            device=device,
+            feature_cache_bytes=1 << 30,
+        )
         if runner.resume():
             say(f"{stage}: resumed at step {runner.step} of {steps}")
         remaining = None
@@ -212,13 +260,20 @@ def run_distillation(data_dir: str | os.PathLike, work_dir: str | os.PathLike, p
                 return {**results.data, "finished": False}
         result = runner.run(max_seconds=remaining, show_progress=show_progress)
         if not result.finished:
-            say(f"{stage}: stopped at step {result.steps_done} of {steps} (time budget); "
-                "run the same command again to continue")
+            say(
+                f"{stage}: stopped at step {result.steps_done} of {steps} (time budget); "
+                "run the same command again to continue"
+            )
             return {**results.data, "finished": False}
-        say(f"{stage}: done ({steps} steps); teacher cache {cache.hits} hits, {cache.misses} misses")
+        say(
+            f"{stage}: done ({steps} steps); teacher cache {cache.hits} hits, {cache.misses} misses"
+        )
         evaluate(stage, student, hybrid=stage == "distill")
     export_path = work_dir / EXPORT_NAME
-    results["export"] = {"file": EXPORT_NAME, "sha256": export_half(student, export_path),
-                         "bytes": export_path.stat().st_size}
+    results["export"] = {
+        "file": EXPORT_NAME,
+        "sha256": export_half(student, export_path),
+        "bytes": export_path.stat().st_size,
+    }
     say(f"exported {export_path} (float16, sha256 {results.data['export']['sha256']})")
     return {**results.data, "finished": True}

@@ -78,6 +78,7 @@ def heldout_cases(folder, slice_step: int = 6, max_objects: int = 16) -> list[Ev
 
 def summarise(rows: list[dict]) -> dict:
     """Mean DSC/NSD overall and per source from per-case rows."""
+
     def mean(values):
         values = [v for v in values if not np.isnan(v)]
         return float(np.mean(values)) if values else float("nan")
@@ -88,30 +89,44 @@ def summarise(rows: list[dict]) -> dict:
         "nsd": mean([r["nsd"] for r in rows]),
         "cases": len(rows),
         "per_source": {
-            s: {"dsc": mean([r["dsc"] for r in rows if r["source"] == s]),
+            s: {
+                "dsc": mean([r["dsc"] for r in rows if r["source"] == s]),
                 "nsd": mean([r["nsd"] for r in rows if r["source"] == s]),
-                "cases": sum(r["source"] == s for r in rows)}
+                "cases": sum(r["source"] == s for r in rows),
+            }
             for s in sources
         },
         "per_case": rows,
     }
 
 
-def evaluate_predictor(predictor: BoxPredictor, cases: list[EvalCase],
-                       progress: Callable[[int, int], None] | None = None) -> dict:
+def evaluate_predictor(
+    predictor: BoxPredictor,
+    cases: list[EvalCase],
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
     """Segment every case's boxes and score them; returns :func:`summarise` of the cases."""
     rows = []
     for index, case in enumerate(cases):
         segs = segment_image_2d(predictor, case.image, case.boxes)
         scores = case_scores(segs, case.labels)
-        rows.append({"case": case.name, "source": case.source, "dsc": scores["dsc"], "nsd": scores["nsd"],
-                     "objects": int(len(case.boxes))})
+        rows.append(
+            {
+                "case": case.name,
+                "source": case.source,
+                "dsc": scores["dsc"],
+                "nsd": scores["nsd"],
+                "objects": len(case.boxes),
+            }
+        )
         if progress is not None:
             progress(index + 1, len(cases))
     return summarise(rows)
 
 
-def evaluate_model(model: PromptableSegmenter, prompts: str, cases: list[EvalCase], name: str = "") -> dict:
+def evaluate_model(
+    model: PromptableSegmenter, prompts: str, cases: list[EvalCase], name: str = ""
+) -> dict:
     """:func:`evaluate_predictor` with a fresh predictor around ``model`` (no embedding reuse)."""
     was_training = model.training
     predictor = BoxPredictor(model.eval(), prompts, model_name=name)
@@ -121,18 +136,22 @@ def evaluate_model(model: PromptableSegmenter, prompts: str, cases: list[EvalCas
         model.train(was_training)
 
 
-def teacher_decoder_on_student(student: PromptableSegmenter, teacher: PromptableSegmenter) -> PromptableSegmenter:
+def teacher_decoder_on_student(
+    student: PromptableSegmenter, teacher: PromptableSegmenter
+) -> PromptableSegmenter:
     """The student's encoder with the teacher's prompt encoder and decoder (box prompts).
 
     Scoring it measures the student's embedding alone, independent of its own decoder.
     """
-    return PromptableSegmenter(student.image_encoder, teacher.prompt_encoder, teacher.mask_decoder,
-                               mask_input_always=False)
+    return PromptableSegmenter(
+        student.image_encoder, teacher.prompt_encoder, teacher.mask_decoder, mask_input_always=False
+    )
 
 
 @torch.no_grad()
-def feature_closeness(student: PromptableSegmenter, teacher: PromptableSegmenter,
-                      cases: list[EvalCase]) -> dict[str, float]:
+def feature_closeness(
+    student: PromptableSegmenter, teacher: PromptableSegmenter, cases: list[EvalCase]
+) -> dict[str, float]:
     """Mean relative L1 (:func:`.losses.feature_l1`) of the student's fs0..fs3 and embedding
     against the teacher's targets over the cases' frames (1.0 = as far as all zeros)."""
     names = ("fs0", "fs1", "fs2", "fs3", "embedding")

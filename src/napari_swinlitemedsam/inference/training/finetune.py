@@ -62,14 +62,17 @@ def prompts_of(model: PromptableSegmenter) -> str:
     return PROMPTS_BOX_POINTS_SCRIBBLE if model.uses_skips else PROMPTS_BOX
 
 
-def training_frames(images: Sequence[np.ndarray] | np.ndarray,
-                    labels: Sequence[np.ndarray] | np.ndarray) -> FrameSet:
+def training_frames(
+    images: Sequence[np.ndarray] | np.ndarray, labels: Sequence[np.ndarray] | np.ndarray
+) -> FrameSet:
     """Frames from image/label pairs: (H, W), (H, W, 3) images or (D, H, W) stacks, each with an
     integer label map of its spatial shape (0 = background; each other value is one object)."""
     if isinstance(images, np.ndarray):
         images, labels = [images], [labels]
     if len(images) != len(labels):
-        raise FinetuneError(f"{len(images)} images but {len(labels)} label maps; give one label map per image")
+        raise FinetuneError(
+            f"{len(images)} images but {len(labels)} label maps; give one label map per image"
+        )
     frames = []
     for index, (image, label_map) in enumerate(zip(images, labels)):
         label_map = np.asarray(label_map)
@@ -77,7 +80,9 @@ def training_frames(images: Sequence[np.ndarray] | np.ndarray,
             if np.issubdtype(label_map.dtype, np.bool_) or np.all(np.mod(label_map, 1) == 0):
                 label_map = label_map.astype(np.int64)
             else:
-                raise FinetuneError(f"label map {index} is not an integer map (dtype {label_map.dtype})")
+                raise FinetuneError(
+                    f"label map {index} is not an integer map (dtype {label_map.dtype})"
+                )
         try:
             frames.extend(frames_from_arrays(np.asarray(image), label_map, f"image{index}"))
         except TrainingDataError as error:
@@ -90,10 +95,19 @@ def training_frames(images: Sequence[np.ndarray] | np.ndarray,
     return frame_set
 
 
-def finetune(model: PromptableSegmenter, images, labels, steps: int = 100, *,
-             train_encoder: bool = False, lr: float | None = None, objects_per_image: int = 4,
-             seed: int = 0, device: str | torch.device | None = None,
-             prompts: str | None = None) -> Generator[FinetuneProgress, None, PromptableSegmenter]:
+def finetune(
+    model: PromptableSegmenter,
+    images,
+    labels,
+    steps: int = 100,
+    *,
+    train_encoder: bool = False,
+    lr: float | None = None,
+    objects_per_image: int = 4,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    prompts: str | None = None,
+) -> Generator[FinetuneProgress, None, PromptableSegmenter]:
     """Fine-tune a copy of ``model`` on ``images`` and ``labels`` (see the module docstring).
 
     Args:
@@ -117,14 +131,23 @@ def finetune(model: PromptableSegmenter, images, labels, steps: int = 100, *,
     device = torch.device(device) if device is not None else model.device
     tuned = copy.deepcopy(model).to(device)
     settings = StageSettings(
-        stage="joint" if train_encoder else "decoder", steps=steps,
+        stage="joint" if train_encoder else "decoder",
+        steps=steps,
         lr=lr if lr is not None else (2e-5 if train_encoder else 1e-4),
-        warmup_steps=min(5, steps), objects_per_image=objects_per_image, seed=seed,
+        warmup_steps=min(5, steps),
+        objects_per_image=objects_per_image,
+        seed=seed,
         checkpoint_every=steps + 1,
     )
-    runner = StageRunner(tuned, settings, frames, folder=None, device=device,
-                         with_points_and_scribble=scheme == PROMPTS_BOX_POINTS_SCRIBBLE,
-                         feature_cache_bytes=FEATURE_CACHE_BYTES)
+    runner = StageRunner(
+        tuned,
+        settings,
+        frames,
+        folder=None,
+        device=device,
+        with_points_and_scribble=scheme == PROMPTS_BOX_POINTS_SCRIBBLE,
+        feature_cache_bytes=FEATURE_CACHE_BYTES,
+    )
     started = time.perf_counter()
     for step, losses in runner.iterate():
         yield FinetuneProgress(step, steps, float(losses["loss"]), time.perf_counter() - started)
@@ -139,12 +162,19 @@ def check_model_name(name: str) -> str:
             "starting with a letter or digit"
         )
     if name in MODEL_SPECS or name.lower().endswith(".pth"):
-        raise FinetuneError(f"choose another name than {name!r} (it is a built-in model or ends in .pth)")
+        raise FinetuneError(
+            f"choose another name than {name!r} (it is a built-in model or ends in .pth)"
+        )
     return name
 
 
-def save_finetuned(model: PromptableSegmenter, name: str, card: dict, model_dir: Path | None = None,
-                   overwrite: bool = False) -> Path:
+def save_finetuned(
+    model: PromptableSegmenter,
+    name: str,
+    card: dict,
+    model_dir: Path | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Write ``<name>.pth`` (float32 state dict, atomic) and its model card ``<name>.json`` and
     ``<name>.md`` into the user model folder; returns the ``.pth`` path.
 
@@ -158,8 +188,13 @@ def save_finetuned(model: PromptableSegmenter, name: str, card: dict, model_dir:
         raise FinetuneError(f"{path} already exists; choose another name or allow overwriting")
     folder.mkdir(parents=True, exist_ok=True)
     save_checkpoint(model, path)
-    full_card = {"name": name, "file": path.name, "sha256": sha256_of(path),
-                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **card}
+    full_card = {
+        "name": name,
+        "file": path.name,
+        "sha256": sha256_of(path),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **card,
+    }
     (folder / f"{name}.json").write_text(json.dumps(full_card, indent=2, default=str))
     (folder / f"{name}.md").write_text(model_card_markdown(full_card))
     return path
@@ -167,14 +202,24 @@ def save_finetuned(model: PromptableSegmenter, name: str, card: dict, model_dir:
 
 def model_card_markdown(card: dict) -> str:
     """A short human-readable model card from the card dict."""
-    lines = [f"# {card['name']}", "",
-             f"Fine-tuned from **{card.get('base_model', 'unknown')}** with napari-swinlitemedsam.", ""]
+    lines = [
+        f"# {card['name']}",
+        "",
+        f"Fine-tuned from **{card.get('base_model', 'unknown')}** with napari-swinlitemedsam.",
+        "",
+    ]
     for key, value in card.items():
         if key in ("name",):
             continue
         if isinstance(value, dict):
             value = ", ".join(f"{k}: {v}" for k, v in value.items())
         lines.append(f"- **{key}**: {value}")
-    lines += ["", "Load it by path, or pick it in the widget's model list (it lives in the user "
-              "model folder).", ""]
+    lines += [
+        "",
+        (
+            "Load it by path, or pick it in the widget's model list (it lives in the user "
+            "model folder)."
+        ),
+        "",
+    ]
     return "\n".join(lines)

@@ -57,12 +57,21 @@ class SegmentationLoss:
         return self.dice + self.bce + self.iou_mse
 
     def as_floats(self) -> dict[str, float]:
-        return {name: float(value.detach()) for name, value in (
-            ("loss", self.total), ("dice", self.dice), ("bce", self.bce), ("iou_mse", self.iou_mse))}
+        return {
+            name: float(value.detach())
+            for name, value in (
+                ("loss", self.total),
+                ("dice", self.dice),
+                ("bce", self.bce),
+                ("iou_mse", self.iou_mse),
+            )
+        }
 
 
-def segmentation_loss(logits: torch.Tensor, iou_pred: torch.Tensor, targets: torch.Tensor) -> SegmentationLoss:
-    """Dice + BCE on the (N, 1, 256, 256) logits, MSE between (N, 1) ``iou_pred`` and the real IoU."""
+def segmentation_loss(
+    logits: torch.Tensor, iou_pred: torch.Tensor, targets: torch.Tensor
+) -> SegmentationLoss:
+    """Dice + BCE on (N, 1, 256, 256) logits; MSE between (N, 1) ``iou_pred`` and the real IoU."""
     targets = targets.float()
     logits = logits.float()
     return SegmentationLoss(
@@ -83,9 +92,11 @@ def feature_l1(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (predicted - target).abs().mean() / scale
 
 
-def distillation_loss(predicted: list[torch.Tensor] | tuple[torch.Tensor, ...],
-                      targets: list[torch.Tensor] | tuple[torch.Tensor, ...],
-                      weights: tuple[float, ...] | None = None) -> tuple[torch.Tensor, list[float]]:
+def distillation_loss(
+    predicted: list[torch.Tensor] | tuple[torch.Tensor, ...],
+    targets: list[torch.Tensor] | tuple[torch.Tensor, ...],
+    weights: tuple[float, ...] | None = None,
+) -> tuple[torch.Tensor, list[float]]:
     """Weighted sum of :func:`feature_l1` over paired maps; also returns each term as a float."""
     if len(predicted) != len(targets):
         raise ValueError(f"{len(predicted)} predicted maps but {len(targets)} targets")

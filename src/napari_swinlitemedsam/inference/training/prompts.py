@@ -54,16 +54,22 @@ def tight_box(mask: np.ndarray) -> np.ndarray:
     return np.array([cols.min(), rows.min(), cols.max(), rows.max()], dtype=np.int64)
 
 
-def enlarged_box(mask: np.ndarray, rng: np.random.Generator,
-                 max_enlargement: int = MAX_BOX_ENLARGEMENT) -> np.ndarray:
+def enlarged_box(
+    mask: np.ndarray, rng: np.random.Generator, max_enlargement: int = MAX_BOX_ENLARGEMENT
+) -> np.ndarray:
     """The mask's tight box with each side moved out by an independent 0..max px, clipped."""
     x_min, y_min, x_max, y_max = tight_box(mask)
     height, width = mask.shape
     grow = rng.integers(0, max_enlargement + 1, size=4)
-    return np.array([
-        max(0, x_min - grow[0]), max(0, y_min - grow[1]),
-        min(width, x_max + grow[2]), min(height, y_max + grow[3]),
-    ], dtype=np.float32)
+    return np.array(
+        [
+            max(0, x_min - grow[0]),
+            max(0, y_min - grow[1]),
+            min(width, x_max + grow[2]),
+            min(height, y_max + grow[3]),
+        ],
+        dtype=np.float32,
+    )
 
 
 def quadrant_points(mask: np.ndarray, box: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -95,8 +101,9 @@ def box_region_scribble(box: np.ndarray, rng: np.random.Generator) -> np.ndarray
     return box_scribble(box, region, rng)
 
 
-def training_prompts(mask_256: np.ndarray, rng: np.random.Generator,
-                     with_points_and_scribble: bool = True) -> TrainingPrompts:
+def training_prompts(
+    mask_256: np.ndarray, rng: np.random.Generator, with_points_and_scribble: bool = True
+) -> TrainingPrompts:
     """All train-time prompts for one (256, 256) object mask (see the module docstring).
 
     Without ``with_points_and_scribble`` (box-only models such as LiteMedSAM) the points are
@@ -105,8 +112,12 @@ def training_prompts(mask_256: np.ndarray, rng: np.random.Generator,
     mask_256 = np.asarray(mask_256) > 0
     box = enlarged_box(mask_256, rng)
     if not with_points_and_scribble:
-        return TrainingPrompts(box, np.zeros((0, 2), np.float32), np.zeros(0, np.int64),
-                               np.zeros((FRAME_SIZE, FRAME_SIZE), np.float32))
+        return TrainingPrompts(
+            box,
+            np.zeros((0, 2), np.float32),
+            np.zeros(0, np.int64),
+            np.zeros((FRAME_SIZE, FRAME_SIZE), np.float32),
+        )
     points = quadrant_points(mask_256, box, rng)
     scribble = box_region_scribble(box, rng)
     return TrainingPrompts(box, points, np.ones(4, dtype=np.int64), scribble)

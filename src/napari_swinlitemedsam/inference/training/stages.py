@@ -13,7 +13,8 @@ follows a cosine down to 10 % at the last step. BatchNorm layers keep their runn
 would overwrite the transplanted ones with noise.
 
 Each image slot of a step takes a random *view*: a frame (every source file equally likely, then
-one of its frames) with a random flip (:mod:`.augment`). Every step's random numbers come from ``numpy.random.default_rng([seed, stage, step])``, so a
+one of its frames) with a random flip (:mod:`.augment`). Every step's random numbers come
+from ``numpy.random.default_rng([seed, stage, step])``, so a
 resumed run draws exactly what an uninterrupted one would have.
 """
 
@@ -33,6 +34,7 @@ from ...model.segmenter import ImageFeatures, PromptableSegmenter
 from .augment import PromptBatch, flip, prompt_batch, random_flip_code
 from .checkpointing import LossLog, load_state, save_state
 from .dataset import FrameSet
+from .feature_cache import FeatureCache
 from .losses import distillation_loss, segmentation_loss
 from .teacher_cache import TeacherCache
 
@@ -94,8 +96,9 @@ def set_modes(model: PromptableSegmenter, stage: str) -> None:
             module.eval()
 
 
-def encode_for_decoder(model: PromptableSegmenter, images: torch.Tensor,
-                       frozen: bool) -> tuple[ImageFeatures, torch.Tensor | None, list | None]:
+def encode_for_decoder(
+    model: PromptableSegmenter, images: torch.Tensor, frozen: bool
+) -> tuple[ImageFeatures, torch.Tensor | None, list | None]:
     """Encoder pass for one (1, 3, 256, 256) image: features, and the raw (embedding, skips)."""
     with torch.no_grad() if frozen else nullcontext():
         encoded = model.image_encoder(images)
@@ -106,8 +109,9 @@ def encode_for_decoder(model: PromptableSegmenter, images: torch.Tensor,
     return ImageFeatures(embedding), embedding, None
 
 
-def decode_batch(model: PromptableSegmenter, features: ImageFeatures,
-                 batch: PromptBatch) -> tuple[torch.Tensor, torch.Tensor]:
+def decode_batch(
+    model: PromptableSegmenter, features: ImageFeatures, batch: PromptBatch
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Decoder logits (K, 1, 256, 256) and IoU (K, 1) for a :class:`PromptBatch`."""
     return model.decode(features, batch.boxes, batch.points, batch.point_labels, batch.scribbles)
 
@@ -138,10 +142,17 @@ class StageRunner:
             bytes of encoder outputs per view in memory, so a view seen again is not re-encoded.
     """
 
-    def __init__(self, model: PromptableSegmenter, settings: StageSettings, frames: FrameSet,
-                 folder: str | Path | None = None, teacher: TeacherCache | None = None,
-                 device: torch.device | str = "cpu", with_points_and_scribble: bool = True,
-                 feature_cache_bytes: int = 0) -> None:
+    def __init__(
+        self,
+        model: PromptableSegmenter,
+        settings: StageSettings,
+        frames: FrameSet,
+        folder: str | Path | None = None,
+        teacher: TeacherCache | None = None,
+        device: torch.device | str = "cpu",
+        with_points_and_scribble: bool = True,
+        feature_cache_bytes: int = 0,
+    ) -> None:
         needs_teacher = settings.stage == "distill" or settings.distill_weight > 0
         if needs_teacher and teacher is None:
             raise ValueError(f"stage {settings.stage} needs the teacher's targets (a TeacherCache)")
@@ -155,12 +166,17 @@ class StageRunner:
         self.device = torch.device(device)
         self.with_points_and_scribble = with_points_and_scribble
         self.parameters = configure_trainable(model, settings.stage)
-        self.optimizer = torch.optim.AdamW(self.parameters, lr=settings.lr, betas=(0.9, 0.999),
-                                           eps=1e-8, weight_decay=settings.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            self.parameters,
+            lr=settings.lr,
+            betas=(0.9, 0.999),
+            eps=1e-8,
+            weight_decay=settings.weight_decay,
+        )
         self.log = None if self.folder is None else LossLog(self.folder / "log.csv")
         self.step = 0
         self._weights = frames.balanced_weights()
-        self._features = _FeatureCache(feature_cache_bytes if settings.stage == "decoder" else 0)
+        self._features = FeatureCache(feature_cache_bytes if settings.stage == "decoder" else 0)
 
     @property
     def state_path(self) -> Path | None:
@@ -172,7 +188,9 @@ class StageRunner:
             return False
         state = load_state(self.state_path)
         if state.stage != self.settings.stage:
-            raise ValueError(f"{self.state_path} belongs to stage {state.stage}, not {self.settings.stage}")
+            raise ValueError(
+                f"{self.state_path} belongs to stage {state.stage}, not {self.settings.stage}"
+            )
         self.model.load_state_dict(state.model)
         self.optimizer.load_state_dict(state.optimizer)
         self.step = state.step
@@ -182,8 +200,14 @@ class StageRunner:
     def save(self) -> None:
         if self.state_path is None:
             return
-        save_state(self.state_path, self.model, self.optimizer, self.step, self.settings.stage,
-                   asdict(self.settings))
+        save_state(
+            self.state_path,
+            self.model,
+            self.optimizer,
+            self.step,
+            self.settings.stage,
+            asdict(self.settings),
+        )
 
     def _rng(self, step: int) -> np.random.Generator:
         return np.random.default_rng([self.settings.seed, _STAGE_SEED[self.settings.stage], step])
@@ -221,7 +245,11 @@ class StageRunner:
             self._features.put(key, cached)
         embedding, skips = cached
         if self.model.uses_skips:
-            return ImageFeatures(embedding, self.model.mask_decoder.skip_context(skips)), embedding, skips
+            return (
+                ImageFeatures(embedding, self.model.mask_decoder.skip_context(skips)),
+                embedding,
+                skips,
+            )
         return ImageFeatures(embedding), embedding, None
 
     def _segmentation_loss(self, rng: np.random.Generator) -> tuple[torch.Tensor, dict]:
@@ -233,17 +261,25 @@ class StageRunner:
             index, code = self._pick_frame(rng)
             image_256, labels_256 = self.frames.prepared(index)
             available = self.frames.objects(index)
-            chosen = rng.choice(available, size=min(settings.objects_per_image, len(available)),
-                                replace=False)
-            batch = prompt_batch(flip(image_256, code), flip(labels_256, code), chosen, rng,
-                                 self.with_points_and_scribble).to(self.device)
+            chosen = rng.choice(
+                available, size=min(settings.objects_per_image, len(available)), replace=False
+            )
+            batch = prompt_batch(
+                flip(image_256, code),
+                flip(labels_256, code),
+                chosen,
+                rng,
+                self.with_points_and_scribble,
+            ).to(self.device)
             features, embedding, skips = self._encode(batch.image, (index, code), frozen)
             logits, iou = decode_batch(self.model, features, batch)
             parts = segmentation_loss(logits, iou, batch.targets)
             loss = parts.total
             values = parts.as_floats()
             if settings.distill_weight > 0 and skips is not None:
-                distilled, _ = distillation_loss(list(skips) + [embedding], self._targets(index, code).all())
+                distilled, _ = distillation_loss(
+                    list(skips) + [embedding], self._targets(index, code).all()
+                )
                 loss = loss + settings.distill_weight * distilled
                 values["distill"] = float(distilled.detach())
             total = total + loss / settings.images_per_step
@@ -262,8 +298,11 @@ class StageRunner:
         settings = self.settings
         started = time.perf_counter()
         set_modes(self.model, settings.stage)
-        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if settings.bf16
-                    else nullcontext())
+        autocast = (
+            torch.autocast(self.device.type, dtype=torch.bfloat16)
+            if settings.bf16
+            else nullcontext()
+        )
         done_here = 0
         while self.step < settings.steps:
             if max_seconds is not None and time.perf_counter() - started > max_seconds:
@@ -285,8 +324,14 @@ class StageRunner:
             loss.backward()
             self.optimizer.step()
             if self.log is not None:
-                self.log.append({"step": self.step, "seconds": round(time.perf_counter() - step_started, 3),
-                                 "lr": rate, **{k: round(v, 6) for k, v in losses.items()}})
+                self.log.append(
+                    {
+                        "step": self.step,
+                        "seconds": round(time.perf_counter() - step_started, 3),
+                        "lr": rate,
+                        **{k: round(v, 6) for k, v in losses.items()},
+                    }
+                )
             self.step += 1
             done_here += 1
             if self.step % settings.checkpoint_every == 0 or self.step == settings.steps:
@@ -296,45 +341,32 @@ class StageRunner:
             self.save()
         self.model.eval()
 
-    def run(self, max_seconds: float | None = None, show_progress: bool = True,
-            stop_after: int | None = None) -> StageResult:
+    def run(
+        self,
+        max_seconds: float | None = None,
+        show_progress: bool = True,
+        stop_after: int | None = None,
+    ) -> StageResult:
         """:meth:`iterate` to the end with a progress bar; returns a :class:`StageResult`."""
         from tqdm import tqdm
 
         started = time.perf_counter()
         last: dict = {}
-        with tqdm(total=self.settings.steps, initial=self.step, desc=self.settings.stage, unit="step",
-                  disable=not show_progress, dynamic_ncols=True) as bar:
+        with tqdm(
+            total=self.settings.steps,
+            initial=self.step,
+            desc=self.settings.stage,
+            unit="step",
+            disable=not show_progress,
+            dynamic_ncols=True,
+        ) as bar:
             for _, last in self.iterate(max_seconds, stop_after):
                 bar.update(1)
                 bar.set_postfix(loss=f"{last['loss']:.4f}")
-        return StageResult(self.settings.stage, self.step, self.step >= self.settings.steps,
-                           time.perf_counter() - started, last)
-
-
-class _FeatureCache:
-    """Frozen-encoder outputs by view, first in first out, bounded in bytes (0 = off)."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._entries: dict = {}
-        self._bytes = 0
-
-    @staticmethod
-    def _size(value) -> int:
-        embedding, skips = value
-        tensors = [embedding] + (list(skips) if skips is not None else [])
-        return sum(t.numel() * t.element_size() for t in tensors)
-
-    def get(self, key):
-        return self._entries.get(key)
-
-    def put(self, key, value) -> None:
-        size = self._size(value)
-        if size > self.max_bytes:
-            return
-        while self._bytes + size > self.max_bytes and self._entries:
-            oldest = next(iter(self._entries))
-            self._bytes -= self._size(self._entries.pop(oldest))
-        self._entries[key] = value
-        self._bytes += size
+        return StageResult(
+            self.settings.stage,
+            self.step,
+            self.step >= self.settings.steps,
+            time.perf_counter() - started,
+            last,
+        )

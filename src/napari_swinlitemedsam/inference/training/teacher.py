@@ -90,7 +90,9 @@ class DistillationTargets:
         """The five targets in order fs0, fs1, fs2, fs3, embedding."""
         return (*self.skips, self.embedding)
 
-    def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> DistillationTargets:
+    def to(
+        self, device: torch.device | str, dtype: torch.dtype = torch.float32
+    ) -> DistillationTargets:
         return DistillationTargets(
             tuple(t.to(device=device, dtype=dtype) for t in self.skips),
             self.embedding.to(device=device, dtype=dtype),
@@ -100,7 +102,12 @@ class DistillationTargets:
 def distillation_targets(taps: dict[str, torch.Tensor]) -> DistillationTargets:
     """The student's targets from :func:`teacher_taps` (see the module docstring's table)."""
     blocks2 = taps["blocks2"]
-    skips = (taps["blocks1"], taps["merged1"], torch.cat([blocks2, blocks2], dim=1), taps["blocks3"])
+    skips = (
+        taps["blocks1"],
+        taps["merged1"],
+        torch.cat([blocks2, blocks2], dim=1),
+        taps["blocks3"],
+    )
     return DistillationTargets(skips, taps["embedding"])
 
 

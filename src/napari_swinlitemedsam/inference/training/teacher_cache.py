@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -29,8 +29,12 @@ class TeacherCache:
         device: where the teacher runs.
     """
 
-    def __init__(self, teacher_encoder: torch.nn.Module, folder: str | os.PathLike | None,
-                 device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        teacher_encoder: torch.nn.Module,
+        folder: str | os.PathLike | None,
+        device: torch.device | str = "cpu",
+    ) -> None:
         self.teacher_encoder = teacher_encoder.eval()
         self.folder = None if folder is None else Path(folder)
         self.device = torch.device(device)
@@ -51,7 +55,7 @@ class TeacherCache:
                     stored = torch.load(path, map_location="cpu", weights_only=True)
                     self.hits += 1
                     return _unpack(stored)
-                except Exception:  # a damaged cache file is recomputed, not fatal
+                except Exception:  # noqa: BLE001 - a damaged cache file is recomputed, not fatal
                     path.unlink(missing_ok=True)
         self.misses += 1
         targets = compute_targets(self.teacher_encoder, image().to(self.device))

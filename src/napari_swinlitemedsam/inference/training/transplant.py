@@ -77,8 +77,11 @@ class TransplantReport:
 
     def as_dict(self) -> dict:
         return {
-            "copied": self.copied, "transplanted": self.transplanted, "identity": self.identity,
-            "least_squares": self.least_squares, "notes": self.notes,
+            "copied": self.copied,
+            "transplanted": self.transplanted,
+            "identity": self.identity,
+            "least_squares": self.least_squares,
+            "notes": self.notes,
         }
 
 
@@ -114,8 +117,9 @@ def _ranked_heads(attention: nn.Module, count: int) -> list[int]:
     return sorted(ranked)
 
 
-def _shared_position_table(biases: torch.Tensor, heads: list[int], teacher_window: int,
-                           student_window: int) -> torch.Tensor:
+def _shared_position_table(
+    biases: torch.Tensor, heads: list[int], teacher_window: int, student_window: int
+) -> torch.Tensor:
     """A (2w-1, 2w-1) table over signed offsets from the teacher's per-head |offset| biases."""
     size = 2 * student_window - 1
     offsets = (torch.arange(size) - (student_window - 1)).abs().clamp(max=teacher_window - 1)
@@ -157,7 +161,9 @@ def _transplant_block(student_block: nn.Module, teacher_block: nn.Module, duplic
     s_attention.to_out.bias.copy_(repeat(folded))
     s_attention.pos_embedding.copy_(
         _shared_position_table(
-            t_attention.attention_biases, heads, int(round(t_attention.attention_biases.shape[1] ** 0.5)),
+            t_attention.attention_biases,
+            heads,
+            round(t_attention.attention_biases.shape[1] ** 0.5),
             s_attention.window_size,
         )
     )
@@ -201,9 +207,13 @@ def _block_keys(prefix: str, module: nn.Module) -> list[str]:
 
 
 @torch.no_grad()
-def transplant_encoder_blocks(student_encoder: nn.Module, teacher_encoder: nn.Module,
-                              report: TransplantReport, prefix: str = "image_encoder") -> None:
-    """Blocks of stages 1, 3, 4 from the teacher, stage 2 as identities, stage 3 merging duplicates."""
+def transplant_encoder_blocks(
+    student_encoder: nn.Module,
+    teacher_encoder: nn.Module,
+    report: TransplantReport,
+    prefix: str = "image_encoder",
+) -> None:
+    """Stages 1, 3, 4 from the teacher; stage 2 as identities; stage 3 merge duplicates."""
     pairs = (("stage1", 1, False), ("stage3", 2, True), ("stage4", 3, False))
     for stage_name, layer_index, duplicate in pairs:
         student_blocks = _swin_blocks(getattr(student_encoder, stage_name))
@@ -216,9 +226,13 @@ def transplant_encoder_blocks(student_encoder: nn.Module, teacher_encoder: nn.Mo
         for index, (s_block, t_block) in enumerate(zip(student_blocks, teacher_blocks)):
             _transplant_block(s_block, t_block, duplicate)
             pair, half = divmod(index, 2)
-            report.transplanted += _block_keys(f"{prefix}.{stage_name}.blocks.{pair}.{half}", s_block)
-    kept = _ranked_heads(teacher_encoder.layers[1].blocks[0].attn, student_encoder.stage1.blocks[0][0]
-                         .attention_block.fn.fn.heads)
+            report.transplanted += _block_keys(
+                f"{prefix}.{stage_name}.blocks.{pair}.{half}", s_block
+            )
+    kept = _ranked_heads(
+        teacher_encoder.layers[1].blocks[0].attn,
+        student_encoder.stage1.blocks[0][0].attention_block.fn.fn.heads,
+    )
     report.notes.append(f"stage 1 block 0 keeps teacher heads {kept} of 4")
     for index, block in enumerate(_swin_blocks(student_encoder.stage2)):
         _make_identity_block(block)
@@ -228,11 +242,18 @@ def transplant_encoder_blocks(student_encoder: nn.Module, teacher_encoder: nn.Mo
     width = merge.in_features
     merge.weight.copy_(torch.cat([torch.eye(width), torch.eye(width)], dim=0))
     merge.bias.zero_()
-    report.transplanted += [f"{prefix}.stage3.downsample.linear.weight", f"{prefix}.stage3.downsample.linear.bias"]
+    report.transplanted += [
+        f"{prefix}.stage3.downsample.linear.weight",
+        f"{prefix}.stage3.downsample.linear.bias",
+    ]
 
 
-def _ridge(inputs: torch.Tensor, targets: torch.Tensor, strength: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weight (out, in) and bias (out,) minimising ||X W^T + b - Y||^2 + strength * ||W||^2 (scaled)."""
+def _ridge(
+    inputs: torch.Tensor, targets: torch.Tensor, strength: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight (out, in) and bias (out,) minimising ||X W^T + b - Y||^2 + strength * ||W||^2.
+
+    ``strength`` is relative to the mean diagonal of the centred Gram matrix."""
     x = inputs.double()
     y = targets.double()
     mean_x, mean_y = x.mean(0), y.mean(0)
@@ -253,9 +274,16 @@ def _pixels(features: torch.Tensor, count: int, generator: torch.Generator) -> t
 
 
 @torch.no_grad()
-def fit_mergings(student_encoder: nn.Module, teacher_encoder: nn.Module, images: torch.Tensor,
-                 report: TransplantReport, prefix: str = "image_encoder", pixels_per_fit: int = 60000,
-                 strength: float = 1e-4, seed: int = 0) -> dict[str, float]:
+def fit_mergings(
+    student_encoder: nn.Module,
+    teacher_encoder: nn.Module,
+    images: torch.Tensor,
+    report: TransplantReport,
+    prefix: str = "image_encoder",
+    pixels_per_fit: int = 60000,
+    strength: float = 1e-4,
+    seed: int = 0,
+) -> dict[str, float]:
     """Fit the stage 1, 2 and 4 patch mergings to the teacher on (B, 3, 256, 256) ``images``.
 
     Returns the relative residual ``||fit - target|| / ||target - mean||`` of each fit.
@@ -278,8 +306,10 @@ def fit_mergings(student_encoder: nn.Module, teacher_encoder: nn.Module, images:
         linear = getattr(student_encoder, stage_name).downsample.linear
         linear.weight.copy_(torch.cat([weight / copies] * copies, dim=1))
         linear.bias.copy_(bias)
-        report.least_squares += [f"{prefix}.{stage_name}.downsample.linear.weight",
-                                 f"{prefix}.{stage_name}.downsample.linear.bias"]
+        report.least_squares += [
+            f"{prefix}.{stage_name}.downsample.linear.weight",
+            f"{prefix}.{stage_name}.downsample.linear.bias",
+        ]
     report.notes.append(
         "patch-merging fits, relative residual: "
         + ", ".join(f"{name} {value:.3f}" for name, value in residuals.items())
@@ -290,9 +320,12 @@ def fit_mergings(student_encoder: nn.Module, teacher_encoder: nn.Module, images:
 SKIP_PATH_CHOICES = ("scratch", "emulate")
 
 
-def initialise_from_teacher(student: nn.Module, teacher: nn.Module,
-                            calibration_images: torch.Tensor | None = None,
-                            skip_path: str = "scratch") -> TransplantReport:
+def initialise_from_teacher(
+    student: nn.Module,
+    teacher: nn.Module,
+    calibration_images: torch.Tensor | None = None,
+    skip_path: str = "scratch",
+) -> TransplantReport:
     """Initialise a Swin-LiteMedSAM ``student`` from a LiteMedSAM ``teacher`` (both segmenters).
 
     ``calibration_images``: (B, 3, 256, 256) frames for the least-squares mergings (a few real
@@ -311,5 +344,7 @@ def initialise_from_teacher(student: nn.Module, teacher: nn.Module,
         from .decoder_transplant import emulate_teacher_upscaling
 
         report.transplanted += emulate_teacher_upscaling(student.mask_decoder, teacher.mask_decoder)
-        report.notes.append("decoder upscaling path set to emulate the teacher's (skip inputs at zero weight)")
+        report.notes.append(
+            "decoder upscaling path set to emulate the teacher's (skip inputs at zero weight)"
+        )
     return report
