@@ -24,7 +24,8 @@ from pathlib import Path
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", default="litemedsam",
-        help="litemedsam (bundled), swin-litemedsam (official checkpoint in the model folder) "
+        help="litemedsam (bundled), swin-litemedsam (official checkpoint in the model folder), "
+        "swin-litemedsam-distilled (weights trained with 'swinlitemedsam train distill --install') "
         "or a path to a .pth file (default: litemedsam)",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
