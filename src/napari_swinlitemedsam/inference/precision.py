@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import ContextManager
 
 import torch
 
@@ -47,7 +46,7 @@ def check_feature_dtype(dtype: torch.dtype | None) -> torch.dtype | None:
     return dtype
 
 
-def encoder_context(precision: str, device: torch.device) -> ContextManager:
+def encoder_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
     """The autocast context for the encoder under ``precision`` on ``device``."""
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)

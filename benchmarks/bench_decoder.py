@@ -1,0 +1,104 @@
+"""Section 2: box -> mask with the slice already encoded, batched and one at a time.
+
+The slice is the middle slice of the real nuclei3d stack; the boxes are the tight boxes of the
+nuclei on it (inclusive, original pixels). For 1, 4 and 16 boxes per decoder call, the time per
+box covers everything ``BoxPredictor.predict_256`` does: the box-derived points and scribble
+(Swin-LiteMedSAM), the decoder, the resize of the logits to the original size and the
+threshold. The reference-style figure decodes one box per call and recomputes the skip neck for
+it (Swin-LiteMedSAM), everything else equal. Masks of both must be identical.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from bench_setup import make_predictor
+from reference_style import decode_one_box, encode_plain, logits_to_mask, prepare_slice
+from report import Row
+from timing import measure_interleaved
+
+from napari_swinlitemedsam.inference import transforms
+from napari_swinlitemedsam.inference.samples import load_sample
+from napari_swinlitemedsam.model.segmenter import PromptableSegmenter
+
+SECTION = "2 decode (slice cached)"
+BATCHES = (1, 4, 16)
+
+
+def slice_with_boxes(count: int = 16) -> tuple[np.ndarray, np.ndarray, int]:
+    """The middle nuclei3d slice (H, W) uint8, (count, 4) inclusive boxes of its nuclei, z."""
+    sample = load_sample("nuclei3d")
+    z = sample.image.shape[0] // 2
+    labels = sample.labels[z]
+    boxes = []
+    for label in np.unique(labels):
+        if label == 0:
+            continue
+        ys, xs = np.nonzero(labels == label)
+        boxes.append([xs.min(), ys.min(), xs.max(), ys.max()])
+    boxes = np.asarray(boxes, dtype=np.float64)
+    reps = int(np.ceil(count / len(boxes)))
+    return sample.image[z], np.tile(boxes, (reps, 1))[:count], z
+
+
+class ReferenceDecoder:
+    """Reference-style decoding of boxes on one slice: one box per call, skip neck recomputed."""
+
+    def __init__(self, model: PromptableSegmenter, image: np.ndarray, slice_index: int) -> None:
+        self.model = model
+        tensor, self.image_256, self.new_size = prepare_slice(image)
+        self.original_size = tuple(image.shape[:2])
+        self.embedding, self.skips = encode_plain(model, tensor)
+        self.slice_index = slice_index
+
+    def masks(self, boxes_256: np.ndarray) -> np.ndarray:
+        """(N, H, W) bool masks of (N, 4) boxes in the 256 frame, decoded one by one."""
+        return np.stack([
+            logits_to_mask(
+                decode_one_box(self.model, self.embedding, self.skips, box, self.image_256,
+                               self.slice_index, self.model.mask_input_always),
+                self.new_size, self.original_size,
+            )
+            for box in boxes_256
+        ])
+
+
+def decoder_section(
+    models: dict[str, PromptableSegmenter], repeats: int
+) -> tuple[list[Row], dict]:
+    image, boxes, z = slice_with_boxes(max(BATCHES))
+    rows, figures = [], {}
+    for name, model in models.items():
+        model_rows, figures[name] = _decode_model(name, model, image, boxes, z, repeats)
+        rows += model_rows
+    return rows, figures
+
+
+def _decode_model(name, model, image, boxes, z, repeats) -> tuple[list[Row], dict]:
+    predictor = make_predictor(model, name)
+    encoded = predictor.encode(image)
+    boxes_256 = transforms.boxes_to_256(boxes, encoded.original_size)
+    reference = ReferenceDecoder(model, image, z)
+    fns = {
+        f"ours x{n}": (lambda n=n: predictor.predict_256(boxes_256[:n], encoded, slice_index=z))
+        for n in BATCHES
+    }
+    fns["reference x1"] = lambda: reference.masks(boxes_256[:1])
+    timings = measure_interleaved(fns, repeats)
+    ours = predictor.predict_256(boxes_256, encoded, slice_index=z).masks
+    equal = bool(np.array_equal(ours, reference.masks(boxes_256)))
+    per_box = {key: timings[key].scaled(1 / int(key.rsplit("x", 1)[1])) for key in timings}
+    ref = per_box["reference x1"].median
+    figures = {key: t.median for key, t in per_box.items()}
+    figures["masks_equal"] = equal
+    neck = "skip neck recomputed per box" if model.uses_skips else "no skip neck"
+    rows = [Row(SECTION, f"{name}: reference-style, per box", str(per_box["reference x1"]),
+                f"one box per call, {neck}", {"seconds": ref})]
+    for n in BATCHES:
+        t = per_box[f"ours x{n}"]
+        label = "one at a time" if n == 1 else f"{n} boxes per call"
+        rows.append(Row(SECTION, f"{name}: ours, {label}, per box", str(t),
+                        f"**{t.median / ref:.2f}× reference-style**",
+                        {"seconds": t.median, "vs_reference": t.median / ref}))
+    rows.append(Row(SECTION, f"{name}: masks ours == reference-style", str(equal),
+                    f"{len(boxes_256)} boxes on slice {z}", {"equal": equal}))
+    return rows, figures
