@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from napari_swinlitemedsam.inference.embedding_cache import EmbeddingCache
+from napari_swinlitemedsam.inference.onnx_encoder import onnx_available
 from napari_swinlitemedsam.inference.precision import (
     check_feature_dtype,
     check_precision,
@@ -129,3 +130,25 @@ def test_attention_with_autograd_does_not_memo_and_has_gradients():
     module(x).sum().backward()
     assert module._memo == {}
     assert module.pos_embedding.grad is not None and module.pos_embedding.grad.abs().sum() > 0
+
+
+@pytest.mark.skipif(not onnx_available(), reason="onnxruntime and onnx are optional")
+def test_onnxruntime_encoder_matches_torch(random_litemedsam, tmp_path, monkeypatch):
+    monkeypatch.setenv("SWINLITEMEDSAM_ONNX_DIR", str(tmp_path))
+    image = np.random.default_rng(1).integers(0, 256, size=(80, 100), dtype=np.uint8)
+    boxes = np.array([[10, 10, 60, 50]])
+    torch_run = BoxPredictor(random_litemedsam, PROMPTS_BOX, EmbeddingCache())
+    ort_run = BoxPredictor(random_litemedsam, PROMPTS_BOX, EmbeddingCache(), runtime="onnxruntime")
+    expected = torch_run.set_image(image).features.embedding
+    got = ort_run.set_image(image).features.embedding
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    assert list(tmp_path.glob("*.onnx"))  # exported once, into the configured folder
+    np.testing.assert_allclose(ort_run.predict(boxes).low_res_logits,
+                               torch_run.predict(boxes).low_res_logits, atol=1e-3)
+    with pytest.raises(ValueError, match="float32"):
+        BoxPredictor(random_litemedsam, PROMPTS_BOX, runtime="onnxruntime", precision="bf16")
+
+
+def test_unknown_runtime_is_refused(random_litemedsam):
+    with pytest.raises(ValueError, match="runtime"):
+        BoxPredictor(random_litemedsam, PROMPTS_BOX, runtime="tensorrt")

@@ -25,6 +25,7 @@ from .box_prompts import box_points, box_scribble, prompt_rng
 from .prompt_random import RandomSource
 from .disk_cache import DiskEmbeddingCache, encoder_identity
 from .embedding_cache import EmbeddingCache, EncodedSlice
+from .onnx_encoder import OnnxEncoder, check_runtime
 from .precision import (
     check_feature_dtype,
     check_precision,
@@ -125,6 +126,8 @@ class BoxPredictor:
             CPUs with native bfloat16, see :mod:`.precision`).
         feature_dtype: dtype of the encoded slices kept in the cache (None: float32;
             ``torch.float16`` halves their memory).
+        runtime: ``"torch"`` or ``"onnxruntime"`` (optional package; the encoder step is
+            exported once per weights, see :mod:`.onnx_encoder`; float32 only).
     """
 
     def __init__(
@@ -137,8 +140,13 @@ class BoxPredictor:
         disk_cache: DiskEmbeddingCache | None = None,
         precision: str = "fp32",
         feature_dtype: torch.dtype | None = None,
+        runtime: str = "torch",
     ) -> None:
         self.precision = check_precision(precision)
+        self.runtime = check_runtime(runtime)
+        if runtime != "torch" and precision != "fp32":
+            raise ValueError(f"runtime={runtime!r} runs float32 only; use precision='fp32'")
+        self._onnx_encoder: OnnxEncoder | None = None
         self.feature_dtype = check_feature_dtype(feature_dtype)
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
@@ -163,7 +171,8 @@ class BoxPredictor:
     ) -> BoxPredictor:
         """Load weights by name or path (offline) and wrap them in a predictor.
 
-        ``options`` (``max_batch``, ``precision``, ``feature_dtype``) go to the constructor.
+        ``options`` (``max_batch``, ``precision``, ``feature_dtype``, ``runtime``, ...) go to
+        the constructor.
         """
         loaded = load_model(name_or_path, device=device)
         return cls(
@@ -179,6 +188,8 @@ class BoxPredictor:
             variant = []
             if self.precision != "fp32":
                 variant.append(f"precision={self.precision}")
+            if self.runtime != "torch":
+                variant.append(f"runtime={self.runtime}")
             if self.feature_dtype not in (None, torch.float32):
                 variant.append(f"features={self.feature_dtype}")
             self._encoder_identity = encoder_identity(
@@ -217,9 +228,7 @@ class BoxPredictor:
         if features is None:
             tensor = torch.from_numpy(np.ascontiguousarray(image_256))[None].to(self.device)
             with torch.inference_mode():
-                with encoder_context(self.precision, tensor.device):
-                    features = self.model.encode(encoder_input(tensor, self.precision))[0]
-                features = stored_features(features, self.feature_dtype)
+                features = stored_features(self._run_encoder(tensor), self.feature_dtype)
             if disk_key is not None:
                 features = self.disk_cache.put(disk_key, features)
         if disk_key is not None:
@@ -228,6 +237,15 @@ class BoxPredictor:
         if cache_key is not None:
             self.cache.put(cache_key, encoded)
         return encoded
+
+    def _run_encoder(self, tensor: torch.Tensor):
+        """(1, 3, 256, 256) model input -> ImageFeatures, with the chosen runtime and precision."""
+        if self.runtime == "onnxruntime":
+            if self._onnx_encoder is None:
+                self._onnx_encoder = OnnxEncoder(self.model, self.model_name)
+            return self._onnx_encoder.encode(tensor).to(self.device)
+        with encoder_context(self.precision, tensor.device):
+            return self.model.encode(encoder_input(tensor, self.precision))[0]
 
     def set_image(self, image: np.ndarray, key: Hashable | None = None) -> EncodedSlice:
         """Encode ``image`` and make it the target of :meth:`predict`."""

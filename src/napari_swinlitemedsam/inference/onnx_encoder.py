@@ -1,0 +1,133 @@
+"""An optional ONNX Runtime backend for the encoder step (``BoxPredictor(runtime="onnxruntime")``).
+
+ONNX Runtime is not a dependency: ``pip install onnxruntime onnx`` to use it. The encoder step
+of a model (``PromptableSegmenter.encode``: the image encoder and, for Swin-LiteMedSAM, the skip
+neck) is exported once per set of weights to an ``.onnx`` file in a cache folder and run on
+ORT's CPU provider with all graph optimisations. Outputs equal torch's float32 outputs to a few
+1e-6 (masks can differ in pixels whose logit is that close to 0).
+
+Whether it pays depends on the model and the CPU; ``benchmarks/run_benchmarks.py`` measures it
+(on the 2-core development machine it ran LiteMedSAM's TinyViT encoder faster than PyTorch and
+Swin-LiteMedSAM's encoder slower; see ``docs/performance.md``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..model.segmenter import ImageFeatures, PromptableSegmenter
+from ..model.skip_mask_decoder import SkipContext
+from .atomic_files import write_atomically
+from .disk_cache import weights_fingerprint
+
+RUNTIMES = ("torch", "onnxruntime")
+OPSET = 18
+EXPORT_DIR_ENV = "SWINLITEMEDSAM_ONNX_DIR"
+
+
+class OnnxRuntimeMissing(ImportError):
+    """onnxruntime (or onnx, for the export) is not installed."""
+
+
+def check_runtime(runtime: str) -> str:
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    if runtime == "onnxruntime" and not onnx_available():
+        raise OnnxRuntimeMissing(
+            "runtime='onnxruntime' needs the packages onnxruntime and onnx: "
+            "pip install onnxruntime onnx (or use runtime='torch')"
+        )
+    return runtime
+
+
+def onnx_available() -> bool:
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
+
+
+def default_export_dir() -> Path:
+    """``$SWINLITEMEDSAM_ONNX_DIR``, else ``onnx/`` in the user cache folder."""
+    configured = os.environ.get(EXPORT_DIR_ENV)
+    if configured:
+        return Path(configured).expanduser()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("napari-swinlitemedsam")) / "onnx"
+
+
+class _EncodeStep(torch.nn.Module):
+    """``model.encode`` for one image as plain output tensors (what the exporter needs)."""
+
+    def __init__(self, model: PromptableSegmenter) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        features = self.model.encode(images)[0]
+        if features.skip_context is None:
+            return (features.embedding,)
+        return features.embedding, features.skip_context.fine, features.skip_context.coarse
+
+
+def export_encoder(model: PromptableSegmenter, path: Path) -> Path:
+    """Write the encoder step of ``model`` for a (1, 3, 256, 256) input to ``path``."""
+    step = _EncodeStep(model).eval()
+    example = torch.zeros(1, 3, model.image_size, model.image_size)
+
+    def write(stream) -> None:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about shape checks
+            torch.onnx.export(step, (example,), stream, opset_version=OPSET, dynamo=False)
+
+    return write_atomically(path, write, durable=False, temp_suffix=".onnx")
+
+
+class OnnxEncoder:
+    """Runs a model's encoder step on ONNX Runtime.
+
+    Args:
+        model: the (float32, CPU) model whose weights are exported.
+        model_name: names the exported file.
+        export_dir: where exported files are kept (default: the user cache folder).
+        threads: ORT intra-op threads (default: ``torch.get_num_threads()``).
+    """
+
+    def __init__(
+        self,
+        model: PromptableSegmenter,
+        model_name: str = "",
+        export_dir: Path | None = None,
+        threads: int | None = None,
+    ) -> None:
+        check_runtime("onnxruntime")
+        import onnxruntime
+
+        folder = Path(export_dir) if export_dir is not None else default_export_dir()
+        tag = f"{model_name or 'model'}-{weights_fingerprint(model)}-opset{OPSET}"
+        self.path = folder / f"{tag}-torch{torch.__version__.split('+')[0]}.onnx"
+        if not self.path.exists():
+            export_encoder(model, self.path)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = onnxruntime.InferenceSession(
+            str(self.path), options, providers=["CPUExecutionProvider"]
+        )
+        self._input = self.session.get_inputs()[0].name
+
+    def encode(self, image: torch.Tensor) -> ImageFeatures:
+        """(1, 3, 256, 256) float32 in [0, 1] -> :class:`ImageFeatures` (CPU tensors)."""
+        if image.ndim != 4 or image.shape[0] != 1:
+            raise ValueError(
+                f"the ONNX encoder takes one (1, 3, 256, 256) image, got {tuple(image.shape)}"
+            )
+        array = image.detach().to("cpu", torch.float32).contiguous().numpy()
+        outputs = [torch.from_numpy(out) for out in self.session.run(None, {self._input: array})]
+        if len(outputs) == 1:
+            return ImageFeatures(outputs[0])
+        embedding, fine, coarse = outputs
+        return ImageFeatures(embedding, SkipContext(fine, coarse))
