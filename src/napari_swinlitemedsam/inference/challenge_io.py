@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 from numpy.lib import format as npy_format
 
+from .atomic_files import fsync_folder
+
 
 class ChallengeFileError(ValueError):
     """A challenge ``.npz`` file is missing, unreadable, or does not hold a valid case."""
@@ -300,7 +302,7 @@ def save_segs(
                 "is unchanged"
             ) from error
         raise
-    _fsync_folder(folder)
+    fsync_folder(folder)
     return path
 
 
@@ -325,20 +327,6 @@ def _extra_for_saving(key: str, value: np.ndarray) -> np.ndarray:
     if array.dtype.hasobject:
         raise ValueError(f"extra array {key!r} must be numeric, not Python objects")
     return array
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename durable where the platform allows opening folders (POSIX)."""
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
 
 
 def iter_cases(inputs: Iterable[str | os.PathLike]) -> list[Path]:
