@@ -111,35 +111,34 @@ def run(
     figures: dict = {"machine": machine_description(), "quick": quick,
                      "load_average_start": load_average()}
     started = time.perf_counter()
-    if "encoder" in sections:
-        new_rows, figures["encoder"] = encoder_section(
+    steps = {
+        "encoder": lambda: encoder_section(
             built, settings.repeats, settings.matmul_size, with_onnx=not quick
-        )
-        rows += new_rows
-    if "decode" in sections:
-        new_rows, figures["decode"] = decoder_section(built, settings.repeats)
-        rows += new_rows
-    if "volume" in sections:
-        case = nuclei_case(settings.volume_objects, settings.volume_slices)
-        new_rows, figures["volume"] = volume_section(built, case, repeats=1)
-        rows += new_rows
-    if "accuracy" in sections:
-        new_rows, figures["accuracy"] = accuracy_section(
+        ),
+        "decode": lambda: decoder_section(built, settings.repeats),
+        "volume": lambda: volume_section(
+            built, nuclei_case(settings.volume_objects, settings.volume_slices), repeats=1
+        ),
+        "accuracy": lambda: accuracy_section(
             built, settings.accuracy_boxes_2d, settings.accuracy_samples_3d
-        )
-        rows += new_rows
-    if "startup" in sections:
-        new_rows, figures["startup"] = startup_section(settings.startup_repeats)
-        rows += new_rows
-    if "memory" in sections:
-        new_rows, figures["memory"] = memory_section(
+        ),
+        "startup": lambda: startup_section(settings.startup_repeats),
+        "memory": lambda: memory_section(
             settings.memory_slices, settings.memory_size, list(settings.memory_runs)
-        )
+        ),
+        "peer": lambda: peer_section(
+            settings.peer_repeats, settings.peer_size,
+            figures.get("encoder", {}).get("swin-litemedsam", {}).get("fp32"),
+        ),
+    }
+    for section, step in steps.items():
+        if section not in sections:
+            continue
+        began = time.perf_counter()
+        new_rows, figures[section] = step()
         rows += new_rows
-    if "peer" in sections:
-        swin = figures.get("encoder", {}).get("swin-litemedsam", {}).get("fp32")
-        new_rows, figures["peer"] = peer_section(settings.peer_repeats, settings.peer_size, swin)
-        rows += new_rows
+        print(f"[{section}: {time.perf_counter() - began:.0f} s, load {load_average()}]",
+              file=sys.stderr, flush=True)
     figures["load_average_end"] = load_average()
     figures["wall_s"] = time.perf_counter() - started
     return rows, figures

@@ -1,0 +1,143 @@
+"""Faults and interruptions in a real napari viewer: layers removed, the image or the model
+switched while a worker runs, boxes drawn faster than they decode, out of memory, a job that
+dies half-way. The model is a stand-in whose encoder waits at a gate the test opens, so "while a
+worker runs" is an exact moment, not a race; the napari side (layers, workers, undo) is real.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gated_segmenter import gated_predictor
+from napari_helpers import MODEL_TIMEOUT_MS, draw_rectangle, no_worker_threads, wait_idle
+
+import napari_swinlitemedsam._annotator as annotator_module
+from napari_swinlitemedsam._widget import BoxAnnotatorWidget
+from napari_swinlitemedsam.inference.samples import load_sample
+
+WAIT_MS = 60_000
+BOX = np.array([20, 30, 70, 90])
+
+
+@pytest.fixture
+def image():
+    """A real 128x128 crop of the bundled nuclei image."""
+    return load_sample("nuclei2d").image[:128, :128]
+
+
+@pytest.fixture
+def models(monkeypatch):
+    """Two gated stand-in models, served by name instead of loading weights."""
+    served = {"litemedsam": gated_predictor(0), "other": gated_predictor(1)}
+    monkeypatch.setattr(
+        annotator_module, "load_predictor", lambda name, *args, **kwargs: (served[name], 0.0)
+    )
+    return served
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    shown = []
+    monkeypatch.setattr(annotator_module, "show_error", shown.append)
+    return shown
+
+
+def open_widget(make_napari_viewer, data, name="img"):
+    viewer = make_napari_viewer()
+    viewer.add_image(data, name=name)
+    widget = BoxAnnotatorWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Box annotator")
+    return viewer, widget, widget.annotator
+
+
+def hold_encoder(qtbot, predictor) -> None:
+    """Close the encoder's gate and wait until a job is blocked at it."""
+    segmenter = predictor.model
+    segmenter.gate.clear()
+    qtbot.waitUntil(segmenter.waiting.is_set, timeout=WAIT_MS)
+
+
+def finish(qtbot, widget) -> None:
+    assert widget.close_annotator()
+    qtbot.waitUntil(no_worker_threads, timeout=MODEL_TIMEOUT_MS)
+
+
+@pytest.mark.parametrize("removed", ["masks", "boxes"])
+def test_removing_the_masks_or_boxes_layer_mid_run_loses_nothing(
+    make_napari_viewer, qtbot, image, models, errors, removed
+):
+    viewer, widget, annotator = open_widget(make_napari_viewer, image)
+    model = models["litemedsam"]
+    model.model.gate.clear()
+    qtbot.waitUntil(model.model.waiting.is_set, timeout=WAIT_MS)  # encoding the image, held
+    labels = annotator.labels
+    draw_rectangle(annotator.boxes, BOX)
+    labels.data[100:110, 100:110] = 5  # hand-painted while the model works
+    painted = labels.data.copy()
+    layer = labels if removed == "masks" else annotator.boxes
+    viewer.layers.remove(layer)
+    assert annotator.image is None
+    assert "was removed" in widget.status_label.text()
+    model.model.gate.set()
+    qtbot.waitUntil(lambda: not annotator.runner.busy and no_worker_threads(), timeout=WAIT_MS)
+    np.testing.assert_array_equal(labels.data, painted)  # the box's mask never landed anywhere
+    assert errors == []
+    finish(qtbot, widget)
+
+
+def test_switching_the_image_mid_run_writes_nothing_into_the_old_masks(
+    make_napari_viewer, qtbot, image, models, errors
+):
+    viewer, widget, annotator = open_widget(make_napari_viewer, image, "first")
+    model = models["litemedsam"]
+    hold_encoder(qtbot, model)
+    old_labels = annotator.labels
+    draw_rectangle(annotator.boxes, BOX)
+    second = viewer.add_image(image[::-1].copy(), name="second")
+    widget._attach(second, None)
+    assert annotator.image is second and annotator.labels is not old_labels
+    model.model.gate.set()
+    qtbot.waitUntil(lambda: not annotator.runner.busy, timeout=WAIT_MS)
+    assert not old_labels.data.any()
+
+    draw_rectangle(annotator.boxes, BOX)
+    wait_idle(qtbot, annotator, timeout=WAIT_MS)
+    (object_id,) = annotator.state.objects
+    assert (annotator.labels.data == object_id).any()
+    assert not old_labels.data.any()
+    assert errors == []
+    finish(qtbot, widget)
+
+
+def test_switching_the_model_mid_run_decodes_queued_boxes_with_the_new_model(
+    make_napari_viewer, qtbot, image, models, errors
+):
+    viewer, widget, annotator = open_widget(make_napari_viewer, image)
+    first, other = models["litemedsam"], models["other"]
+    hold_encoder(qtbot, first)
+    draw_rectangle(annotator.boxes, BOX)
+    annotator.set_model("other", "cpu", "other model")
+    first.model.gate.set()
+    wait_idle(qtbot, annotator, timeout=WAIT_MS)
+    assert annotator.predictor is other
+    assert first.model.decode_calls == 0 and other.model.decode_calls == 1
+    assert (annotator.labels.data == 1).any()
+    assert errors == []
+    finish(qtbot, widget)
+
+
+def test_boxes_drawn_faster_than_they_decode_are_decoded_together(
+    make_napari_viewer, qtbot, image, models, errors
+):
+    viewer, widget, annotator = open_widget(make_napari_viewer, image)
+    model = models["litemedsam"]
+    hold_encoder(qtbot, model)
+    boxes = [np.array([x, 10, x + 15, 40]) for x in range(5, 100, 20)]
+    for box in boxes:
+        draw_rectangle(annotator.boxes, box)
+    model.model.gate.set()
+    wait_idle(qtbot, annotator, timeout=WAIT_MS)
+    assert model.model.decode_calls == 1  # one batched call for the five queued boxes
+    assert sorted(annotator.state.objects) == [1, 2, 3, 4, 5]
+    assert errors == []
+    finish(qtbot, widget)
