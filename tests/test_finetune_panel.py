@@ -193,6 +193,20 @@ def test_nothing_labelled_or_a_bad_name_is_refused_with_a_reason(
     assert len(pairs) == 2 and pairs[1][0].shape == (32, 32)
     pairs[0][1][...] = 0  # copies: the layer is not changed through them
     assert widget.annotator.labels.data[45, 45] == 3
+
+    # Labels too small to learn from: the worker's error is shown, nothing is saved.
+    failures = []
+    monkeypatch.setattr(panel_module, "show_error", failures.append)
+    panel.extra_pairs = None
+    widget.annotator.labels.data[...] = 0
+    widget.annotator.labels.data[7, 9] = 1  # 4 pixels at the model's 256 px scale
+    panel.name_edit.setText("too-small")
+    qtbot.waitUntil(lambda: widget.annotator.predictor is not None, timeout=MODEL_TIMEOUT_MS)
+    assert panel.start()
+    qtbot.waitUntil(lambda: not panel.is_running, timeout=MODEL_TIMEOUT_MS)
+    assert len(failures) == 1 and "label some objects first" in failures[0]
+    assert panel.status_label.text() == failures[0] and panel.start_button.isEnabled()
+    assert not model_dir.exists() or not any(model_dir.iterdir())
     close(qtbot, widget, panel)
 
 

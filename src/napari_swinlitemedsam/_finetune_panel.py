@@ -102,6 +102,7 @@ class FinetunePanel(QWidget):
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, DEFAULT_STEPS)
         self.progress_bar.setValue(0)
+        self.progress_bar.setFormat("%v / %m steps")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.status_label = QLabel("Label some objects, then fine-tune the model on them.")
