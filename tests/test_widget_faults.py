@@ -141,3 +141,29 @@ def test_boxes_drawn_faster_than_they_decode_are_decoded_together(
     assert sorted(annotator.state.objects) == [1, 2, 3, 4, 5]
     assert errors == []
     finish(qtbot, widget)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 32, 32)])
+def test_time_series_and_channel_stacks_are_refused_with_the_way_out(
+    make_napari_viewer, qtbot, models, monkeypatch, shape
+):
+    import napari_swinlitemedsam._widget as widget_module
+
+    shown = []
+    monkeypatch.setattr(widget_module, "show_error", shown.append)
+    data = np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)
+    viewer, widget, annotator = open_widget(make_napari_viewer, data, "movie")
+    assert annotator.image is None
+    assert len(shown) == 1 and "Split Stack" in shown[0] and "(D, H, W)" in shown[0]
+    # Doing what the message says (once per extra axis) gives a layer the annotator takes.
+    from napari.layers import Image
+    from napari.layers._layer_actions import _split_stack
+
+    layer = viewer.layers["movie"]
+    for _ in range(len(shape) - 3):
+        viewer.layers.selection.active = layer
+        _split_stack(viewer.layers)
+        layer = [item for item in viewer.layers if isinstance(item, Image)][-shape[0]]
+    assert annotator.image is layer  # taken up as soon as it arrived
+    assert annotator.labels.data.shape == shape[-3:]
+    finish(qtbot, widget)

@@ -41,7 +41,9 @@ def spatial_shape(image: Image) -> tuple[int, ...]:
     if len(shape) not in (2, 3):
         raise ImageLayerError(
             f"'{image.name}' has shape {tuple(image.data.shape)}; the annotator needs a 2D image "
-            "(H, W), an RGB image (H, W, 3) or a stack (D, H, W)"
+            "(H, W), an RGB image (H, W, 3) or a stack (D, H, W). For a time series or several "
+            "channels, right-click the layer and choose 'Split Stack' (splits the first axis), "
+            "then annotate one of the resulting layers"
         )
     return shape
 
