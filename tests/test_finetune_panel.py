@@ -140,7 +140,11 @@ def test_cancel_saves_nothing_and_changes_nothing(make_napari_viewer, qtbot, mod
     annotator = widget.annotator
     qtbot.waitUntil(lambda: annotator.predictor is not None, timeout=MODEL_TIMEOUT_MS)
     wait_idle(qtbot, annotator)
-    predictor, label, entries = annotator.predictor, annotator.model_label, widget.model_combo.count()
+    predictor, label, entries = (
+        annotator.predictor,
+        annotator.model_label,
+        widget.model_combo.count(),
+    )
     panel.steps_spin.setValue(60)
 
     assert panel.start()
@@ -237,11 +241,20 @@ def test_model_list_names_the_distilled_and_finetuned_models(tmp_path):
     folder = tmp_path / "models"
     folder.mkdir()
     assert available_models(folder) == [BUNDLED]
-    for name in (SWIN_LITEMEDSAM_FILENAME, DISTILLED_FILENAME, "mine.pth", "plain.pth",
-                 "broken-card.pth", ".partial.pth"):
+    for name in (
+        SWIN_LITEMEDSAM_FILENAME,
+        DISTILLED_FILENAME,
+        "mine.pth",
+        "plain.pth",
+        "broken-card.pth",
+        ".partial.pth",
+    ):
         (folder / name).write_bytes(b"weights")
-    (folder / "mine.json").write_text(json.dumps({"name": "mine", "file": "mine.pth",
-                                                  "base_model": "/x/swin-litemedsam-distilled.pth"}))
+    (folder / "mine.json").write_text(
+        json.dumps(
+            {"name": "mine", "file": "mine.pth", "base_model": "/x/swin-litemedsam-distilled.pth"}
+        )
+    )
     (folder / "broken-card.json").write_text("{not json")
     choices = {choice.label: choice.name_or_path for choice in available_models(folder)}
     assert choices == {

@@ -50,7 +50,9 @@ class FinetuneJob:
     saved_path: Path | None = None
 
 
-def training_pair(image: np.ndarray, labels: np.ndarray, rgb: bool) -> tuple[np.ndarray, np.ndarray] | None:
+def training_pair(
+    image: np.ndarray, labels: np.ndarray, rgb: bool
+) -> tuple[np.ndarray, np.ndarray] | None:
     """Copies of an image layer's data and its masks, ready for fine-tuning; None when the
     masks hold no object. ``image``: (H, W), (H, W, 3|4) when ``rgb``, or (D, H, W);
     ``labels``: its spatial shape. The alpha channel of an RGBA image is dropped."""

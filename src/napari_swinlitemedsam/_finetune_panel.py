@@ -82,8 +82,11 @@ class FinetunePanel(QWidget):
         self._worker = None
         self._job: FinetuneJob | None = None
         self._cancel_requested = False
+        self._closed = False
         self._build_ui()
+        # Closing the panel, the annotator widget or the window stops a run (nothing is saved).
         self.destroyed.connect(lambda *_: self._stop_worker())
+        box_widget.destroyed.connect(lambda *_: self._stop_worker())
 
     # ------------------------------------------------------------------ UI
     def _build_ui(self) -> None:
@@ -146,7 +149,9 @@ class FinetunePanel(QWidget):
             if pair is not None:
                 pairs.append(pair)
         if self.extra_pairs is not None:
-            pairs.extend((np.asarray(image), np.asarray(labels)) for image, labels in self.extra_pairs())
+            pairs.extend(
+                (np.asarray(image), np.asarray(labels)) for image, labels in self.extra_pairs()
+            )
         return [(image, labels) for image, labels in pairs if np.any(labels)]
 
     def start(self) -> bool:
@@ -154,7 +159,7 @@ class FinetunePanel(QWidget):
 
         Returns False (and tells the user why) when it cannot start.
         """
-        if self.is_running:
+        if self.is_running or self._closed:
             return False
         try:
             job = self._make_job()
@@ -202,7 +207,9 @@ class FinetunePanel(QWidget):
             )
         predictor = annotator.predictor
         if predictor is None:
-            self._refuse("Fine-tune: no model is loaded yet; wait until it is ready (or choose one).")
+            self._refuse(
+                "Fine-tune: no model is loaded yet; wait until it is ready (or choose one)."
+            )
             return None
         model = predictor.model
         network = predictor.model_name
@@ -225,9 +232,17 @@ class FinetunePanel(QWidget):
             "made_with": "napari widget: Fine-tune on my labels",
         }
         return FinetuneJob(
-            state=state, network=network, prompts=predictor.prompts, device=str(model.device),
-            images=images, labels=labels, steps=self.steps_spin.value(),
-            train_encoder=self.encoder_box.isChecked(), name=name, card=card, model_dir=folder,
+            state=state,
+            network=network,
+            prompts=predictor.prompts,
+            device=str(model.device),
+            images=images,
+            labels=labels,
+            steps=self.steps_spin.value(),
+            train_encoder=self.encoder_box.isChecked(),
+            name=name,
+            card=card,
+            model_dir=folder,
         )
 
     def _base_model(self) -> tuple[str, str]:
@@ -240,6 +255,8 @@ class FinetunePanel(QWidget):
 
     # ------------------------------------------------------------------ progress and the end
     def _on_progress(self, progress) -> None:
+        if self._closed:
+            return
         if progress == SAVING:
             self.cancel_button.setEnabled(False)
             self.status_label.setText("Saving the fine-tuned model...")
@@ -260,6 +277,8 @@ class FinetunePanel(QWidget):
         self._worker.quit()
 
     def _on_error(self, error: Exception) -> None:
+        if self._closed:
+            return
         text = f"Fine-tune failed: {error}"
         self.status_label.setText(text)
         show_error(text)
@@ -270,6 +289,8 @@ class FinetunePanel(QWidget):
         if worker is not self._worker:
             return
         job, self._worker, self._job = self._job, None, None
+        if self._closed:
+            return
         self._set_running(False)
         if job.saved_path is not None:
             self._use_new_model(job)
@@ -292,7 +313,9 @@ class FinetunePanel(QWidget):
         device = self.box_widget.device_combo.currentText()
         self.box_widget.annotator.set_model(choice.name_or_path, device, choice.label)
         loss = job.losses[-1] if job.losses else float("nan")
-        text = f"Fine-tuned model saved to {path} (last loss {loss:.4f}); the annotator now uses it."
+        text = (
+            f"Fine-tuned model saved to {path} (last loss {loss:.4f}); the annotator now uses it."
+        )
         self.status_label.setText(text)
         show_info(text)
         taken = {p.stem for p in path.parent.glob("*.pth")}
@@ -301,7 +324,9 @@ class FinetunePanel(QWidget):
 
     # ------------------------------------------------------------------ closing
     def _stop_worker(self) -> None:
-        """Ask a running job to stop (touches no Qt widget: safe while being destroyed)."""
+        """Stop calling back and ask a running job to stop (touches no Qt widget: safe while
+        the panel is being destroyed)."""
+        self._closed = True
         worker = self._worker
         if worker is not None:
             self._cancel_requested = True

@@ -84,7 +84,9 @@ def available_models(model_dir: Path | None = None) -> list[ModelChoice]:
         choices.append(ModelChoice(DISTILLED_LABEL, DISTILLED_NAME))
     if folder.is_dir():
         for path in sorted(folder.glob("*.pth")):
-            if path.name in (SWIN_LITEMEDSAM_FILENAME, DISTILLED_FILENAME) or path.name.startswith("."):
+            if path.name in (SWIN_LITEMEDSAM_FILENAME, DISTILLED_FILENAME) or path.name.startswith(
+                "."
+            ):
                 continue
             choices.append(own_weights_choice(path))
     return choices
