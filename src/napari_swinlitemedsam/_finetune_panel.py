@@ -140,8 +140,8 @@ class FinetunePanel(QWidget):
 
     # ------------------------------------------------------------------ start
     def training_pairs(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Copies of the annotated image and its masks (when any object is labelled), then the
-        pairs from ``extra_pairs``."""
+        """Copies of the annotated image and its masks (when any object is labelled), then
+        copies of the pairs from ``extra_pairs``; pairs without any object are left out."""
         annotator = self.box_widget.annotator
         pairs = []
         if annotator.image is not None and annotator.labels is not None:
@@ -150,7 +150,7 @@ class FinetunePanel(QWidget):
                 pairs.append(pair)
         if self.extra_pairs is not None:
             pairs.extend(
-                (np.asarray(image), np.asarray(labels)) for image, labels in self.extra_pairs()
+                (np.array(image), np.array(labels)) for image, labels in self.extra_pairs()
             )
         return [(image, labels) for image, labels in pairs if np.any(labels)]
 
