@@ -4,13 +4,15 @@ One :class:`Annotator` per dock widget. It owns the predictor, a :class:`JobRunn
 model job at a time, the layers it created (boxes, masks, clicks) and an
 :class:`AnnotatorState`. Layer events only record what must be (re)decoded and call
 :meth:`Annotator.schedule`, which starts the next job when the runner is idle:
-load model > prepare image > decode queued boxes > propagate > encode the current slice.
+load model > prepare image > decode queued boxes > propagate > encode the current slice >
+prefetch (lowest priority, one slice per job: the neighbouring slices of a stack, then whatever
+:attr:`Annotator.background` offers, e.g. the next image of a series).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 import numpy as np
 from napari.layers import Image, Labels
@@ -28,6 +30,7 @@ from ._workers import (
     prepare_image,
     propagate_object,
 )
+from .inference.series import neighbours_to_prefetch
 
 FINISHED_ACTIONS = ("added", "changed", "removed")
 
@@ -42,6 +45,13 @@ class Annotator:
         self.predictor = None
         self.model_label = ""
         self._model_request: tuple[str, str, str] | None = None
+        self.disk_cache = None  # DiskEmbeddingCache given to every predictor loaded
+        #: Lowest-priority work when nothing else is to do: a callable returning None or
+        #: ``(job, args, on_return)`` for one short job (one slice encode or one file read).
+        self.background: Callable[[], tuple | None] | None = None
+        self.prefetch_radius = 2  # neighbouring slices of a stack encoded ahead
+        self._slice_direction = 1
+        self._last_slice: SliceKey = None
         self.overwrite = False
         self.extend_object = False
         self.state = AnnotatorState()
@@ -62,15 +72,34 @@ class Annotator:
         viewer.dims.events.current_step.connect(self._on_slice_changed)
 
     # ----------------------------------------------------------------- model and image
-    def set_model(self, name_or_path: str, device: str = "auto", label: str = "") -> None:
-        """Load another model in the background; queued boxes wait for it."""
+    def set_model(self, name_or_path: str, device: str = "auto", label: str = "", disk_cache=None) -> None:
+        """Load another model in the background; queued boxes wait for it.
+
+        ``disk_cache``: a DiskEmbeddingCache for this and later models (None keeps the current one).
+        """
+        if disk_cache is not None:
+            self.disk_cache = disk_cache
         self.predictor = None
         self._encoded.clear()
         self._model_request = (str(name_or_path), device, label or str(name_or_path))
         self.schedule()
 
-    def attach(self, image: Image, labels: Labels | None = None) -> None:
+    def set_disk_cache(self, disk_cache) -> None:
+        """Use ``disk_cache`` (a DiskEmbeddingCache, or None for none) from now on, also for the
+        model already loaded."""
+        self.disk_cache = disk_cache
+        if self.predictor is not None:
+            self.predictor.disk_cache = disk_cache
+
+    def attach(
+        self, image: Image, labels: Labels | None = None, image_key: Hashable | None = None,
+        prepared: np.ndarray | None = None,
+    ) -> None:
         """Annotate ``image``: create the box, mask (unless ``labels`` is given) and click layers.
+
+        ``image_key``: identifies the pixels in the predictor's cache (slices are cached under
+        ``(image_key, z)``), so slices encoded ahead under the same key are reused; default: a
+        new key. ``prepared``: the image as :func:`prepare_image` maps it, when already known.
 
         Raises :class:`ImageLayerError` (and keeps annotating the current image) when the image
         cannot be annotated or ``labels`` is not shaped like it.
@@ -82,7 +111,8 @@ class Annotator:
                 f"the image {shape}; choose a labels layer shaped like the image (or a new one)"
             )
         self.detach()
-        self.image, self._token = image, uuid.uuid4().hex
+        self.image, self._token = image, (uuid.uuid4().hex if image_key is None else image_key)
+        self._image_u8 = prepared
         self.labels = labels if labels is not None else self.viewer.add_layer(layer_io.make_labels_layer(image))
         self.points = self.viewer.add_layer(layer_io.make_points_layer(image))
         self.boxes = self.viewer.add_layer(layer_io.make_box_layer(image))
@@ -98,7 +128,7 @@ class Annotator:
         """Stop annotating the current image; its layers stay in the viewer."""
         if self.image is None:
             return
-        if self.runner.kind != "load":  # a model being loaded is still wanted
+        if self.runner.kind not in ("load", "prefetch"):  # still wanted; prefetch checks keys
             self.runner.cancel()
         self._undo_group.close()
         for layer, handler in (
@@ -111,6 +141,7 @@ class Annotator:
             self.boxes.events.features.disconnect(self._on_boxes_pasted)
         self.image = self.boxes = self.labels = self.points = None
         self._image_u8, self._token, self.active_object = None, "", None
+        self._last_slice, self._slice_direction = None, 1
         self._pending.clear()
         self._propagate_queue.clear()
         self._encoded.clear()
@@ -179,6 +210,10 @@ class Annotator:
 
     def _on_slice_changed(self, event=None) -> None:
         if self.is_stack:
+            current = self.current_slice()
+            if self._last_slice is not None and current != self._last_slice:
+                self._slice_direction = 1 if current > self._last_slice else -1
+            self._last_slice = current
             self.schedule()
 
     def _on_image_data_changed(self, event=None) -> None:
@@ -256,6 +291,27 @@ class Annotator:
             return self._start_encode(current)
         count = len(self.state.objects)
         self.on_status(f"Ready: {count} object{'s' * (count != 1)}. Draw a box to add one.")
+        self._start_prefetch(current)
+
+    def _start_prefetch(self, current: SliceKey) -> None:
+        """One low-priority job: a neighbouring slice of the stack, else ``background`` work."""
+        if self.is_stack and self.prefetch_radius > 0:
+            depth = self.image.data.shape[0]
+            targets = neighbours_to_prefetch(0, 1, current, depth, self.prefetch_radius, self._slice_direction)
+            for target in targets:
+                if target.item == 0 and target.z not in self._encoded:
+                    token = self._token
+
+                    def encoded(result) -> None:
+                        if token == self._token:
+                            self._encoded.add(result[0])
+
+                    args = (self.predictor, self._image_u8, target.z, (token, target.z))
+                    return self.runner.start("prefetch", encode_slice, args, on_return=encoded)
+        job = self.background() if self.background is not None else None
+        if job is not None:
+            function, args, on_return = job
+            self.runner.start("prefetch", function, args, on_return=on_return)
 
     def _start_model_load(self) -> None:
         name, device, label = self._model_request
@@ -266,10 +322,12 @@ class Annotator:
             if self._model_request is not None:
                 return  # another model was chosen meanwhile; it loads next
             self.predictor, seconds = result
+            self.predictor.disk_cache = self.disk_cache  # it may have been set during the load
             self.model_label, self.last_error = label, ""
             self.on_status(f"{label} loaded in {seconds:.1f} s")
 
-        self.runner.start("load", load_predictor, (name, device), on_return=loaded, on_done=self._end_progress)
+        args = (name, device, self.disk_cache)
+        self.runner.start("load", load_predictor, args, on_return=loaded, on_done=self._end_progress)
         self._show_progress(f"Loading {label}")
 
     def _start_prepare(self) -> None:

@@ -6,26 +6,34 @@ PLUGIN = "napari-swinlitemedsam"
 WIDGET = "Box annotator"
 
 
-def open_viewer(files: list[str], sample: str):
-    """A napari viewer showing ``files`` (or the bundled ``sample``) with the annotator docked.
+def open_viewer(files: list[str], sample: str, series=None, skip_done: bool = False, disk_cache=None):
+    """A napari viewer with the annotator docked, showing ``files``, or the current item of
+    ``series`` (an :class:`~napari_swinlitemedsam.inference.series.ImageSeries`; ``files`` are then
+    not opened separately), or else the bundled ``sample``.
 
+    ``disk_cache``: a DiskEmbeddingCache the annotator's model reads and stores encoded slices in.
     Returns ``(viewer, widget)``; the viewer is shown but the event loop is not started.
     """
     import napari
 
     viewer = napari.Viewer(title="Swin-LiteMedSAM box annotator")
-    if files:
-        viewer.open(files)
-    else:
-        viewer.open_sample(PLUGIN, sample)
+    if series is None:
+        if files:
+            viewer.open(files)
+        else:
+            viewer.open_sample(PLUGIN, sample)
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    if disk_cache is not None:
+        widget.set_disk_cache(disk_cache)
+    if series is not None:
+        widget.series_panel.set_series(series, skip_done=skip_done)
     return viewer, widget
 
 
-def launch_viewer(files: list[str], sample: str) -> int:
+def launch_viewer(files: list[str], sample: str, series=None, skip_done: bool = False, disk_cache=None) -> int:
     """Open the viewer and run napari's event loop until the window is closed; returns 0."""
     import napari
 
-    open_viewer(list(files), sample)
+    open_viewer(list(files), sample, series, skip_done, disk_cache)
     napari.run()
     return 0

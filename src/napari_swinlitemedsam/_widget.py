@@ -25,6 +25,7 @@ from qtpy.QtWidgets import (
 from ._annotator import Annotator
 from ._layer_io import ImageLayerError
 from ._model_choices import BUNDLED, CHOOSE_FILE, DEVICES, available_models
+from ._series_panel import SeriesPanel
 
 NEW_LABELS = "(new layer)"
 MAX_WIDTH = 380
@@ -97,6 +98,7 @@ class BoxAnnotatorWidget(QWidget):
         self.help_label = QLabel(shortcut_help())
         self.help_label.setWordWrap(True)
         self.help_label.setStyleSheet("color: gray; font-size: small;")
+        self.series_panel = SeriesPanel(self.viewer, self.annotator, self)
         self.setMaximumWidth(MAX_WIDTH)
 
         form = QFormLayout()
@@ -116,6 +118,7 @@ class BoxAnnotatorWidget(QWidget):
         layout.addWidget(self.key_slice_box)
         layout.addLayout(clicks)
         layout.addLayout(buttons)
+        layout.addWidget(self.series_panel)
         layout.addWidget(self.status_label)
         layout.addWidget(self.help_label)
         layout.addStretch(1)
@@ -145,6 +148,9 @@ class BoxAnnotatorWidget(QWidget):
         an image arrives and nothing is attached (not when layers go away: closing the viewer
         removes them all)."""
         images = self._list_layers()
+        session = self.series_panel.session
+        if session is not None and session.replacing:
+            return  # the series shows another item and attaches it itself
         arrived = event is None or isinstance(getattr(event, "value", None), Image)
         if self.annotator.image is None and images and arrived and getattr(event, "type", "") != "removed":
             self._attach(self.image_combo.currentData(), None)
@@ -213,6 +219,10 @@ class BoxAnnotatorWidget(QWidget):
             name_or_path, label = path, f"File: {path}"
         self.annotator.set_model(name_or_path, self.device_combo.currentText(), label)
 
+    def set_disk_cache(self, disk_cache) -> None:
+        """Read and store encoded slices in ``disk_cache`` (a DiskEmbeddingCache; None: none)."""
+        self.annotator.set_disk_cache(disk_cache)
+
     # ------------------------------------------------------------------ shortcuts
     def _bind_keys(self) -> None:
         actions = {
@@ -241,6 +251,7 @@ class BoxAnnotatorWidget(QWidget):
         if self._closed:
             return True
         self._closed = True
+        self.series_panel.shut_down()  # saves the series' masks
         for key in self._bound_keys:
             self.viewer.bind_key(key, None)
         self._bound_keys.clear()

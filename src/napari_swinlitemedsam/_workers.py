@@ -49,12 +49,17 @@ def _plane(image: np.ndarray, slice_index: SliceKey) -> np.ndarray:
     return image if slice_index is None else image[slice_index]
 
 
-def load_predictor(name_or_path: str, device: str):
-    """Load weights (offline) and return ``(BoxPredictor, seconds)``."""
+def load_predictor(name_or_path: str, device: str, disk_cache=None):
+    """Load weights (offline) and return ``(BoxPredictor, seconds)``.
+
+    ``disk_cache``: an optional :class:`~napari_swinlitemedsam.inference.disk_cache.DiskEmbeddingCache`
+    the predictor reads encoded slices from and stores them in.
+    """
     from .inference.predictor import BoxPredictor
 
     started = time.perf_counter()
     predictor = BoxPredictor.from_pretrained(name_or_path, device=device)
+    predictor.disk_cache = disk_cache
     return predictor, time.perf_counter() - started
 
 
@@ -65,6 +70,15 @@ def prepare_image(data, is_stack: bool) -> np.ndarray:
 
     array = np.asarray(data)
     return volume_to_uint8(array) if is_stack else array
+
+
+def read_and_prepare(path):
+    """Read an image file and map it for the model: returns ``(LoadedImage, prepared)`` where
+    ``prepared`` is what :func:`prepare_image` gives for its data."""
+    from .inference.image_files import read_image
+
+    loaded = read_image(path)
+    return loaded, prepare_image(loaded.data, loaded.is_stack)
 
 
 def encode_slice(predictor, image: np.ndarray, slice_index: SliceKey, key: Hashable):

@@ -6,7 +6,8 @@ Subcommands:
 * ``embed INPUT... --cache DIR`` — encode images and stacks ahead of time into a disk cache;
 * ``evaluate PRED_DIR GT_DIR`` — DSC and NSD as the challenge computes them;
 * ``demo`` — segment a bundled real sample with the bundled model and score it;
-* ``annotate`` — open napari with the plugin docked (on a sample or on files);
+* ``annotate`` — open napari with the plugin docked (on a sample or on files; with ``-o OUTDIR``,
+  the files or folders as an image series labelled into OUTDIR, resumable);
 * ``train`` — build training data, distil Swin-LiteMedSAM, evaluate, fine-tune (see
   ``docs/training.md``).
 
@@ -65,8 +66,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_arguments(demo)
 
     annotate = commands.add_parser("annotate", help="open napari with the Box annotator")
-    annotate.add_argument("files", nargs="*", help="images to open (default: a bundled sample)")
+    annotate.add_argument(
+        "files", nargs="*",
+        help="images to open (default: a bundled sample); with -o, image files, folders or "
+        "glob patterns labelled one after another as a series",
+    )
     annotate.add_argument("--sample", default="nuclei2d", help="sample to open when no files are given")
+    annotate.add_argument(
+        "-o", "--output", default=None, metavar="OUTDIR",
+        help="label the inputs as a series: labels and progress are saved in OUTDIR; reopening "
+        "the same inputs and OUTDIR resumes where you stopped",
+    )
+    annotate.add_argument(
+        "--format", choices=("tiff", "nifti", "npz"), default="tiff",
+        help="file format of the series' labels (default: tiff)",
+    )
+    annotate.add_argument(
+        "--skip-done", action="store_true", help="Next / Previous pass over items marked done"
+    )
+    add_cache_arguments(annotate)
 
     from .inference.training.cli import add_train_arguments
 
@@ -183,10 +201,29 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def prepare_annotate(args: argparse.Namespace):
+    """``(series or None, disk cache or None)`` for ``annotate``; ValueError (SeriesError,
+    DiskCacheError, LabelFileError) with a message for the user when the arguments do not work."""
+    from .inference.embed_command import open_disk_cache
+    from .inference.series import ImageSeries, SeriesError
+
+    disk_cache = open_disk_cache(args)
+    if args.output is None:
+        return None, disk_cache
+    if not args.files:
+        raise SeriesError("-o OUTDIR labels a series: give the images, folders or patterns to label")
+    return ImageSeries.open(args.files, args.output, args.format), disk_cache
+
+
 def run_annotate(args: argparse.Namespace) -> int:
     from ._launch import launch_viewer
 
-    return launch_viewer(files=args.files, sample=args.sample)
+    try:
+        series, disk_cache = prepare_annotate(args)
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return launch_viewer(args.files, args.sample, series, args.skip_done, disk_cache)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,6 +43,7 @@ import numpy as np
 __all__ = [
     "CT_AIR_THRESHOLD",
     "CT_WINDOW_PRESETS",
+    "display_range",
     "MODALITIES",
     "guess_modality",
     "to_rgb_uint8",
@@ -175,6 +176,31 @@ def to_rgb_uint8(
     if converted.ndim == 2:
         converted = np.repeat(converted[:, :, None], 3, axis=2)
     return np.ascontiguousarray(converted)
+
+
+def display_range(image: np.ndarray, max_samples: int = 1 << 20) -> tuple[float, float]:
+    """Contrast limits for showing ``image`` (any shape) as the models see it, cheaply.
+
+    uint8: (0, 255); bool: (0, 1); CT (as :func:`guess_modality` decides): the soft-tissue
+    window; otherwise the 0.5th and 99.5th percentiles of the values > 0 of an evenly strided
+    sample of at most ``max_samples`` values (so a large stack costs no copy of itself).
+    """
+    image = np.asarray(image)
+    if image.dtype == np.uint8:
+        return 0.0, 255.0
+    if image.dtype == np.bool_ or image.size == 0:
+        return 0.0, 1.0
+    flat = image.reshape(-1)
+    step = max(1, flat.size // max_samples)
+    sample = _finite_values(flat[::step]).astype(np.float64)
+    if sample.size == 0:
+        return 0.0, 1.0
+    if float(sample.min()) <= CT_AIR_THRESHOLD:
+        return window_bounds(None)
+    positive = sample[sample > 0]
+    sample = positive if positive.size else sample
+    low, high = (float(v) for v in np.percentile(sample, [_LOWER_PERCENTILE, _UPPER_PERCENTILE]))
+    return (low, high) if high > low else (low, low + 1.0)
 
 
 def _check_real(image: np.ndarray) -> None:
