@@ -8,12 +8,12 @@ A fine-tuning step takes 2-15 s on a shared 2-core CPU, so the GUI runs use 3 st
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from napari_helpers import MODEL_TIMEOUT_MS, no_worker_threads, wait_idle
+from screenshot_paths import screenshot_path
 
 import napari_swinlitemedsam._finetune_panel as panel_module
 from napari_swinlitemedsam._finetune_job import (
@@ -35,7 +35,6 @@ from napari_swinlitemedsam.model.checkpoint import (
     read_state_dict,
 )
 
-IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
 CROP = (slice(256, 384), slice(256, 384))  # 11 whole or cut nuclei
 OBJECTS = 6  # the largest ones become the "user's labels"
 
@@ -131,7 +130,9 @@ def test_finetuning_from_the_panel_saves_lists_and_switches_to_the_new_model(
     close(qtbot, widget, panel)
 
 
-def test_cancel_saves_nothing_and_changes_nothing(make_napari_viewer, qtbot, model_dir, crop):
+def test_cancel_saves_nothing_and_changes_nothing(
+    make_napari_viewer, qtbot, model_dir, crop, tmp_path
+):
     """Also takes the documentation's screenshot of the panel at work (paused at a step)."""
     image, labels = crop
     viewer = make_napari_viewer(show=True)
@@ -155,7 +156,7 @@ def test_cancel_saves_nothing_and_changes_nothing(make_napari_viewer, qtbot, mod
     assert panel.status_label.text().startswith("Step ") and "left" in panel.status_label.text()
     viewer.camera.zoom = 4.5
     qtbot.wait(300)
-    picture = viewer.screenshot(str(IMAGES / "finetune_panel.png"), canvas_only=False)
+    picture = viewer.screenshot(str(screenshot_path("finetune_panel.png", tmp_path)), canvas_only=False)
     assert picture.shape[0] > 400 and picture.shape[1] > 800
     worker.resume()
 

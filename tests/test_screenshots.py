@@ -1,7 +1,8 @@
 """Real screenshots for the user guide, made by driving the plugin as a user would.
 
 Each test segments a bundled sample with the real weights, renders the whole napari window and
-saves it under ``docs/images/``. They also check what the picture is supposed to show, so a
+saves it (under ``docs/images/`` with ``UPDATE_DOC_SCREENSHOTS=1``, see
+``screenshot_paths``). They also check what the picture is supposed to show, so a
 broken plugin cannot produce a good-looking screenshot.
 """
 
@@ -12,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from napari_helpers import dice, draw_rectangle, gt_box, wait_idle
+from screenshot_paths import screenshot_path
 
 from napari_swinlitemedsam._widget import BoxAnnotatorWidget
 from napari_swinlitemedsam.inference.samples import load_sample
 
-IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
 WINDOW = (1400, 860)
 NUCLEI_2D = (175, 149, 88, 71, 166, 106, 121, 49)  # large nuclei in rows 195-462, columns 149-483
 
@@ -34,16 +35,15 @@ def annotate(viewer):
     return widget, widget.annotator
 
 
-def save(viewer, qtbot, name: str) -> Path:
+def save(viewer, qtbot, name: str, tmp_path: Path) -> Path:
     qtbot.wait(300)  # let the canvas and the dock settle
-    IMAGES.mkdir(parents=True, exist_ok=True)
-    path = IMAGES / name
+    path = screenshot_path(name, tmp_path)
     picture = viewer.screenshot(str(path), canvas_only=False)
     assert picture.shape[0] > 400 and picture.shape[1] > 800
     return path
 
 
-def test_screenshot_first_boxes(shown_viewer, qtbot):
+def test_screenshot_first_boxes(shown_viewer, qtbot, tmp_path):
     viewer = shown_viewer
     sample = load_sample("nuclei2d")
     viewer.add_image(sample.image, name="nuclei2d")
@@ -57,10 +57,10 @@ def test_screenshot_first_boxes(shown_viewer, qtbot):
     annotator.boxes.selected_data = set()
     viewer.camera.center = (330, 318)
     viewer.camera.zoom = 1.9
-    save(viewer, qtbot, "nuclei2d_segmented.png")
+    save(viewer, qtbot, "nuclei2d_segmented.png", tmp_path)
 
 
-def test_screenshot_hand_correction(shown_viewer, qtbot):
+def test_screenshot_hand_correction(shown_viewer, qtbot, tmp_path):
     viewer = shown_viewer
     sample = load_sample("nuclei2d")
     viewer.add_image(sample.image, name="nuclei2d")
@@ -82,13 +82,13 @@ def test_screenshot_hand_correction(shown_viewer, qtbot):
     assert (labels.data == 1).sum() > (before == 1).sum()
     viewer.camera.center = tuple(np.mean(np.nonzero(before == 1), axis=1))
     viewer.camera.zoom = 8
-    save(viewer, qtbot, "hand_correction.png")
+    save(viewer, qtbot, "hand_correction.png", tmp_path)
     labels.undo()
     labels.undo()
     assert (labels.data == 1).sum() < (before == 1).sum() + 200
 
 
-def test_screenshot_3d_propagation(shown_viewer, qtbot):
+def test_screenshot_3d_propagation(shown_viewer, qtbot, tmp_path):
     viewer = shown_viewer
     sample = load_sample("nuclei3d")
     first, last, key = 27, 43, 8
@@ -112,11 +112,11 @@ def test_screenshot_3d_propagation(shown_viewer, qtbot):
     viewer.dims.set_current_step(0, key + 4)
     viewer.camera.center = (0, 120 * sample.spacing[1], 100 * sample.spacing[2])
     viewer.camera.zoom = 9  # screen pixels per micrometre
-    save(viewer, qtbot, "propagation_3d.png")
+    save(viewer, qtbot, "propagation_3d.png", tmp_path)
 
     viewer.layers["nuclei3d"].visible = False
     annotator.boxes.visible = False
     viewer.dims.ndisplay = 3
     viewer.camera.angles = (-15, 35, 80)
     viewer.camera.zoom = 14
-    save(viewer, qtbot, "propagation_3d_rendered.png")
+    save(viewer, qtbot, "propagation_3d_rendered.png", tmp_path)

@@ -112,7 +112,7 @@ def test_switching_the_image_mid_run_writes_nothing_into_the_old_masks(
 def test_switching_the_model_mid_run_decodes_queued_boxes_with_the_new_model(
     make_napari_viewer, qtbot, image, models, errors
 ):
-    viewer, widget, annotator = open_widget(make_napari_viewer, image)
+    _, widget, annotator = open_widget(make_napari_viewer, image)
     first, other = models["litemedsam"], models["other"]
     hold_encoder(qtbot, first)
     draw_rectangle(annotator.boxes, BOX)
@@ -129,7 +129,7 @@ def test_switching_the_model_mid_run_decodes_queued_boxes_with_the_new_model(
 def test_boxes_drawn_faster_than_they_decode_are_decoded_together(
     make_napari_viewer, qtbot, image, models, errors
 ):
-    viewer, widget, annotator = open_widget(make_napari_viewer, image)
+    _, widget, annotator = open_widget(make_napari_viewer, image)
     model = models["litemedsam"]
     hold_encoder(qtbot, model)
     boxes = [np.array([x, 10, x + 15, 40]) for x in range(5, 100, 20)]
