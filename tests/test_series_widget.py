@@ -14,7 +14,14 @@ import json
 import numpy as np
 import pytest
 import tifffile
-from napari_helpers import MODEL_TIMEOUT_MS, dice, draw_rectangle, gt_box, no_worker_threads, wait_idle
+from napari_helpers import (
+    MODEL_TIMEOUT_MS,
+    dice,
+    draw_rectangle,
+    gt_box,
+    no_worker_threads,
+    wait_idle,
+)
 from PIL import Image as PILImage
 
 import napari_swinlitemedsam._series_session as session_module
@@ -182,7 +189,7 @@ def test_the_next_item_is_encoded_ahead_and_reused(make_napari_viewer, qtbot, tm
     object_label = np.bincount(truth_s2[truth_s2 > 0]).argmax()
     truth = truth_s2 == object_label
 
-    viewer, widget = open_widget(make_napari_viewer)
+    _, widget = open_widget(make_napari_viewer)
     panel, annotator = widget.series_panel, widget.annotator
     assert panel.open_series([folder], tmp_path / "labels", "tiff")
     assert annotator.current_slice() == 2  # the middle slice is shown first

@@ -85,8 +85,7 @@ class Annotator:
         self.schedule()
 
     def set_disk_cache(self, disk_cache) -> None:
-        """Use ``disk_cache`` (a DiskEmbeddingCache, or None for none) from now on, also for the
-        model already loaded."""
+        """Use ``disk_cache`` (a DiskEmbeddingCache or None) now and for later models."""
         self.disk_cache = disk_cache
         if self.predictor is not None:
             self.predictor.disk_cache = disk_cache
@@ -295,23 +294,15 @@ class Annotator:
 
     def _start_prefetch(self, current: SliceKey) -> None:
         """One low-priority job: a neighbouring slice of the stack, else ``background`` work."""
-        if self.is_stack and self.prefetch_radius > 0:
+        if self.is_stack:
             depth = self.image.data.shape[0]
-            targets = neighbours_to_prefetch(0, 1, current, depth, self.prefetch_radius, self._slice_direction)
-            for target in targets:
-                if target.item == 0 and target.z not in self._encoded:
-                    token = self._token
-
-                    def encoded(result) -> None:
-                        if token == self._token:
-                            self._encoded.add(result[0])
-
-                    args = (self.predictor, self._image_u8, target.z, (token, target.z))
-                    return self.runner.start("prefetch", encode_slice, args, on_return=encoded)
+            near = neighbours_to_prefetch(0, 1, current, depth, self.prefetch_radius, self._slice_direction)
+            missing = [target.z for target in near if target.item == 0 and target.z not in self._encoded]
+            if missing:
+                return self._start_encode(missing[0], kind="prefetch")
         job = self.background() if self.background is not None else None
         if job is not None:
-            function, args, on_return = job
-            self.runner.start("prefetch", function, args, on_return=on_return)
+            self.runner.start("prefetch", job[0], job[1], on_return=job[2])
 
     def _start_model_load(self) -> None:
         name, device, label = self._model_request
@@ -343,8 +334,8 @@ class Annotator:
     def _slice_text(self, z: SliceKey) -> str:
         return "the image" if z is None else f"slice {z + 1}/{self.image.data.shape[0]}"
 
-    def _start_encode(self, z: SliceKey) -> None:
-        self.on_status(f"Encoding {self._slice_text(z)}...")
+    def _start_encode(self, z: SliceKey, kind: str = "encode") -> None:
+        """Encode slice ``z`` into the predictor's cache (``kind="prefetch"``: quietly)."""
         token = self._token
 
         def encoded(result) -> None:
@@ -352,7 +343,10 @@ class Annotator:
                 self._encoded.add(result[0])
 
         args = (self.predictor, self._image_u8, z, (self._token, z))
-        self.runner.start("encode", encode_slice, args, on_return=encoded, on_done=self._end_progress)
+        if kind != "encode":
+            return self.runner.start(kind, encode_slice, args, on_return=encoded)
+        self.on_status(f"Encoding {self._slice_text(z)}...")
+        self.runner.start(kind, encode_slice, args, on_return=encoded, on_done=self._end_progress)
         self._show_progress(f"Encoding {self._slice_text(z)}")
 
     def _start_decode(self, request: DecodeRequest) -> None:

@@ -149,7 +149,7 @@ class SeriesSession:
                     f"{tuple(saved.shape)}, the image {shape}; move the labels file away to start "
                     "this image afresh"
                 )
-        except Exception as error:  # noqa: BLE001 - any unreadable file: stay and say why
+        except Exception as error:
             message = f"Cannot open {name}: {error}"
             show_error(message)
             raise SeriesMoveError(message) from error

@@ -40,11 +40,13 @@ import types
 
 import numpy as np
 
+from .blockwise import Blocks, FiniteStats, finite_stats, percentile
+
 __all__ = [
     "CT_AIR_THRESHOLD",
     "CT_WINDOW_PRESETS",
-    "display_range",
     "MODALITIES",
+    "display_range",
     "guess_modality",
     "to_rgb_uint8",
     "to_uint8",
@@ -141,16 +143,20 @@ def to_uint8(
             return image.astype(np.uint8) * np.uint8(255)
     if image.size == 0:
         return np.zeros(image.shape, dtype=np.uint8)
-    values = _replace_non_finite(image)
-    if values is None:
+    stats = finite_stats(image)
+    if stats is None:
         return np.zeros(image.shape, dtype=np.uint8)
+    # Worked through in blocks (see :mod:`.blockwise`): extra memory stays a few MB whatever
+    # the size of the stack, and the result is the same as on the whole array at once.
+    blocks = Blocks(image, fill=stats.low if stats.has_non_finite else None)
     if (
         window is not None
         or modality == "ct"
-        or (modality == "auto" and float(values.min()) <= CT_AIR_THRESHOLD)
+        or (modality == "auto" and stats.low <= CT_AIR_THRESHOLD)
     ):
-        return _apply_window(values, *window_bounds(window))
-    return _percentile_rule(values)
+        low, high = window_bounds(window)
+        return blocks.map_to_uint8(image.shape, lambda values: _apply_window(values, low, high))
+    return _percentile_rule(blocks, image.shape, stats)
 
 
 def to_rgb_uint8(
@@ -221,18 +227,6 @@ def _finite_values(image: np.ndarray) -> np.ndarray:
     return image.ravel()
 
 
-def _replace_non_finite(image: np.ndarray) -> np.ndarray | None:
-    """float64 copy with NaN/inf replaced by the finite minimum; None if nothing is finite."""
-    values = image.astype(np.float64)
-    finite = np.isfinite(values)
-    if finite.all():
-        return values
-    if not finite.any():
-        return None
-    values[~finite] = values[finite].min()
-    return values
-
-
 def _cast_exact_uint8(image: np.ndarray) -> np.ndarray:
     if image.dtype == np.uint8:
         return image
@@ -255,16 +249,30 @@ def _apply_window(values: np.ndarray, low: float, high: float) -> np.ndarray:
     return ((clipped - low) / (high - low) * 255.0).astype(np.uint8)
 
 
-def _percentile_rule(values: np.ndarray) -> np.ndarray:
-    positive = values[values > 0]
-    sample = positive if positive.size else values.ravel()
-    low = np.percentile(sample, _LOWER_PERCENTILE)
-    high = np.percentile(sample, _UPPER_PERCENTILE)
-    clipped = np.clip(values, low, high)
-    smallest, largest = clipped.min(), clipped.max()
-    if largest > smallest:
-        scaled = (clipped - smallest) / (largest - smallest) * 255.0
+def _percentile_rule(blocks: Blocks, shape: tuple[int, ...], stats: FiniteStats) -> np.ndarray:
+    """The non-CT rule (module docstring) over ``blocks`` (non-finite values already replaced)."""
+    count, positive_low, positive_high = 0, np.inf, -np.inf
+    for _, block in blocks:
+        positive = block[block > 0]
+        if positive.size:
+            count += positive.size
+            positive_low = min(positive_low, float(positive.min()))
+            positive_high = max(positive_high, float(positive.max()))
+    if count:
+        keep, sample = (lambda values: values > 0), (count, positive_low, positive_high)
     else:
-        scaled = np.full(values.shape, 255.0)
-    scaled[values == 0] = 0
-    return scaled.astype(np.uint8)
+        keep, sample = None, (blocks.size, stats.low, stats.high)
+    low = np.float64(percentile(blocks, keep, _LOWER_PERCENTILE, *sample))
+    high = np.float64(percentile(blocks, keep, _UPPER_PERCENTILE, *sample))
+    # Clipping is monotonic: the clipped image's extremes are the clipped extremes.
+    smallest, largest = np.clip(np.float64(stats.low), low, high), np.clip(np.float64(stats.high), low, high)
+
+    def mapping(values: np.ndarray) -> np.ndarray:
+        if largest > smallest:
+            scaled = (np.clip(values, low, high) - smallest) / (largest - smallest) * 255.0
+        else:
+            scaled = np.full(values.shape, 255.0)
+        scaled[values == 0] = 0
+        return scaled.astype(np.uint8)
+
+    return blocks.map_to_uint8(shape, mapping)
