@@ -10,6 +10,7 @@ the same :meth:`ImageSeries.save`.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +24,13 @@ from napari_helpers import (
     wait_idle,
 )
 from PIL import Image as PILImage
+
+try:
+    from screenshot_paths import screenshot_path
+except ImportError:  # the documentation's screenshots are made elsewhere
+
+    def screenshot_path(name: str, tmp_path: Path) -> Path:
+        return Path(tmp_path) / name
 
 import napari_swinlitemedsam._series_session as session_module
 from napari_swinlitemedsam._widget import BoxAnnotatorWidget
@@ -64,14 +72,14 @@ def open_widget(make_napari_viewer, viewer=None):
     return viewer, widget
 
 
-def segment(qtbot, annotator, truth) -> np.ndarray:
+def segment(qtbot, annotator, truth, min_dsc: float = MIN_DSC) -> np.ndarray:
     """Draw the box of ``truth`` and wait for its mask; returns that object's mask."""
     before = int(annotator.labels.data.max())
     draw_rectangle(annotator.boxes, gt_box(truth))
     qtbot.waitUntil(lambda: int(annotator.labels.data.max()) > before, timeout=MODEL_TIMEOUT_MS)
     wait_idle(qtbot, annotator)
     mask = annotator.labels.data == annotator.labels.data.max()
-    assert dice(mask, truth) > MIN_DSC
+    assert dice(mask, truth) > min_dsc
     predictor = annotator.predictor
     predictor.set_image(np.asarray(annotator.image.data))
     assert np.array_equal(mask, predictor.predict(gt_box(truth)[None]).masks[0])
@@ -258,3 +266,36 @@ def test_the_annotate_command_opens_a_series_with_a_disk_cache(qtbot, nuclei, tm
     # Without files, -o is refused with a message.
     with pytest.raises(ValueError, match="give the images"):
         prepare_annotate(build_parser().parse_args(["annotate", "-o", str(outdir)]))
+
+
+def test_screenshot_of_a_series_being_labelled(make_napari_viewer, qtbot, nuclei, tmp_path, monkeypatch):
+    """A series of three fields: the first done, the second being labelled, the third untouched."""
+    monkeypatch.chdir(tmp_path)  # relative folder names in the picture
+    folder = Path("fields")
+    folder.mkdir()
+    crops = {"field_01": (slice(0, 256), slice(0, 256)), "field_02": (slice(256, 512), slice(256, 512)),
+             "field_03": (slice(0, 256), slice(256, 512))}
+    for name, (rows, cols) in crops.items():
+        tifffile.imwrite(folder / f"{name}.tif", nuclei.image[rows, cols])
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(1400, 900)
+    _, widget = open_widget(make_napari_viewer, viewer)
+    panel, annotator = widget.series_panel, widget.annotator
+    widget.help_label.setVisible(False)  # room for the series list in the picture
+    assert panel.open_series([folder], Path("labels"), "tiff")
+    field_01 = nuclei.labels[crops["field_01"]]
+    for label in (106, 7):
+        segment(qtbot, annotator, field_01 == label, min_dsc=0.5)
+    panel.done_box.click()
+    assert panel.step(1)
+    field_02 = nuclei.labels[crops["field_02"]]
+    for label in (175, 149, 88):
+        segment(qtbot, annotator, field_02 == label, min_dsc=0.5)
+    annotator.boxes.selected_data = set()
+    texts = [panel.item_list.item(i).text() for i in range(3)]
+    assert [text[0] for text in texts] == ["✓", "✎", "·"]
+    qtbot.wait(300)
+    path = screenshot_path("series_labelling.png", tmp_path)
+    picture = viewer.screenshot(str(path), canvas_only=False)
+    assert picture.shape[0] > 400 and picture.shape[1] > 800
+    close(widget, qtbot)

@@ -68,7 +68,7 @@ class SeriesPanel(QWidget):
             self.format_combo.addItem(text, name)
         self.open_button = QPushButton("Open series")
         self.item_list = QListWidget()
-        self.item_list.setMaximumHeight(140)
+        self.item_list.setMaximumHeight(120)
         self.previous_button = QPushButton("◀ Previous")
         self.next_button = QPushButton("Next ▶")
         self.skip_done_box = QCheckBox("Skip done items")
@@ -159,6 +159,7 @@ class SeriesPanel(QWidget):
     def open_series(self, sources, outdir, label_format: str = "tiff", skip_done: bool = False) -> bool:
         """List ``sources`` (folders, files, patterns) into a series saved in ``outdir`` and show
         its current item; False (after telling the user) when that is not possible."""
+        self.sources_edit.setText(";".join(str(source) for source in sources))
         try:
             series = ImageSeries.open(sources, outdir, label_format)
         except (ValueError, OSError) as error:
@@ -172,7 +173,8 @@ class SeriesPanel(QWidget):
         if self.session is not None and not self.close_series():
             return False
         self.set_expanded(True)
-        self.sources_edit.setText(";".join(str(item) for item in series.items))
+        if not self.sources_edit.text().strip():
+            self.sources_edit.setText(";".join(str(item) for item in series.items))
         self.outdir_edit.setText(str(series.outdir))
         self.format_combo.setCurrentIndex(self.format_combo.findData(series.label_format))
         self.skip_done_box.blockSignals(True)
