@@ -237,8 +237,13 @@ def test_the_next_item_is_encoded_ahead_and_reused(make_napari_viewer, qtbot, tm
     close(widget, qtbot)
 
 
-def test_the_annotate_command_opens_a_series_with_a_disk_cache(qtbot, nuclei, tmp_path):
+def test_the_annotate_command_opens_a_series_with_a_disk_cache(make_napari_viewer, qtbot, nuclei, tmp_path, monkeypatch):
+    import napari
+
     from napari_swinlitemedsam._launch import open_viewer
+
+    # The command's viewer, made by the test fixture (which registers the plugin once per test).
+    monkeypatch.setattr(napari, "Viewer", lambda title="": make_napari_viewer(title=title))
     from napari_swinlitemedsam.cli import build_parser, prepare_annotate
 
     write_2d_series(tmp_path / "images", nuclei)

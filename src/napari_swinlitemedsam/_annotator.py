@@ -16,13 +16,13 @@ from collections.abc import Callable, Hashable
 
 import numpy as np
 from napari.layers import Image, Labels
-from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 
 from . import _layer_io as layer_io
 from ._annotator_state import AnnotatorState, SliceKey
 from ._workers import (
     DecodeRequest,
+    JobProgress,
     JobRunner,
     decode_slice,
     encode_slice,
@@ -66,7 +66,7 @@ class Annotator:
         self._propagate_queue: list[int] = []
         self._encoded: set[SliceKey] = set()
         self._undo_group = layer_io.UndoGroup()
-        self._progress = None
+        self.progress = JobProgress(self.runner)
         self._syncing = False
         viewer.layers.events.removed.connect(self._on_layer_removed)
         viewer.dims.events.current_step.connect(self._on_slice_changed)
@@ -318,8 +318,8 @@ class Annotator:
             self.on_status(f"{label} loaded in {seconds:.1f} s")
 
         args = (name, device, self.disk_cache)
-        self.runner.start("load", load_predictor, args, on_return=loaded, on_done=self._end_progress)
-        self._show_progress(f"Loading {label}")
+        self.runner.start("load", load_predictor, args, on_return=loaded, on_done=self.progress.end)
+        self.progress.show(f"Loading {label}")
 
     def _start_prepare(self) -> None:
         self.on_status(f"Reading '{self.image.name}'...")
@@ -346,8 +346,8 @@ class Annotator:
         if kind != "encode":
             return self.runner.start(kind, encode_slice, args, on_return=encoded)
         self.on_status(f"Encoding {self._slice_text(z)}...")
-        self.runner.start(kind, encode_slice, args, on_return=encoded, on_done=self._end_progress)
-        self._show_progress(f"Encoding {self._slice_text(z)}")
+        self.runner.start(kind, encode_slice, args, on_return=encoded, on_done=self.progress.end)
+        self.progress.show(f"Encoding {self._slice_text(z)}")
 
     def _start_decode(self, request: DecodeRequest) -> None:
         count = len(request.ids)
@@ -388,49 +388,31 @@ class Annotator:
             self._encoded.add(result.z)
             self.on_status(f"Propagating object {object_id}: slice {result.z + 1}/{depth} "
                            f"({result.done}/{result.total})")
-            if self._progress is not None:  # last: napari's progress bar may process events
-                self._progress.total = result.total
-                self._progress.update(result.done - self._progress.n)
+            self.progress.advance(result.done, result.total)  # last: the bar may process events
 
         def ended() -> None:
             self._undo_group.close()
             self.on_status(f"Object {object_id} propagated")
-            self._end_progress()
+            self.progress.end()
 
         args = (self.predictor, self._image_u8, obj.key_boxes(), token)
         self.on_status(f"Propagating object {object_id}...")
         self.runner.start("propagate", propagate_object, args, on_yield=arrived, on_done=ended)
-        self._show_progress(f"Propagating object {object_id}", total=depth)
+        self.progress.show(f"Propagating object {object_id}", total=depth)
 
     def _job_failed(self, error: Exception) -> None:
         self._undo_group.close()
         self.last_error = str(error)
         self.on_status(f"Error: {error}")
         show_error(f"Box annotator: {error}")
-        self._end_progress()
-
-    def _show_progress(self, text: str, total: int = 0) -> None:
-        """A napari progress bar; call it after ``runner.start`` (napari's bar may process events,
-        and a nested ``schedule`` must find the runner busy)."""
-        self._end_progress()
-        job = self.runner.jobs_started
-        bar = progress(total=total, desc=text)
-        if self.runner.busy and self.runner.jobs_started == job:
-            self._progress = bar
-        else:  # the job already ended while the bar was being shown
-            bar.close()
-
-    def _end_progress(self) -> None:
-        if self._progress is not None:
-            bar, self._progress = self._progress, None
-            bar.close()
+        self.progress.end()
 
     def close(self) -> bool:
         """Stop all work, wait for the running thread, and let go of the viewer."""
         ended = self.runner.close()
         self.detach()
         self._undo_group.close()
-        self._end_progress()
+        self.progress.end()
         self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
         self.viewer.dims.events.current_step.disconnect(self._on_slice_changed)
         return ended

@@ -247,7 +247,11 @@ class SeriesSession:
         """Save the current masks and mark the item done (or back in progress)."""
         if self.current is None or not self.save():
             return False
-        self.series.mark_done(self.current, done)
+        try:
+            self.series.mark_done(self.current, done)
+        except OSError as error:
+            show_error(f"The progress file in {self.series.outdir} could not be written: {error}")
+            return False
         self.on_change()
         return True
 

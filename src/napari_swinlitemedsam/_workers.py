@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from napari.qt.threading import create_worker
+from napari.utils import progress
 from qtpy.QtCore import Qt
 
 from ._annotator_state import SliceKey
@@ -226,3 +227,32 @@ class JobRunner:
         if not worker.is_running:
             return True
         return self._ended.wait(timeout_s)
+
+
+class JobProgress:
+    """The napari progress bar of a :class:`JobRunner`'s current job (at most one at a time)."""
+
+    def __init__(self, runner: JobRunner) -> None:
+        self.runner = runner
+        self.bar = None
+
+    def show(self, text: str, total: int = 0) -> None:
+        """Show a bar for the job just started; call it after ``runner.start`` (napari's bar may
+        process events, and a nested scheduling must find the runner busy)."""
+        self.end()
+        job = self.runner.jobs_started
+        bar = progress(total=total, desc=text)
+        if self.runner.busy and self.runner.jobs_started == job:
+            self.bar = bar
+        else:  # the job already ended while the bar was being shown
+            bar.close()
+
+    def advance(self, done: int, total: int) -> None:
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.update(done - self.bar.n)
+
+    def end(self) -> None:
+        if self.bar is not None:
+            bar, self.bar = self.bar, None
+            bar.close()
