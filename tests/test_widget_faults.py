@@ -143,7 +143,7 @@ def test_boxes_drawn_faster_than_they_decode_are_decoded_together(
     finish(qtbot, widget)
 
 
-@pytest.mark.parametrize("shape", [(2, 3, 32, 32)])
+@pytest.mark.parametrize("shape", [(2, 3, 32, 32), (2, 2, 3, 32, 32)])
 def test_time_series_and_channel_stacks_are_refused_with_the_way_out(
     make_napari_viewer, qtbot, models, monkeypatch, shape
 ):
@@ -166,4 +166,36 @@ def test_time_series_and_channel_stacks_are_refused_with_the_way_out(
         layer = [item for item in viewer.layers if isinstance(item, Image)][-shape[0]]
     assert annotator.image is layer  # taken up as soon as it arrived
     assert annotator.labels.data.shape == shape[-3:]
+    finish(qtbot, widget)
+
+
+def test_fine_tuning_takes_the_saved_items_of_an_open_series(
+    make_napari_viewer, qtbot, image, models, tmp_path
+):
+    from skimage.io import imsave
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index in range(3):
+        imsave(folder / f"field_{index}.png", np.roll(image, 9 * index, axis=1), check_contrast=False)
+    viewer = make_napari_viewer()
+    widget = BoxAnnotatorWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Box annotator")
+    assert widget.finetune_section.body is widget.finetune_panel
+    assert not widget.finetune_panel.isVisibleTo(widget)  # folded until asked for
+    widget.finetune_section.set_expanded(True)
+    assert widget.finetune_panel.isVisibleTo(widget)
+    assert widget.series_panel.open_series([folder], tmp_path / "labels", "tiff")
+    annotator = widget.annotator
+    wait_idle(qtbot, annotator, timeout=WAIT_MS)
+    annotator.labels.data[10:30, 10:30] = 1  # item 0 labelled by hand
+    annotator.labels.refresh()
+    assert widget.series_panel.session.step(+1)
+    qtbot.waitUntil(lambda: widget.series_panel.session.current == 1, timeout=WAIT_MS)
+    wait_idle(qtbot, annotator, timeout=WAIT_MS)
+    pairs = widget._series_training_pairs()  # item 1 is on screen, item 2 untouched
+    assert len(pairs) == 1
+    series_image, series_labels = pairs[0]
+    np.testing.assert_array_equal(series_image, image)
+    assert series_labels.sum() == 400 and series_labels.max() == 1
     finish(qtbot, widget)

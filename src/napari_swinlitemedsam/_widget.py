@@ -25,6 +25,8 @@ from qtpy.QtWidgets import (
 from ._annotator import Annotator
 from ._layer_io import ImageLayerError
 from ._model_choices import BUNDLED, CHOOSE_FILE, DEVICES, available_models
+from ._finetune_panel import FinetunePanel
+from ._foldable_section import FoldableSection
 from ._series_panel import SeriesPanel
 
 NEW_LABELS = "(new layer)"
@@ -99,6 +101,8 @@ class BoxAnnotatorWidget(QWidget):
         self.help_label.setWordWrap(True)
         self.help_label.setStyleSheet("color: gray; font-size: small;")
         self.series_panel = SeriesPanel(self.viewer, self.annotator, self)
+        self.finetune_panel = FinetunePanel(self, extra_pairs=self._series_training_pairs)
+        self.finetune_section = FoldableSection("Fine-tune on my labels", self.finetune_panel)
         self.setMaximumWidth(MAX_WIDTH)
 
         form = QFormLayout()
@@ -119,6 +123,7 @@ class BoxAnnotatorWidget(QWidget):
         layout.addLayout(clicks)
         layout.addLayout(buttons)
         layout.addWidget(self.series_panel)
+        layout.addWidget(self.finetune_section)
         layout.addWidget(self.status_label)
         layout.addWidget(self.help_label)
         layout.addStretch(1)
@@ -153,7 +158,9 @@ class BoxAnnotatorWidget(QWidget):
             return  # the series shows another item and attaches it itself
         arrived = event is None or isinstance(getattr(event, "value", None), Image)
         if self.annotator.image is None and images and arrived and getattr(event, "type", "") != "removed":
-            self._attach(self.image_combo.currentData(), None)
+            arrived_layer = getattr(event, "value", None)
+            chosen = arrived_layer if isinstance(arrived_layer, Image) else self.image_combo.currentData()
+            self._attach(chosen, None)
 
     def _list_layers(self) -> list:
         """Fill the image and labels choices; returns the image layers."""
@@ -196,6 +203,19 @@ class BoxAnnotatorWidget(QWidget):
             self._show_status(str(error))
             show_error(str(error))
         self._list_layers()
+
+    def _series_training_pairs(self) -> list:
+        """``(image, labels)`` of the other items of the open series that have saved labels
+        with objects (the item on screen is taken from its layers by the fine-tune panel)."""
+        session = self.series_panel.session
+        if session is None:
+            return []
+        series, pairs = session.series, []
+        for index in range(len(series)):
+            labels = None if index == session.current else series.saved_labels(index)
+            if labels is not None and labels.any():
+                pairs.append((series.read(index).data, labels))
+        return pairs
 
     # ------------------------------------------------------------------ model
     def _add_found_models(self, choices) -> None:
@@ -252,9 +272,10 @@ class BoxAnnotatorWidget(QWidget):
             return True
         self._closed = True
         self.series_panel.shut_down()  # saves the series' masks
+        finetune_ended = self.finetune_panel.close_panel()
         for key in self._bound_keys:
             self.viewer.bind_key(key, None)
         self._bound_keys.clear()
         for signal in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             signal.disconnect(self._refresh_layers)
-        return self.annotator.close()
+        return self.annotator.close() and finetune_ended
