@@ -149,6 +149,9 @@ def test_a_failed_save_does_not_move_and_loses_nothing(make_napari_viewer, qtbot
     panel = widget.series_panel
     assert panel.open_series([tmp_path / "images"], outdir, "tiff")
     session = panel.session
+    assert panel.autosave_timer.isActive() and panel.autosave_timer.interval() == 120_000
+    panel.autosave_timer.timeout.emit()  # a tick with nothing painted writes no empty file
+    assert not (outdir / "a.tif").exists()
     labels = widget.annotator.labels
     labels.data[10:20, 10:20] = 3  # hand painting, no model needed
     painted = labels.data.copy()
@@ -167,6 +170,8 @@ def test_a_failed_save_does_not_move_and_loses_nothing(make_napari_viewer, qtbot
 
     monkeypatch.undo()  # the disk has room again
     monkeypatch.setattr(session_module, "show_error", errors.append)
+    panel.autosave_timer.timeout.emit()  # the timer's tick saves the painting
+    assert session.last_saved and np.array_equal(load_labels(outdir / "a.tif", "tiff"), painted)
     assert panel.step(1) and session.current == 1
     assert np.array_equal(load_labels(outdir / "a.tif", "tiff"), painted)
 
