@@ -267,6 +267,13 @@ def test_the_annotate_command_opens_a_series_with_a_disk_cache(make_napari_viewe
         assert [layer.name for layer in viewer.layers] == ["a", "a masks", "a clicks", "a boxes"]
         qtbot.waitUntil(lambda: len(disk_cache) >= 1, timeout=MODEL_TIMEOUT_MS)
         assert annotator.predictor.disk_cache is disk_cache
+        assert widget.series_panel.cache_edit.text() == str(cache_dir)
+        # The widget's cache field: another folder, then none.
+        assert widget.series_panel.set_cache_folder(str(tmp_path / "other cache"))
+        assert annotator.predictor.disk_cache.folder == tmp_path / "other cache"
+        assert widget.series_panel.set_cache_folder("") and annotator.predictor.disk_cache is None
+        (tmp_path / "a file").write_text("")
+        assert not widget.series_panel.set_cache_folder(str(tmp_path / "a file"))
         annotator.labels.data[5:9, 5:9] = 4
         painted = annotator.labels.data.copy()
     finally:

@@ -67,6 +67,9 @@ class SeriesPanel(QWidget):
         for text, name in LABEL_FORMAT_CHOICES:
             self.format_combo.addItem(text, name)
         self.open_button = QPushButton("Open series")
+        self.cache_edit = QLineEdit()
+        self.cache_edit.setPlaceholderText("optional: folder of encoded slices")
+        self.cache_button = QPushButton("...")
         self.item_list = QListWidget()
         self.item_list.setMaximumHeight(120)
         self.previous_button = QPushButton("◀ Previous")
@@ -88,6 +91,10 @@ class SeriesPanel(QWidget):
         form.addRow("Images", sources)
         form.addRow("Output", outdir)
         form.addRow("Format", self.format_combo)
+        cache = QHBoxLayout()
+        cache.addWidget(self.cache_edit, 1)
+        cache.addWidget(self.cache_button)
+        form.addRow("Cache", cache)
         moves = QHBoxLayout()
         moves.addWidget(self.previous_button)
         moves.addWidget(self.next_button)
@@ -114,6 +121,8 @@ class SeriesPanel(QWidget):
         self.files_button.clicked.connect(lambda *_: self._choose_files())
         self.outdir_button.clicked.connect(lambda *_: self._choose_outdir())
         self.format_combo.activated.connect(lambda *_: self._format_chosen())
+        self.cache_button.clicked.connect(lambda *_: self._choose_cache())
+        self.cache_edit.editingFinished.connect(lambda: self.set_cache_folder(self.cache_edit.text().strip()))
         self.open_button.clicked.connect(lambda *_: self._open_clicked())
         self.item_list.itemDoubleClicked.connect(lambda item: self.go_to(self.item_list.row(item)))
         self.previous_button.clicked.connect(lambda *_: self.step(-1))
@@ -146,6 +155,34 @@ class SeriesPanel(QWidget):
         folder = QFileDialog.getExistingDirectory(self, "Output folder for the labels")
         if folder:
             self.outdir_edit.setText(folder)
+
+    def _choose_cache(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Embedding cache folder")
+        if folder:
+            self.set_cache_folder(folder)
+
+    def set_cache_folder(self, folder: str) -> bool:
+        """Use an embedding cache on disk in ``folder`` ("" for none); False when it cannot be
+        used (the user is told)."""
+        current = self.annotator.disk_cache
+        if (not folder and current is None) or (current is not None and str(current.folder) == folder):
+            return True
+        cache = None
+        if folder:
+            from .inference.disk_cache import DiskCacheError, DiskEmbeddingCache
+
+            try:
+                cache = DiskEmbeddingCache(folder)
+            except DiskCacheError as error:
+                show_error(f"Embedding cache: {error}")
+                return False
+        self.annotator.set_disk_cache(cache)
+        self.show_cache_folder()
+        return True
+
+    def show_cache_folder(self) -> None:
+        cache = self.annotator.disk_cache
+        self.cache_edit.setText("" if cache is None else str(cache.folder))
 
     def _open_clicked(self) -> None:
         sources = [part.strip() for part in self.sources_edit.text().split(";") if part.strip()]

@@ -23,10 +23,10 @@ from qtpy.QtWidgets import (
 )
 
 from ._annotator import Annotator
-from ._layer_io import ImageLayerError
-from ._model_choices import BUNDLED, CHOOSE_FILE, DEVICES, available_models
 from ._finetune_panel import FinetunePanel
 from ._foldable_section import FoldableSection
+from ._layer_io import ImageLayerError
+from ._model_choices import BUNDLED, CHOOSE_FILE, DEVICES, available_models
 from ._series_panel import SeriesPanel
 
 NEW_LABELS = "(new layer)"
@@ -242,6 +242,7 @@ class BoxAnnotatorWidget(QWidget):
     def set_disk_cache(self, disk_cache) -> None:
         """Read and store encoded slices in ``disk_cache`` (a DiskEmbeddingCache; None: none)."""
         self.annotator.set_disk_cache(disk_cache)
+        self.series_panel.show_cache_folder()
 
     # ------------------------------------------------------------------ shortcuts
     def _bind_keys(self) -> None:
