@@ -316,3 +316,13 @@ def test_screenshot_of_a_series_being_labelled(make_napari_viewer, qtbot, nuclei
     picture = viewer.screenshot(str(path), canvas_only=False)
     assert picture.shape[0] > 400 and picture.shape[1] > 800
     close(widget, qtbot)
+
+
+def test_annotate_with_a_bad_series_exits_with_a_message_before_opening_napari(tmp_path, capsys):
+    from napari_swinlitemedsam.cli import main
+
+    assert main(["annotate", str(tmp_path / "missing"), "-o", str(tmp_path / "out")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["annotate", str(tmp_path / "empty"), "-o", str(tmp_path / "out")]) == 2
+    assert "no images found" in capsys.readouterr().err
