@@ -24,13 +24,7 @@ from napari_helpers import (
     wait_idle,
 )
 from PIL import Image as PILImage
-
-try:
-    from screenshot_paths import screenshot_path
-except ImportError:  # the documentation's screenshots are made elsewhere
-
-    def screenshot_path(name: str, tmp_path: Path) -> Path:
-        return Path(tmp_path) / name
+from screenshot_paths import screenshot_path
 
 import napari_swinlitemedsam._series_session as session_module
 from napari_swinlitemedsam._widget import BoxAnnotatorWidget
