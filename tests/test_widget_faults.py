@@ -199,3 +199,63 @@ def test_fine_tuning_takes_the_saved_items_of_an_open_series(
     np.testing.assert_array_equal(series_image, image)
     assert series_labels.sum() == 400 and series_labels.max() == 1
     finish(qtbot, widget)
+
+
+def test_out_of_memory_is_a_message_and_the_next_box_still_works(
+    make_napari_viewer, qtbot, image, models, errors
+):
+    viewer, widget, annotator = open_widget(make_napari_viewer, image)
+    model = models["litemedsam"]
+    hold_encoder(qtbot, model)
+    model.model.encode_error = RuntimeError(
+        "DefaultCPUAllocator: not enough memory: you tried to allocate 4294967296 bytes."
+    )
+    annotator.labels.data[100:110, 100:110] = 9  # hand-painted
+    painted = annotator.labels.data.copy()
+    model.model.gate.set()
+    qtbot.waitUntil(lambda: bool(errors) and not annotator.runner.busy, timeout=WAIT_MS)
+    qtbot.wait(500)
+    assert len(errors) == 1  # reported once, not retried in a loop until the user acts
+    assert errors[0].startswith("Box annotator: out of memory while encoding the slice")
+    assert "crop" in widget.status_label.text()
+    np.testing.assert_array_equal(annotator.labels.data, painted)
+
+    model.model.encode_error = None  # memory freed: the user draws again
+    draw_rectangle(annotator.boxes, BOX)
+    wait_idle(qtbot, annotator, timeout=WAIT_MS)
+    (object_id,) = annotator.state.objects
+    assert (annotator.labels.data == object_id).any()
+    assert (annotator.labels.data == 9).sum() == 100
+    finish(qtbot, widget)
+
+
+def test_a_propagation_that_dies_half_way_leaves_the_masks_as_they_were(
+    make_napari_viewer, qtbot, models, errors
+):
+    stack = load_sample("nuclei3d").image[20:32, :96, :96]
+    viewer, widget, annotator = open_widget(make_napari_viewer, stack, "stack")
+    viewer.dims.set_current_step(0, 6)
+    wait_idle(qtbot, annotator, timeout=WAIT_MS)
+    draw_rectangle(annotator.boxes, np.array([20, 20, 60, 60]), slice_index=6)
+    wait_idle(qtbot, annotator, timeout=WAIT_MS)
+    (object_id,) = annotator.state.objects
+    annotator.labels.data[9, 0:10, 0:10] = 7  # hand-painted on a slice the run will reach
+    before = annotator.labels.data.copy()
+    assert (before == object_id).any()
+
+    segmenter = models["litemedsam"].model
+    segmenter.fail_decode_at = segmenter.decode_calls + 3  # dies after a few slices
+    annotator.propagate(object_id)
+    qtbot.waitUntil(lambda: bool(errors) and not annotator.runner.busy, timeout=WAIT_MS)
+    assert "RuntimeError while propagating through the stack" in errors[0]
+    assert "Nothing was changed" in errors[0]
+    np.testing.assert_array_equal(annotator.labels.data, before)
+    assert not widget.status_label.text().endswith("propagated")
+
+    segmenter.fail_decode_at = None  # the same run, now without the fault, changes the masks
+    annotator.propagate(object_id)
+    wait_idle(qtbot, annotator, timeout=WAIT_MS)
+    assert len(errors) == 1
+    assert {z for z in range(stack.shape[0]) if (annotator.labels.data[z] == object_id).any()} != {6}
+    assert (annotator.labels.data == 7).sum() == 100
+    finish(qtbot, widget)

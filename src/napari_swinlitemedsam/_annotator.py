@@ -19,6 +19,7 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info
 
 from . import _layer_io as layer_io
+from ._failure_messages import explain_failure
 from ._annotator_state import AnnotatorState, SliceKey
 from ._workers import (
     DecodeRequest,
@@ -68,6 +69,7 @@ class Annotator:
         self._undo_group = layer_io.UndoGroup()
         self.progress = JobProgress(self.runner)
         self._syncing = False
+        self._stalled = False  # automatic work failed: wait for the user before trying again
         viewer.layers.events.removed.connect(self._on_layer_removed)
         viewer.dims.events.current_step.connect(self._on_slice_changed)
 
@@ -82,7 +84,7 @@ class Annotator:
         self.predictor = None
         self._encoded.clear()
         self._model_request = (str(name_or_path), device, label or str(name_or_path))
-        self.schedule()
+        self.user_acted()
 
     def set_disk_cache(self, disk_cache) -> None:
         """Use ``disk_cache`` (a DiskEmbeddingCache or None) now and for later models."""
@@ -121,7 +123,7 @@ class Annotator:
         image.events.data.connect(self._on_image_data_changed)
         self.viewer.layers.selection.active = self.boxes
         self.boxes.mode = "add_rectangle"
-        self.schedule()
+        self.user_acted()
 
     def detach(self) -> None:
         """Stop annotating the current image; its layers stay in the viewer."""
@@ -198,14 +200,14 @@ class Annotator:
         if sync.added:
             self.labels.selected_label = sync.added[-1][0]
         if sync.changed:
-            self.schedule()
+            self.user_acted()
 
     def _on_clicks_changed(self, event) -> None:
         if str(getattr(event, "action", "")) not in FINISHED_ACTIONS or self.points is None:
             return
         for object_id, z in self.state.sync_points(layer_io.read_clicks(self.points)):
             self._pending.setdefault(z, set()).add(object_id)
-        self.schedule()
+        self.user_acted()
 
     def _on_slice_changed(self, event=None) -> None:
         if self.is_stack:
@@ -213,12 +215,12 @@ class Annotator:
             if self._last_slice is not None and current != self._last_slice:
                 self._slice_direction = 1 if current > self._last_slice else -1
             self._last_slice = current
-            self.schedule()
+            self.user_acted()
 
     def _on_image_data_changed(self, event=None) -> None:
         self._image_u8, self._token = None, uuid.uuid4().hex
         self._encoded.clear()
-        self.schedule()
+        self.user_acted()
 
     def _on_layer_removed(self, event) -> None:
         layer = event.value
@@ -241,7 +243,7 @@ class Annotator:
             return
         if object_id not in self._propagate_queue:
             self._propagate_queue.append(object_id)
-        self.schedule()
+        self.user_acted()
 
     def selected_object(self) -> int | None:
         """The object of the selected box, else the last object drawn or edited."""
@@ -264,6 +266,12 @@ class Annotator:
             layer_io.set_click_sign(self.points, positive)
 
     # ----------------------------------------------------------------- job scheduling
+    def user_acted(self) -> None:
+        """The user did something (a box, a click, another slice, image or model): work that
+        failed on its own is tried again, then the most urgent job starts."""
+        self._stalled = False
+        self.schedule()
+
     def schedule(self) -> None:
         """Start the most urgent job if none is running."""
         if self.runner.busy:
@@ -277,7 +285,7 @@ class Annotator:
         if self.image is None:
             return self.on_status(f"{self.model_label} ready: choose an image layer")
         if self._image_u8 is None:
-            return self._start_prepare()
+            return None if self._stalled else self._start_prepare()
         current = self.current_slice()
         while self._pending:
             z = current if current in self._pending else next(iter(self._pending))
@@ -286,6 +294,8 @@ class Annotator:
                 return self._start_decode(DecodeRequest(z, ids, boxes, points, labels))
         if self._propagate_queue:
             return self._start_propagation(self._propagate_queue.pop(0))
+        if self._stalled:
+            return None  # the status line shows what failed
         if current not in self._encoded:
             return self._start_encode(current)
         count = len(self.state.objects)
@@ -385,14 +395,16 @@ class Annotator:
             if token != self._token or self.labels is None:
                 return
             layer_io.write_object_mask(self.labels, object_id, result.mask, result.z, self.overwrite)
+            self._undo_group.written = True
             self._encoded.add(result.z)
             self.on_status(f"Propagating object {object_id}: slice {result.z + 1}/{depth} "
                            f"({result.done}/{result.total})")
             self.progress.advance(result.done, result.total)  # last: the bar may process events
 
         def ended() -> None:
-            self._undo_group.close()
-            self.on_status(f"Object {object_id} propagated")
+            if self._undo_group.is_open:  # not failed (a failure took the slices back)
+                self._undo_group.close()
+                self.on_status(f"Object {object_id} propagated")
             self.progress.end()
 
         args = (self.predictor, self._image_u8, obj.key_boxes(), token)
@@ -401,10 +413,12 @@ class Annotator:
         self.progress.show(f"Propagating object {object_id}", total=depth)
 
     def _job_failed(self, error: Exception) -> None:
-        self._undo_group.close()
-        self.last_error = str(error)
-        self.on_status(f"Error: {error}")
-        show_error(f"Box annotator: {error}")
+        """Report a failed job; a propagation's slices written so far are taken back."""
+        self._undo_group.close(roll_back=True)
+        self._stalled = self.runner.kind in ("prepare", "encode", "prefetch")
+        self.last_error = explain_failure(error, self.runner.kind)
+        self.on_status(f"Error: {self.last_error}")
+        show_error(f"Box annotator: {self.last_error}")
         self.progress.end()
 
     def close(self) -> bool:

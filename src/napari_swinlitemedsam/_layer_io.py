@@ -210,18 +210,34 @@ class UndoGroup:
     """Gathers the edits of a long run (a propagation) into one undo step.
 
     Wraps ``Labels.block_history``: edits made between :meth:`open` and :meth:`close`, even across
-    event-loop turns, are committed together when the group closes.
+    event-loop turns, are committed together when the group closes. The owner sets ``written``
+    after each edit, so that a failed run can be taken back as a whole (``close(roll_back=True)``).
     """
 
     def __init__(self) -> None:
         self._stack: ExitStack | None = None
+        self._labels: Labels | None = None
+        self.written = False
+
+    @property
+    def is_open(self) -> bool:
+        return self._stack is not None
 
     def open(self, labels: Labels) -> None:
         self.close()
         self._stack = ExitStack()
         self._stack.enter_context(labels.block_history())
+        self._labels, self.written = labels, False
 
-    def close(self) -> None:
-        if self._stack is not None:
-            stack, self._stack = self._stack, None
-            stack.close()
+    def close(self, roll_back: bool = False) -> bool:
+        """Commit the group as one undo step; with ``roll_back``, undo it at once (the layer is
+        then as it was before :meth:`open`). Returns True when edits were taken back."""
+        if self._stack is None:
+            return False
+        stack, labels = self._stack, self._labels
+        self._stack = self._labels = None
+        stack.close()
+        if roll_back and self.written:
+            labels.undo()
+            return True
+        return False

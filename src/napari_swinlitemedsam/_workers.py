@@ -114,6 +114,16 @@ def propagate_object(predictor, volume: np.ndarray, key_boxes: dict, volume_key:
     return (yield from propagate_from_key_slices(predictor, volume, key_boxes, volume_key=volume_key))
 
 
+class GeneratorJobError(Exception):
+    """Carries a ``RuntimeError`` out of a generator job: napari's generator workers take a
+    ``RuntimeError`` for a deleted worker and swallow it, so the job would never report its end
+    (torch raises ``RuntimeError`` for most failures, running out of memory included)."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(str(original))
+        self.original = original
+
+
 def _unless_cancelled(job: Callable, cancelled: threading.Event) -> Callable:
     """``job`` that does nothing when it starts after being cancelled (napari may queue a worker
     for a moment before its thread starts)."""
@@ -122,7 +132,10 @@ def _unless_cancelled(job: Callable, cancelled: threading.Event) -> Callable:
         def generator_job(*args):
             if cancelled.is_set():
                 return None
-            return (yield from job(*args))
+            try:
+                return (yield from job(*args))
+            except RuntimeError as error:
+                raise GeneratorJobError(error) from error
 
         return generator_job
 
@@ -182,7 +195,9 @@ class JobRunner:
             worker.returned.connect(self._guard(on_return, cancelled))
         if on_yield is not None:
             worker.yielded.connect(self._guard(on_yield, cancelled))
-        worker.errored.connect(self._guard(self._on_error, cancelled))
+        worker.errored.connect(
+            self._guard(lambda error: self._on_error(getattr(error, "original", error)), cancelled)
+        )
         worker.finished.connect(lambda: self._finished(worker, on_done))
         worker.start()
 
