@@ -44,3 +44,51 @@ def test_no_cases_found(tmp_path, capsys):
     code = main(["segment", str(tmp_path / "empty"), "-o", str(tmp_path / "out"), "--device", "cpu"])
     assert code == 2
     assert "no .npz cases" in capsys.readouterr().err
+
+
+def test_an_unexpected_failure_in_one_case_is_one_line_and_the_others_finish(
+    tmp_path, capsys, monkeypatch
+):
+    import napari_swinlitemedsam.inference.pipeline as pipeline
+
+    inputs = tmp_path / "cases"
+    inputs.mkdir()
+    _disc_case(inputs / "2D_a.npz")
+    _disc_case(inputs / "2D_b.npz")
+    real = pipeline.segment_case
+
+    def failing_on_b(predictor, case, **options):
+        if case.name.startswith("2D_b"):
+            raise RuntimeError("DefaultCPUAllocator: not enough memory\nmore torch detail")
+        return (yield from real(predictor, case, **options))
+
+    monkeypatch.setattr(pipeline, "segment_case", failing_on_b)
+    out = tmp_path / "out"
+    code = main(["segment", str(inputs), "-o", str(out), "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert (out / "2D_a.npz").exists() and not (out / "2D_b.npz").exists()
+    assert "1 of 2 cases failed" in captured.err
+    assert "RuntimeError: DefaultCPUAllocator: not enough memory (run with --debug" in captured.err
+    assert "Traceback" not in captured.err + captured.out
+
+    code = main(["segment", str(inputs), "-o", str(out), "--device", "cpu", "--debug"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "Traceback" in captured.err and "more torch detail" in captured.err
+
+
+def test_a_crash_outside_the_case_loop_is_one_line_unless_debugging(tmp_path, capsys, monkeypatch):
+    import pytest
+
+    import napari_swinlitemedsam.cli as cli
+
+    def broken(args):
+        raise KeyError("boom")
+
+    monkeypatch.setattr(cli, "run_demo", broken)
+    assert main(["demo"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == "error: KeyError: 'boom' (run with --debug for the traceback)"
+    with pytest.raises(KeyError):
+        main(["--debug", "demo"])

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import traceback
 from pathlib import Path
 
 
@@ -38,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="swinlitemedsam",
         description="Box-prompted medical and microscopy segmentation with Swin-LiteMedSAM / LiteMedSAM.",
+    )
+    parser.add_argument(
+        "--debug", action="store_true",
+        help="show the Python traceback of every failure (may also be given after the command)",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -138,9 +143,12 @@ def run_segment(args: argparse.Namespace) -> int:
                     bar.refresh()
             save_segs(output / path.name, segs)
             tqdm.write(f"{path.name}: {len(case.boxes)} boxes, {time.perf_counter() - started:.2f} s")
-        except (ChallengeFileError, ValueError, OSError) as error:
-            failures.append((path, str(error)))
-            tqdm.write(f"{path.name}: FAILED: {error}")
+        except Exception as error:  # one bad case never stops the others
+            message = str(error) if isinstance(error, (ValueError, OSError)) else failure_text(error)
+            failures.append((path, message))
+            tqdm.write(f"{path.name}: FAILED: {message}")
+            if args.debug:
+                traceback.print_exc()
     if failures:
         print(f"{len(failures)} of {len(paths)} cases failed:", file=sys.stderr)
         for path, message in failures:
@@ -226,8 +234,32 @@ def run_annotate(args: argparse.Namespace) -> int:
     return launch_viewer(args.files, args.sample, series, args.skip_done, disk_cache)
 
 
+def failure_text(error: BaseException) -> str:
+    """One line for an unexpected failure: its type and message, and how to see more."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else "no details"
+    return f"{type(error).__name__}: {text} (run with --debug for the traceback)"
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one subcommand; returns the exit code (0 ok, 1 some work failed, 2 bad usage or
+    setup). Failures print one line each, a traceback only with ``--debug``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    args = build_parser().parse_args([item for item in argv if item != "--debug"])
+    args.debug = debug
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if debug:
+            raise
+        print(f"error: {failure_text(error)}", file=sys.stderr)
+        return 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "segment":
         return run_segment(args)
     if args.command == "embed":
