@@ -49,7 +49,7 @@ def test_no_cases_found(tmp_path, capsys):
 def test_an_unexpected_failure_in_one_case_is_one_line_and_the_others_finish(
     tmp_path, capsys, monkeypatch
 ):
-    import napari_swinlitemedsam.inference.pipeline as pipeline
+    from napari_swinlitemedsam.inference import pipeline
 
     inputs = tmp_path / "cases"
     inputs.mkdir()
@@ -81,7 +81,7 @@ def test_an_unexpected_failure_in_one_case_is_one_line_and_the_others_finish(
 def test_a_crash_outside_the_case_loop_is_one_line_unless_debugging(tmp_path, capsys, monkeypatch):
     import pytest
 
-    import napari_swinlitemedsam.cli as cli
+    from napari_swinlitemedsam import cli
 
     def broken(args):
         raise KeyError("boom")

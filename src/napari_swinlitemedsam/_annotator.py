@@ -19,8 +19,8 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info
 
 from . import _layer_io as layer_io
-from ._failure_messages import explain_failure
 from ._annotator_state import AnnotatorState, SliceKey
+from ._failure_messages import explain_failure
 from ._workers import (
     DecodeRequest,
     JobProgress,

@@ -143,7 +143,7 @@ def run_segment(args: argparse.Namespace) -> int:
                     bar.refresh()
             save_segs(output / path.name, segs)
             tqdm.write(f"{path.name}: {len(case.boxes)} boxes, {time.perf_counter() - started:.2f} s")
-        except Exception as error:  # one bad case never stops the others
+        except Exception as error:  # noqa: BLE001 -- one bad case never stops the others
             message = str(error) if isinstance(error, (ValueError, OSError)) else failure_text(error)
             failures.append((path, message))
             tqdm.write(f"{path.name}: FAILED: {message}")
