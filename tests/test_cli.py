@@ -92,3 +92,16 @@ def test_a_crash_outside_the_case_loop_is_one_line_unless_debugging(tmp_path, ca
     assert err.strip() == "error: KeyError: 'boom' (run with --debug for the traceback)"
     with pytest.raises(KeyError):
         main(["--debug", "demo"])
+
+
+def test_precision_and_runtime_options(tmp_path, capsys):
+    _disc_case(tmp_path / "2D_case.npz")
+    out = tmp_path / "out"
+    assert main(["segment", str(tmp_path / "2D_case.npz"), "-o", str(out), "--device", "cpu",
+                 "--precision", "bf16"]) == 0
+    with np.load(out / "2D_case.npz") as result:
+        assert result["segs"][32, 32] == 1
+    code = main(["segment", str(tmp_path / "2D_case.npz"), "-o", str(out), "--device", "cpu",
+                 "--precision", "bf16", "--runtime", "onnxruntime"])
+    assert code == 2
+    assert "float32 only" in capsys.readouterr().err

@@ -164,7 +164,10 @@ def run_embed(args: argparse.Namespace) -> int:
     try:
         cache = open_disk_cache(args)
         paths = list_series_items(args.inputs)
-        predictor = BoxPredictor.from_pretrained(args.model, device=args.device)
+        predictor = BoxPredictor.from_pretrained(
+            args.model, device=args.device, precision=getattr(args, "precision", "fp32"),
+            runtime=getattr(args, "runtime", "torch"),
+        )
     except (DiskCacheError, SeriesError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
