@@ -24,6 +24,10 @@ def test_new_boxes_get_ids_above_the_labels_and_never_reuse_ids():
     assert sync.removed == [(9, None)] and sync.deleted_objects == [9]
     sync = state.sync_boxes([ShapeBox(8, None, box(1, 1, 5, 5)), ShapeBox(0, None, box(2, 2, 3, 3))], 8)
     assert sync.ids == [8, 10]
+    # Another image with its own, empty masks layer: ids start again from that layer.
+    state.reset()
+    state.forget_issued_ids()
+    assert state.sync_boxes([ShapeBox(0, None, box(1, 1, 5, 5))], labels_max=0).ids == [1]
 
 
 def test_moved_box_and_unusable_shapes():

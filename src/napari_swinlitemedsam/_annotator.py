@@ -108,10 +108,13 @@ class Annotator(SliceJobs):
                 f"the labels layer '{labels.name}' has shape {tuple(labels.data.shape)}, "
                 f"the image {shape}; choose a labels layer shaped like the image (or a new one)"
             )
+        previous_labels = self.labels
         self.detach()
         self.image, self._token = image, (uuid.uuid4().hex if image_key is None else image_key)
         self._image_u8 = prepared
         self.labels = labels if labels is not None else self.viewer.add_layer(layer_io.make_labels_layer(image))
+        if self.labels is not previous_labels:
+            self.state.forget_issued_ids()  # ids count from the new layer's own maximum
         self.points = self.viewer.add_layer(layer_io.make_points_layer(image))
         self.boxes = self.viewer.add_layer(layer_io.make_box_layer(image))
         self.boxes.events.data.connect(self._on_boxes_changed)

@@ -88,6 +88,11 @@ class AnnotatorState:
         """Forget all objects (a new image was chosen); ids issued so far stay used."""
         self.objects.clear()
 
+    def forget_issued_ids(self) -> None:
+        """Masks now go into another Labels layer: new ids start above that layer's maximum
+        (ids issued for the previous layer no longer matter)."""
+        self._highest_issued = 0
+
     def next_object_id(self, labels_max: int) -> int:
         """A fresh id above every id in the Labels layer and every id issued before."""
         new_id = max(int(labels_max), self._highest_issued, *self.objects, 0) + 1
