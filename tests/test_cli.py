@@ -105,3 +105,14 @@ def test_precision_and_runtime_options(tmp_path, capsys):
                  "--precision", "bf16", "--runtime", "onnxruntime"])
     assert code == 2
     assert "float32 only" in capsys.readouterr().err
+
+
+def test_onnx_runtime_without_its_packages_is_a_usage_error(tmp_path, capsys, monkeypatch):
+    from napari_swinlitemedsam.inference import onnx_encoder
+
+    monkeypatch.setattr(onnx_encoder, "onnx_available", lambda: False)
+    _disc_case(tmp_path / "2D_case.npz")
+    code = main(["segment", str(tmp_path / "2D_case.npz"), "-o", str(tmp_path / "out"),
+                 "--device", "cpu", "--runtime", "onnxruntime"])
+    assert code == 2
+    assert "pip install onnxruntime onnx" in capsys.readouterr().err

@@ -125,7 +125,7 @@ def run_segment(args: argparse.Namespace) -> int:
     try:
         predictor = BoxPredictor.from_pretrained(args.model, device=args.device, **model_options(args))
         predictor.disk_cache = open_disk_cache(args)
-    except (CheckpointError, DiskCacheError, ValueError) as error:
+    except (CheckpointError, DiskCacheError, ValueError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:

@@ -168,7 +168,7 @@ def run_embed(args: argparse.Namespace) -> int:
             args.model, device=args.device, precision=getattr(args, "precision", "fp32"),
             runtime=getattr(args, "runtime", "torch"),
         )
-    except (DiskCacheError, SeriesError, CheckpointError) as error:
+    except (DiskCacheError, SeriesError, CheckpointError, ValueError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     predictor.disk_cache = cache

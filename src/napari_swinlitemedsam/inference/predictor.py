@@ -143,9 +143,9 @@ class BoxPredictor:
         runtime: str = "torch",
     ) -> None:
         self.precision = check_precision(precision)
-        self.runtime = check_runtime(runtime)
         if runtime != "torch" and precision != "fp32":
             raise ValueError(f"runtime={runtime!r} runs float32 only; use precision='fp32'")
+        self.runtime = check_runtime(runtime)
         self._onnx_encoder: OnnxEncoder | None = None
         self.feature_dtype = check_feature_dtype(feature_dtype)
         if max_batch < 1:
