@@ -28,6 +28,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ._foldable_section import FoldableSection
 from ._series_session import SeriesMoveError, SeriesSession
 from .inference.image_files import IMAGE_SUFFIXES
 from .inference.series import ImageSeries, ItemState
@@ -52,9 +53,6 @@ class SeriesPanel(QWidget):
 
     # ------------------------------------------------------------------ UI
     def _build_ui(self) -> None:
-        self.header = QPushButton("▸ Image series (label a folder)")
-        self.header.setCheckable(True)
-        self.header.setStyleSheet("text-align: left;")
         self.body = QWidget()
         self.sources_edit = QLineEdit()
         self.sources_edit.setPlaceholderText("folder, files (;-separated) or pattern")
@@ -110,13 +108,12 @@ class SeriesPanel(QWidget):
         body.addLayout(moves)
         body.addLayout(options)
         body.addWidget(self.summary_label)
+        self.section = FoldableSection("Image series (label a folder)", self.body)
+        self.header = self.section.header
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.header)
-        layout.addWidget(self.body)
-        self.body.setVisible(False)
+        layout.addWidget(self.section)
 
-        self.header.toggled.connect(self.set_expanded)
         self.folder_button.clicked.connect(lambda *_: self._choose_folder())
         self.files_button.clicked.connect(lambda *_: self._choose_files())
         self.outdir_button.clicked.connect(lambda *_: self._choose_outdir())
@@ -134,11 +131,7 @@ class SeriesPanel(QWidget):
 
     def set_expanded(self, expanded: bool) -> None:
         """Show or fold away the series controls."""
-        self.header.blockSignals(True)
-        self.header.setChecked(expanded)
-        self.header.blockSignals(False)
-        self.header.setText(("▾" if expanded else "▸") + " Image series (label a folder)")
-        self.body.setVisible(expanded)
+        self.section.set_expanded(expanded)
 
     def _choose_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Folder of images")
