@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from bench_setup import make_predictor, tight_boxes_3d
-from report import Row
 
+from bench_setup import make_predictor, tight_boxes_3d
+from napari_swinlitemedsam.evaluation.metrics import dice
 from napari_swinlitemedsam.inference.intensity import to_uint8
-from napari_swinlitemedsam.inference.metrics import dice
-from napari_swinlitemedsam.inference.samples import load_sample
 from napari_swinlitemedsam.inference.volume import run_to_end, segment_volume
+from napari_swinlitemedsam.io.samples import load_sample
 from napari_swinlitemedsam.model.segmenter import PromptableSegmenter
+from report import Row
 
 SECTION = "accuracy of fast paths"
 VARIANTS = {
@@ -80,9 +80,15 @@ def accuracy_section(
             key = f"{name} {case_name}"
             figures[key] = {"fp32_dsc": base_dsc}
             if real_weights:
-                rows.append(Row(SECTION, f"{name}, {case_name}: fp32 mean DSC", f"{base_dsc:.4f}",
-                                f"{len(boxes)} objects vs the sample's reference labels",
-                                {"dsc": base_dsc}))
+                rows.append(
+                    Row(
+                        SECTION,
+                        f"{name}, {case_name}: fp32 mean DSC",
+                        f"{base_dsc:.4f}",
+                        f"{len(boxes)} objects vs the sample's reference labels",
+                        {"dsc": base_dsc},
+                    )
+                )
             for variant, options in VARIANTS.items():
                 masks = segment(model, name, options, image, boxes)
                 agreement = float(np.mean([dice(a, b) for a, b in zip(masks, base)]))

@@ -11,14 +11,14 @@ it (Swin-LiteMedSAM), everything else equal. Masks of both must be identical.
 from __future__ import annotations
 
 import numpy as np
+
 from bench_setup import make_predictor
+from napari_swinlitemedsam.inference import transforms
+from napari_swinlitemedsam.io.samples import load_sample
+from napari_swinlitemedsam.model.segmenter import PromptableSegmenter
 from reference_style import decode_one_box, encode_plain, logits_to_mask, prepare_slice
 from report import Row
 from timing import measure_interleaved
-
-from napari_swinlitemedsam.inference import transforms
-from napari_swinlitemedsam.inference.samples import load_sample
-from napari_swinlitemedsam.model.segmenter import PromptableSegmenter
 
 SECTION = "2 decode (slice cached)"
 BATCHES = (1, 4, 16)
@@ -52,19 +52,27 @@ class ReferenceDecoder:
 
     def masks(self, boxes_256: np.ndarray) -> np.ndarray:
         """(N, H, W) bool masks of (N, 4) boxes in the 256 frame, decoded one by one."""
-        return np.stack([
-            logits_to_mask(
-                decode_one_box(self.model, self.embedding, self.skips, box, self.image_256,
-                               self.slice_index, self.model.mask_input_always),
-                self.new_size, self.original_size,
-            )
-            for box in boxes_256
-        ])
+        return np.stack(
+            [
+                logits_to_mask(
+                    decode_one_box(
+                        self.model,
+                        self.embedding,
+                        self.skips,
+                        box,
+                        self.image_256,
+                        self.slice_index,
+                        self.model.mask_input_always,
+                    ),
+                    self.new_size,
+                    self.original_size,
+                )
+                for box in boxes_256
+            ]
+        )
 
 
-def decoder_section(
-    models: dict[str, PromptableSegmenter], repeats: int
-) -> tuple[list[Row], dict]:
+def decoder_section(models: dict[str, PromptableSegmenter], repeats: int) -> tuple[list[Row], dict]:
     image, boxes, z = slice_with_boxes(max(BATCHES))
     rows, figures = [], {}
     for name, model in models.items():
@@ -91,14 +99,34 @@ def _decode_model(name, model, image, boxes, z, repeats) -> tuple[list[Row], dic
     figures = {key: t.median for key, t in per_box.items()}
     figures["masks_equal"] = equal
     neck = "skip neck recomputed per box" if model.uses_skips else "no skip neck"
-    rows = [Row(SECTION, f"{name}: reference-style, per box", str(per_box["reference x1"]),
-                f"one box per call, {neck}", {"seconds": ref})]
+    rows = [
+        Row(
+            SECTION,
+            f"{name}: reference-style, per box",
+            str(per_box["reference x1"]),
+            f"one box per call, {neck}",
+            {"seconds": ref},
+        )
+    ]
     for n in BATCHES:
         t = per_box[f"ours x{n}"]
         label = "one at a time" if n == 1 else f"{n} boxes per call"
-        rows.append(Row(SECTION, f"{name}: ours, {label}, per box", str(t),
-                        f"**{t.median / ref:.2f}× reference-style**",
-                        {"seconds": t.median, "vs_reference": t.median / ref}))
-    rows.append(Row(SECTION, f"{name}: masks ours == reference-style", str(equal),
-                    f"{len(boxes_256)} boxes on slice {z}", {"equal": equal}))
+        rows.append(
+            Row(
+                SECTION,
+                f"{name}: ours, {label}, per box",
+                str(t),
+                f"**{t.median / ref:.2f}× reference-style**",
+                {"seconds": t.median, "vs_reference": t.median / ref},
+            )
+        )
+    rows.append(
+        Row(
+            SECTION,
+            f"{name}: masks ours == reference-style",
+            str(equal),
+            f"{len(boxes_256)} boxes on slice {z}",
+            {"equal": equal},
+        )
+    )
     return rows, figures

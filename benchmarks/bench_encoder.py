@@ -13,6 +13,10 @@ import tempfile
 from pathlib import Path
 
 import torch
+
+from napari_swinlitemedsam.inference.onnx_encoder import OnnxEncoder, onnx_available
+from napari_swinlitemedsam.inference.precision import encoder_context, encoder_input
+from napari_swinlitemedsam.model.segmenter import PromptableSegmenter
 from reference_style import plain_attention
 from report import Row
 from timing import (
@@ -24,10 +28,6 @@ from timing import (
     measure_interleaved,
     with_threads,
 )
-
-from napari_swinlitemedsam.inference.onnx_encoder import OnnxEncoder, onnx_available
-from napari_swinlitemedsam.inference.precision import encoder_context, encoder_input
-from napari_swinlitemedsam.model.segmenter import PromptableSegmenter
 
 SECTION = "1 encoder"
 
@@ -106,21 +106,35 @@ def encoder_section(
     timings = measure_interleaved(fns, repeats)
     rate = {
         "fp32": products[torch.float32] * matmul_flops(matmul_size) / timings["matmul fp32"].median,
-        "bf16": products[torch.bfloat16] * matmul_flops(matmul_size) / timings["matmul bf16"].median,
+        "bf16": products[torch.bfloat16]
+        * matmul_flops(matmul_size)
+        / timings["matmul bf16"].median,
     }
     rows = [
-        Row(SECTION, f"matmul {matmul_size}² fp32", f"{rate['fp32'] / 1e9:.0f} GFLOP/s",
+        Row(
+            SECTION,
+            f"matmul {matmul_size}² fp32",
+            f"{rate['fp32'] / 1e9:.0f} GFLOP/s",
             f"torch.matmul, {torch.get_num_threads()} threads, {timings['matmul fp32']} per "
-            f"{products[torch.float32]} products", {"flops_per_s": rate["fp32"]}),
-        Row(SECTION, f"matmul {matmul_size}² bf16", f"{rate['bf16'] / 1e9:.0f} GFLOP/s",
+            f"{products[torch.float32]} products",
+            {"flops_per_s": rate["fp32"]},
+        ),
+        Row(
+            SECTION,
+            f"matmul {matmul_size}² bf16",
+            f"{rate['bf16'] / 1e9:.0f} GFLOP/s",
             f"{timings['matmul bf16']} per {products[torch.bfloat16]} products",
-            {"flops_per_s": rate["bf16"]}),
+            {"flops_per_s": rate["bf16"]},
+        ),
     ]
     figures = {"matmul_flops_per_s": rate, "flops": flops}
     for name in models:
         rows += _model_rows(name, flops[name], timings, rate, onnx_difference.get(name))
-        figures[name] = {k.removeprefix(name + " "): v.median for k, v in timings.items()
-                         if k.startswith(name + " ")}
+        figures[name] = {
+            k.removeprefix(name + " "): v.median
+            for k, v in timings.items()
+            if k.startswith(name + " ")
+        }
     return rows, figures
 
 
@@ -132,33 +146,65 @@ def _model_rows(
     floor32 = flops / rate["fp32"]
     floor16 = flops / rate["bf16"]
     rows = [
-        Row(SECTION, f"{name}: encode fp32", str(fp32),
+        Row(
+            SECTION,
+            f"{name}: encode fp32",
+            str(fp32),
             f"{flops / 1e9:.2f} GFLOPs (encoder + skip neck) → {flops / fp32.median / 1e9:.0f} "
             f"GFLOP/s; floor {fmt_seconds(floor32)} → **{fp32.median / floor32:.2f}× floor**",
-            {"seconds": fp32.median, "x_floor": fp32.median / floor32, "flops": flops}),
-        Row(SECTION, f"{name}: encode bf16 autocast", str(bf16),
+            {"seconds": fp32.median, "x_floor": fp32.median / floor32, "flops": flops},
+        ),
+        Row(
+            SECTION,
+            f"{name}: encode bf16 autocast",
+            str(bf16),
             f"**{fp32.median / bf16.median:.2f}× faster** than fp32; bf16 floor "
             f"{fmt_seconds(floor16)} → {bf16.median / floor16:.2f}× floor",
-            {"seconds": bf16.median, "speedup": fp32.median / bf16.median,
-             "x_floor": bf16.median / floor16}),
+            {
+                "seconds": bf16.median,
+                "speedup": fp32.median / bf16.median,
+                "x_floor": bf16.median / floor16,
+            },
+        ),
     ]
     single = timings[f"{name} fp32 1 thread"]
-    rows.append(Row(SECTION, f"{name}: encode fp32, 1 thread", str(single),
-                    f"{single.median / fp32.median:.2f}× the {torch.get_num_threads()}-thread time",
-                    {"seconds": single.median, "vs_default_threads": single.median / fp32.median}))
+    rows.append(
+        Row(
+            SECTION,
+            f"{name}: encode fp32, 1 thread",
+            str(single),
+            f"{single.median / fp32.median:.2f}× the {torch.get_num_threads()}-thread time",
+            {"seconds": single.median, "vs_default_threads": single.median / fp32.median},
+        )
+    )
     plain_key = f"{name} fp32 plain attention"
     if plain_key in timings:
         plain = timings[plain_key]
-        rows.append(Row(SECTION, f"{name}: encode fp32, plain window attention", str(plain),
-                        f"roll + materialised scores + bias per call; ours is "
-                        f"{plain.median / fp32.median:.2f}× faster",
-                        {"seconds": plain.median, "speedup_ours": plain.median / fp32.median}))
+        rows.append(
+            Row(
+                SECTION,
+                f"{name}: encode fp32, plain window attention",
+                str(plain),
+                f"roll + materialised scores + bias per call; ours is "
+                f"{plain.median / fp32.median:.2f}× faster",
+                {"seconds": plain.median, "speedup_ours": plain.median / fp32.median},
+            )
+        )
     onnx_key = f"{name} fp32 onnxruntime"
     if onnx_key in timings:
         onnx = timings[onnx_key]
-        rows.append(Row(SECTION, f"{name}: encode fp32, ONNX Runtime", str(onnx),
-                        f"**{fp32.median / onnx.median:.2f}× faster** than torch fp32 (below 1: "
-                        f"slower); outputs differ by ≤ {onnx_difference:.1e}",
-                        {"seconds": onnx.median, "speedup": fp32.median / onnx.median,
-                         "max_abs_difference": onnx_difference}))
+        rows.append(
+            Row(
+                SECTION,
+                f"{name}: encode fp32, ONNX Runtime",
+                str(onnx),
+                f"**{fp32.median / onnx.median:.2f}× faster** than torch fp32 (below 1: "
+                f"slower); outputs differ by ≤ {onnx_difference:.1e}",
+                {
+                    "seconds": onnx.median,
+                    "speedup": fp32.median / onnx.median,
+                    "max_abs_difference": onnx_difference,
+                },
+            )
+        )
     return rows

@@ -29,11 +29,11 @@ import numpy as np
 import tifffile
 import torch
 
-from napari_swinlitemedsam._workers import read_and_prepare
+from napari_swinlitemedsam._napari.workers import read_and_prepare
 from napari_swinlitemedsam.inference.disk_cache import DiskEmbeddingCache
 from napari_swinlitemedsam.inference.embedding_cache import EmbeddingCache
 from napari_swinlitemedsam.inference.predictor import BoxPredictor
-from napari_swinlitemedsam.inference.samples import load_sample
+from napari_swinlitemedsam.io.samples import load_sample
 
 
 def first_mask(predictor: BoxPredictor, path: Path, box: np.ndarray, key) -> dict[str, float]:
@@ -49,7 +49,12 @@ def first_mask(predictor: BoxPredictor, path: Path, box: np.ndarray, key) -> dic
     total = time.perf_counter() - started
     if not mask.any():
         raise RuntimeError("the benchmark box gave an empty mask")
-    return {"read+map": read_s, "encode": encode_s, "decode": total - read_s - encode_s, "total": total}
+    return {
+        "read+map": read_s,
+        "encode": encode_s,
+        "decode": total - read_s - encode_s,
+        "total": total,
+    }
 
 
 def stacks(folder: Path, depth: int) -> list[tuple[str, Path, np.ndarray]]:
@@ -93,16 +98,25 @@ def main(argv: list[str] | None = None) -> int:
                     predictor.disk_cache = cache
                     runs[kind].append(first_mask(predictor, path, box, ("bench", kind, repeat)))
                 # Prefetched: the same key already in the in-memory cache.
-                runs["prefetched"].append(first_mask(predictor, path, box, ("bench", "warm", repeat)))
+                runs["prefetched"].append(
+                    first_mask(predictor, path, box, ("bench", "warm", repeat))
+                )
             print(f"\n{description}: time to the first mask (median of {args.repeats})")
             medians = {}
             for kind, samples in runs.items():
-                medians[kind] = {step: statistics.median(s[step] for s in samples) for step in samples[0]}
-                steps = ", ".join(f"{step} {seconds:.3f} s" for step, seconds in medians[kind].items()
-                                  if step != "total")
+                medians[kind] = {
+                    step: statistics.median(s[step] for s in samples) for step in samples[0]
+                }
+                steps = ", ".join(
+                    f"{step} {seconds:.3f} s"
+                    for step, seconds in medians[kind].items()
+                    if step != "total"
+                )
                 print(f"  {kind:10s} {medians[kind]['total']:.3f} s  ({steps})")
-            print(f"  cold / warm: {medians['cold']['total'] / medians['warm']['total']:.2f}x; "
-                  f"encode step cold / warm: {medians['cold']['encode'] / medians['warm']['encode']:.1f}x")
+            print(
+                f"  cold / warm: {medians['cold']['total'] / medians['warm']['total']:.2f}x; "
+                f"encode step cold / warm: {medians['cold']['encode'] / medians['warm']['encode']:.1f}x"
+            )
     return 0
 
 

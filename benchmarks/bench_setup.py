@@ -21,7 +21,7 @@ import torch
 
 from napari_swinlitemedsam.inference.embedding_cache import EmbeddingCache
 from napari_swinlitemedsam.inference.predictor import BoxPredictor
-from napari_swinlitemedsam.inference.samples import load_sample
+from napari_swinlitemedsam.io.samples import load_sample
 from napari_swinlitemedsam.model.checkpoint import UNUSED_OFFICIAL_PREFIXES, load_model
 from napari_swinlitemedsam.model.registry import (
     PROMPTS_BOX,
@@ -38,7 +38,9 @@ MODEL_NAMES = ("swin-litemedsam", "litemedsam")
 
 def synthetic_swin_state_dict() -> dict[str, torch.Tensor]:
     """The fixtures' deterministic synthetic Swin-LiteMedSAM weights (official key names)."""
-    spec = importlib.util.spec_from_file_location("fixture_weights", FIXTURE_DIR / "fixture_weights.py")
+    spec = importlib.util.spec_from_file_location(
+        "fixture_weights", FIXTURE_DIR / "fixture_weights.py"
+    )
     recipe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(recipe)
     return dict(recipe.make_state_dict(str(SWIN_KEYS_FILE)))
@@ -49,7 +51,8 @@ def build_model(name: str) -> PromptableSegmenter:
     if name == "swin-litemedsam":
         model = build_swin_litemedsam()
         state = {
-            k: v for k, v in synthetic_swin_state_dict().items()
+            k: v
+            for k, v in synthetic_swin_state_dict().items()
             if not k.startswith(UNUSED_OFFICIAL_PREFIXES)
         }
         model.load_state_dict(state)
@@ -131,5 +134,9 @@ def nuclei_case(objects: int, slices: int | None = None) -> VolumeCase:
     relabelled = np.zeros(labels.shape, dtype=np.uint8)
     for index, label in enumerate(ids[:objects], start=1):
         relabelled[labels == label] = index
-    return VolumeCase(f"nuclei3d[{len(chosen)} objects, {volume.shape[0]} slices]",
-                      np.ascontiguousarray(volume), chosen, relabelled)
+    return VolumeCase(
+        f"nuclei3d[{len(chosen)} objects, {volume.shape[0]} slices]",
+        np.ascontiguousarray(volume),
+        chosen,
+        relabelled,
+    )

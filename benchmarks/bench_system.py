@@ -13,12 +13,12 @@ import tempfile
 from pathlib import Path
 
 import torch
+
 from bench_setup import REPO_ROOT, synthetic_swin_state_dict
+from napari_swinlitemedsam.inference.precision import encoder_context, encoder_input
 from report import Row
 from sam_vit_b import SamViTB, build_sam_vit_b
 from timing import count_flops, fmt_seconds, measure_interleaved
-
-from napari_swinlitemedsam.inference.precision import encoder_context, encoder_input
 
 BENCH_DIR = Path(__file__).resolve().parent
 MIB = 1 << 20
@@ -27,7 +27,7 @@ LOAD_SCRIPT = """
 import json, sys, time
 start = time.perf_counter()
 from napari_swinlitemedsam.inference.predictor import BoxPredictor
-from napari_swinlitemedsam.inference.samples import load_sample
+from napari_swinlitemedsam.io.samples import load_sample
 imported = time.perf_counter()
 predictor = BoxPredictor.from_pretrained(sys.argv[1], device="cpu")
 loaded = time.perf_counter()
@@ -46,8 +46,14 @@ def _python(args: list[str], timeout: float = 600) -> tuple[float, str]:
     import time
 
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO_ROOT, check=True)
+    done = subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO_ROOT,
+        check=True,
+    )
     return time.perf_counter() - start, done.stdout
 
 
@@ -64,8 +70,15 @@ def startup_section(repeats: int) -> tuple[list[Row], dict]:
         samples = [_python(args)[0] for _ in range(repeats)]
         median = sorted(samples)[len(samples) // 2]
         figures[label] = median
-        rows.append(Row(section, label, fmt_seconds(median), f"median of {repeats} fresh processes",
-                        {"seconds": median}))
+        rows.append(
+            Row(
+                section,
+                label,
+                fmt_seconds(median),
+                f"median of {repeats} fresh processes",
+                {"seconds": median},
+            )
+        )
     with tempfile.TemporaryDirectory() as folder:
         swin_file = Path(folder) / "swin_synthetic.pth"
         torch.save(synthetic_swin_state_dict(), swin_file)
@@ -79,15 +92,27 @@ def startup_section(repeats: int) -> tuple[list[Row], dict]:
             ready = wall - parts["first_mask_s"] - parts["read_sample_s"]
             figures[f"{name} import+load"] = ready
             figures[f"{name} first mask"] = parts["first_mask_s"]
-            rows.append(Row(section, f"{name}: new process → predictor ready", fmt_seconds(ready),
-                            f"import {fmt_seconds(parts['import_s'])} + weights "
-                            f"{fmt_seconds(parts['load_s'])} (+ interpreter start); "
-                            f"median of {repeats}", {"seconds": ready, **parts}))
-            rows.append(Row(section, f"{name}: image → first mask (cold predictor)",
-                            fmt_seconds(parts["first_mask_s"]),
-                            "nuclei2d 512²: intensity mapping, encode, one box decoded; the "
-                            "compute behind the widget's first mask",
-                            {"seconds": parts["first_mask_s"]}))
+            rows.append(
+                Row(
+                    section,
+                    f"{name}: new process → predictor ready",
+                    fmt_seconds(ready),
+                    f"import {fmt_seconds(parts['import_s'])} + weights "
+                    f"{fmt_seconds(parts['load_s'])} (+ interpreter start); "
+                    f"median of {repeats}",
+                    {"seconds": ready, **parts},
+                )
+            )
+            rows.append(
+                Row(
+                    section,
+                    f"{name}: image → first mask (cold predictor)",
+                    fmt_seconds(parts["first_mask_s"]),
+                    "nuclei2d 512²: intensity mapping, encode, one box decoded; the "
+                    "compute behind the widget's first mask",
+                    {"seconds": parts["first_mask_s"]},
+                )
+            )
     return rows, figures
 
 
@@ -104,19 +129,24 @@ def memory_section(slices: int, size: int, runs: list[dict]) -> tuple[list[Row],
         label = ", ".join(f"{k}={v}" for k, v in options.items()) or "defaults"
         figures[label] = result
         unbounded = result["slice_bytes"] * slices
-        rows.append(Row(
-            section, f"{slices}×{size}² volume, {result['model']} ({label})",
-            f"peak RSS {result['peak_rss'] / MIB:.0f} MiB",
-            f"after model load {result['rss_after_model'] / MIB:.0f} MiB; cache "
-            f"{result['cache_bytes'] / MIB:.0f} MiB in {result['cache_entries']} slices (budget "
-            f"{result['cache_budget_bytes'] / MIB:.0f} MiB; unbounded it would be "
-            f"{unbounded / MIB:.0f} MiB); {fmt_seconds(result['seconds_per_slice'])}/slice",
-            result,
-        ))
+        rows.append(
+            Row(
+                section,
+                f"{slices}×{size}² volume, {result['model']} ({label})",
+                f"peak RSS {result['peak_rss'] / MIB:.0f} MiB",
+                f"after model load {result['rss_after_model'] / MIB:.0f} MiB; cache "
+                f"{result['cache_bytes'] / MIB:.0f} MiB in {result['cache_entries']} slices (budget "
+                f"{result['cache_budget_bytes'] / MIB:.0f} MiB; unbounded it would be "
+                f"{unbounded / MIB:.0f} MiB); {fmt_seconds(result['seconds_per_slice'])}/slice",
+                result,
+            )
+        )
     return rows, figures
 
 
-def peer_section(repeats: int, image_size: int, swin_fp32_s: float | None) -> tuple[list[Row], dict]:
+def peer_section(
+    repeats: int, image_size: int, swin_fp32_s: float | None
+) -> tuple[list[Row], dict]:
     """SAM ViT-B image encoder (random weights) at ``image_size``², fp32 and bf16."""
     section = "6 peer"
     model = build_sam_vit_b() if image_size == 1024 else _small_vit(image_size)
@@ -130,6 +160,7 @@ def peer_section(repeats: int, image_size: int, swin_fp32_s: float | None) -> tu
         def forward() -> None:
             with torch.inference_mode(), encoder_context(precision, images.device):
                 model(prepared)
+
         return forward
 
     timings = measure_interleaved({"fp32": run("fp32"), "bf16": run("bf16")}, repeats)
@@ -139,11 +170,20 @@ def peer_section(repeats: int, image_size: int, swin_fp32_s: float | None) -> tu
     if swin_fp32_s:
         versus = f"; {fp32.median / swin_fp32_s:.1f}× our Swin-LiteMedSAM slice encode"
     rows = [
-        Row(section, f"SAM ViT-B encoder {image_size}², fp32", str(fp32),
+        Row(
+            section,
+            f"SAM ViT-B encoder {image_size}², fp32",
+            str(fp32),
             f"{params / 1e6:.1f} M parameters, {flops / 1e9:.0f} GFLOPs, random weights{versus}",
-            {"seconds": fp32.median, "flops": flops}),
-        Row(section, f"SAM ViT-B encoder {image_size}², bf16 autocast", str(bf16),
-            f"{fp32.median / bf16.median:.2f}× faster than its fp32", {"seconds": bf16.median}),
+            {"seconds": fp32.median, "flops": flops},
+        ),
+        Row(
+            section,
+            f"SAM ViT-B encoder {image_size}², bf16 autocast",
+            str(bf16),
+            f"{fp32.median / bf16.median:.2f}× faster than its fp32",
+            {"seconds": bf16.median},
+        ),
     ]
     return rows, {"fp32_s": fp32.median, "bf16_s": bf16.median, "flops": flops}
 
@@ -153,5 +193,3 @@ def _small_vit(image_size: int) -> SamViTB:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         return SamViTB(image_size=image_size).eval()
-
-

@@ -12,14 +12,14 @@ labels of the sample where the weights are real).
 from __future__ import annotations
 
 import numpy as np
+
 from bench_setup import VolumeCase, make_predictor
+from napari_swinlitemedsam.evaluation.metrics import dice
+from napari_swinlitemedsam.inference.volume import run_to_end, segment_volume
+from napari_swinlitemedsam.model.segmenter import PromptableSegmenter
 from reference_style import reference_style_volume
 from report import Row
 from timing import measure_interleaved
-
-from napari_swinlitemedsam.inference.metrics import dice
-from napari_swinlitemedsam.inference.volume import run_to_end, segment_volume
-from napari_swinlitemedsam.model.segmenter import PromptableSegmenter
 
 SECTION = "3 end to end, 3D"
 
@@ -65,27 +65,47 @@ def volume_section(
         equal = bool(np.array_equal(outputs["ours fp32"], outputs["reference"]))
         fast, slow = timings["ours fp32"], timings["reference"]
         speedup = slow.median / fast.median
-        figures[name] = {"ours_s": fast.median, "reference_s": slow.median, "speedup": speedup,
-                         "masks_equal": equal, "encodes_ours": case.encodes_ours(),
-                         "encodes_reference": runs.reference_encodes}
+        figures[name] = {
+            "ours_s": fast.median,
+            "reference_s": slow.median,
+            "speedup": speedup,
+            "masks_equal": equal,
+            "encodes_ours": case.encodes_ours(),
+            "encodes_reference": runs.reference_encodes,
+        }
         rows += [
-            Row(SECTION, f"{name}: reference-style", str(slow),
-                f"{case.name}: {runs.reference_encodes} slice encodes, {count} objects one "
-                "by one", {"seconds": slow.median}),
-            Row(SECTION, f"{name}: ours fp32", str(fast),
+            Row(
+                SECTION,
+                f"{name}: reference-style",
+                str(slow),
+                f"{case.name}: {runs.reference_encodes} slice encodes, {count} objects one by one",
+                {"seconds": slow.median},
+            ),
+            Row(
+                SECTION,
+                f"{name}: ours fp32",
+                str(fast),
                 f"{case.encodes_ours()} slice encodes; **{speedup:.2f}× faster**; labels equal: "
-                f"**{equal}**", {"seconds": fast.median, "speedup": speedup, "equal": equal}),
+                f"**{equal}**",
+                {"seconds": fast.median, "speedup": speedup, "equal": equal},
+            ),
         ]
         if with_bf16:
             bf16 = timings["ours bf16"]
             agreement = mean_object_dice(outputs["ours bf16"], outputs["ours fp32"], count)
-            detail = (f"**{slow.median / bf16.median:.2f}× faster** than reference-style; "
-                      f"mean DSC(bf16, fp32) = {agreement:.4f}")
-            numbers = {"seconds": bf16.median, "speedup": slow.median / bf16.median,
-                       "agreement": agreement}
+            detail = (
+                f"**{slow.median / bf16.median:.2f}× faster** than reference-style; "
+                f"mean DSC(bf16, fp32) = {agreement:.4f}"
+            )
+            numbers = {
+                "seconds": bf16.median,
+                "speedup": slow.median / bf16.median,
+                "agreement": agreement,
+            }
             if case.labels is not None and name == "litemedsam":
-                change = (mean_object_dice(outputs["ours bf16"], case.labels, count)
-                          - mean_object_dice(outputs["ours fp32"], case.labels, count))
+                change = mean_object_dice(
+                    outputs["ours bf16"], case.labels, count
+                ) - mean_object_dice(outputs["ours fp32"], case.labels, count)
                 detail += f"; DSC vs reference labels changes by {change:+.4f}"
                 numbers["dsc_change"] = change
             rows.append(Row(SECTION, f"{name}: ours bf16", str(bf16), detail, numbers))

@@ -71,7 +71,10 @@ def main(argv: list[str] | None = None) -> dict:
     volume = rng.integers(0, 256, size=(args.slices, args.size, args.size), dtype=np.uint8)
     after_volume = resident_bytes()
     predictor = make_predictor(
-        model, args.model, cache_bytes=args.cache_mib << 20, precision=args.precision,
+        model,
+        args.model,
+        cache_bytes=args.cache_mib << 20,
+        precision=args.precision,
         feature_dtype=FEATURE_DTYPES[args.feature_dtype],
     )
     start = time.perf_counter()
@@ -81,13 +84,20 @@ def main(argv: list[str] | None = None) -> dict:
         slice_bytes = encoded.nbytes
     seconds = time.perf_counter() - start
     result = {
-        "slices": args.slices, "size": args.size, "model": args.model,
-        "precision": args.precision, "feature_dtype": args.feature_dtype,
+        "slices": args.slices,
+        "size": args.size,
+        "model": args.model,
+        "precision": args.precision,
+        "feature_dtype": args.feature_dtype,
         "cache_budget_bytes": args.cache_mib << 20,
-        "cache_bytes": predictor.cache.nbytes, "cache_entries": len(predictor.cache),
-        "slice_bytes": slice_bytes, "volume_bytes": volume.nbytes,
-        "rss_after_model": after_load, "rss_after_volume": after_volume,
-        "rss_end": resident_bytes(), "peak_rss": peak_resident_bytes(),
+        "cache_bytes": predictor.cache.nbytes,
+        "cache_entries": len(predictor.cache),
+        "slice_bytes": slice_bytes,
+        "volume_bytes": volume.nbytes,
+        "rss_after_model": after_load,
+        "rss_after_volume": after_volume,
+        "rss_end": resident_bytes(),
+        "peak_rss": peak_resident_bytes(),
         "seconds_per_slice": seconds / args.slices,
     }
     print(json.dumps(result))

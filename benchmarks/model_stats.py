@@ -40,8 +40,9 @@ def stats(name: str, build) -> None:
         labels = torch.ones(1, 4, dtype=torch.long)
         uses_points = model.mask_input_always
         decode_flops = count_flops(
-            lambda: model.decode(features, box, points if uses_points else None,
-                                 labels if uses_points else None)
+            lambda: model.decode(
+                features, box, points if uses_points else None, labels if uses_points else None
+            )
         )
         skip_flops = 0
         if model.uses_skips:
@@ -57,9 +58,13 @@ def stats(name: str, build) -> None:
         print(f"  {part:15s} {sum(p.numel() for p in module.parameters()) / 1e6:8.3f} M parameters")
     print(f"  encoder per slice     {(encoder_flops - skip_flops) / 1e9:7.2f} GFLOPs")
     if skip_flops:
-        print(f"  skip neck per slice   {skip_flops / 1e9:7.2f} GFLOPs (prompt-independent, cached)")
-    print(f"  decoder per box       {decode_flops / 1e9:7.2f} GFLOPs"
-          + (" (with the skip neck cached)" if skip_flops else ""))
+        print(
+            f"  skip neck per slice   {skip_flops / 1e9:7.2f} GFLOPs (prompt-independent, cached)"
+        )
+    print(
+        f"  decoder per box       {decode_flops / 1e9:7.2f} GFLOPs"
+        + (" (with the skip neck cached)" if skip_flops else "")
+    )
     if skip_flops:
         total = decode_flops + skip_flops
         print(f"  decoder per box, neck recomputed (reference) {total / 1e9:.2f} GFLOPs")

@@ -40,9 +40,8 @@ from bench_encoder import encoder_section
 from bench_setup import MODEL_NAMES, build_model, nuclei_case
 from bench_system import memory_section, peer_section, startup_section
 from bench_volume import volume_section
-from report import Row, as_json_ready, markdown_table
-
 from napari_swinlitemedsam.inference.precision import native_bf16_cpu
+from report import Row, as_json_ready, markdown_table
 
 SECTIONS = ("encoder", "decode", "volume", "startup", "memory", "peer", "accuracy")
 
@@ -66,15 +65,32 @@ class Settings:
 
 
 FULL = Settings(
-    repeats=7, matmul_size=2048, volume_objects=5, volume_slices=None, accuracy_boxes_2d=None,
-    accuracy_samples_3d=("brain_mr", "nuclei3d"), startup_repeats=3, memory_slices=300,
-    memory_size=512, memory_runs=({}, {"precision": "bf16", "feature_dtype": "fp16"}),
-    peer_size=1024, peer_repeats=3,
+    repeats=7,
+    matmul_size=2048,
+    volume_objects=5,
+    volume_slices=None,
+    accuracy_boxes_2d=None,
+    accuracy_samples_3d=("brain_mr", "nuclei3d"),
+    startup_repeats=3,
+    memory_slices=300,
+    memory_size=512,
+    memory_runs=({}, {"precision": "bf16", "feature_dtype": "fp16"}),
+    peer_size=1024,
+    peer_repeats=3,
 )
 QUICK = Settings(
-    repeats=2, matmul_size=1024, volume_objects=3, volume_slices=3, accuracy_boxes_2d=3,
-    accuracy_samples_3d=(), startup_repeats=1, memory_slices=3, memory_size=128,
-    memory_runs=({"cache_mib": 32, "feature_dtype": "fp16"},), peer_size=256, peer_repeats=1,
+    repeats=2,
+    matmul_size=1024,
+    volume_objects=3,
+    volume_slices=3,
+    accuracy_boxes_2d=3,
+    accuracy_samples_3d=(),
+    startup_repeats=1,
+    memory_slices=3,
+    memory_size=128,
+    memory_runs=({"cache_mib": 32, "feature_dtype": "fp16"},),
+    peer_size=256,
+    peer_repeats=1,
 )
 
 
@@ -88,8 +104,11 @@ def machine_description() -> dict:
     except OSError:
         pass
     return {
-        "cpu": cpu, "logical_cpus": os.cpu_count(), "torch": torch.__version__,
-        "threads": torch.get_num_threads(), "native_bf16": native_bf16_cpu(),
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "native_bf16": native_bf16_cpu(),
         "python": platform.python_version(),
     }
 
@@ -108,8 +127,11 @@ def run(
     settings = QUICK if quick else FULL
     built = {name: build_model(name) for name in models}
     rows: list[Row] = []
-    figures: dict = {"machine": machine_description(), "quick": quick,
-                     "load_average_start": load_average()}
+    figures: dict = {
+        "machine": machine_description(),
+        "quick": quick,
+        "load_average_start": load_average(),
+    }
     started = time.perf_counter()
     steps = {
         "encoder": lambda: encoder_section(
@@ -127,7 +149,8 @@ def run(
             settings.memory_slices, settings.memory_size, list(settings.memory_runs)
         ),
         "peer": lambda: peer_section(
-            settings.peer_repeats, settings.peer_size,
+            settings.peer_repeats,
+            settings.peer_size,
             figures.get("encoder", {}).get("swin-litemedsam", {}).get("fp32"),
         ),
     }
@@ -137,8 +160,11 @@ def run(
         began = time.perf_counter()
         new_rows, figures[section] = step()
         rows += new_rows
-        print(f"[{section}: {time.perf_counter() - began:.0f} s, load {load_average()}]",
-              file=sys.stderr, flush=True)
+        print(
+            f"[{section}: {time.perf_counter() - began:.0f} s, load {load_average()}]",
+            file=sys.stderr,
+            flush=True,
+        )
     figures["load_average_end"] = load_average()
     figures["wall_s"] = time.perf_counter() - started
     return rows, figures
@@ -147,8 +173,11 @@ def run(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short run on tiny inputs")
-    parser.add_argument("--sections", default=",".join(SECTIONS),
-                        help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma-separated subset of {','.join(SECTIONS)}",
+    )
     parser.add_argument("--models", default=",".join(MODEL_NAMES))
     parser.add_argument("--json", type=Path, help="also write rows and raw figures here")
     args = parser.parse_args(argv)
@@ -159,17 +188,22 @@ def main(argv: list[str] | None = None) -> int:
     models = tuple(m for m in args.models.split(",") if m)
     rows, figures = run(args.quick, sections, models)
     machine = figures["machine"]
-    print(f"Machine: {machine['cpu']}, {machine['logical_cpus']} logical CPUs, torch "
-          f"{machine['torch']} ({machine['threads']} threads), native bf16: "
-          f"{machine['native_bf16']}, Python {machine['python']}")
-    print(f"Load average (1/5/15 min) at start {figures['load_average_start']}, at end "
-          f"{figures['load_average_end']}; wall time {figures['wall_s']:.0f} s"
-          f"{' (quick mode)' if args.quick else ''}")
+    print(
+        f"Machine: {machine['cpu']}, {machine['logical_cpus']} logical CPUs, torch "
+        f"{machine['torch']} ({machine['threads']} threads), native bf16: "
+        f"{machine['native_bf16']}, Python {machine['python']}"
+    )
+    print(
+        f"Load average (1/5/15 min) at start {figures['load_average_start']}, at end "
+        f"{figures['load_average_end']}; wall time {figures['wall_s']:.0f} s"
+        f"{' (quick mode)' if args.quick else ''}"
+    )
     print()
     print(markdown_table(rows))
     if args.json:
-        args.json.write_text(json.dumps({"rows": as_json_ready(rows), "figures": figures},
-                                        indent=1, default=str))
+        args.json.write_text(
+            json.dumps({"rows": as_json_ready(rows), "figures": figures}, indent=1, default=str)
+        )
     return 0
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_swinlitemedsam.inference.intensity import to_uint8
-from napari_swinlitemedsam.inference.samples import SAMPLE_NAMES, load_sample
+from napari_swinlitemedsam.io.samples import SAMPLE_NAMES, load_sample
 
 
 def tight_boxes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -94,7 +94,9 @@ def matmul_flops(size: int) -> int:
     return 2 * size**3
 
 
-def matmul_operands(size: int, dtype: torch.dtype, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def matmul_operands(
+    size: int, dtype: torch.dtype, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Two seeded random (size, size) matrices in ``dtype``."""
     generator = torch.Generator().manual_seed(seed)
     a = torch.randn(size, size, generator=generator).to(dtype)

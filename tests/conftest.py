@@ -20,7 +20,9 @@ def parity_fixture_paths(model: str | None = None) -> list[Path]:
 
 def fixture_weights_module():
     """The synthetic-weight recipe shipped with the fixtures (tests/data/fixture_weights.py)."""
-    spec = importlib.util.spec_from_file_location("fixture_weights", DATA_DIR / "fixture_weights.py")
+    spec = importlib.util.spec_from_file_location(
+        "fixture_weights", DATA_DIR / "fixture_weights.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

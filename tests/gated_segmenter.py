@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 
 import torch
+
 from stub_segmenter import CountingSegmenter
 
 GATE_TIMEOUT_S = 120.0

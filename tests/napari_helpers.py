@@ -13,7 +13,7 @@ from napari.utils.interactions import (
 )
 from qtpy.QtCore import QThreadPool, QTimer
 
-from napari_swinlitemedsam.inference.layer_coordinates import box_to_rectangle
+from napari_swinlitemedsam.annotation.layer_coordinates import box_to_rectangle
 
 MODEL_TIMEOUT_MS = 900_000  # an encode takes 0.5-20 s on a busy 2-core machine; never hang forever
 
@@ -82,7 +82,9 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 def wait_idle(qtbot, annotator, timeout=MODEL_TIMEOUT_MS) -> None:
     """Wait until no model job runs and nothing is queued."""
     qtbot.waitUntil(
-        lambda: not annotator.runner.busy and not annotator._pending and not annotator._propagate_queue,
+        lambda: (
+            not annotator.runner.busy and not annotator._pending and not annotator._propagate_queue
+        ),
         timeout=timeout,
     )
 

@@ -44,8 +44,9 @@ class CountingSegmenter(nn.Module):
         embedding = torch.einsum("oc,bchw->bohw", self.mix, pooled) / 3.0
         return [ImageFeatures(embedding[i : i + 1]) for i in range(images.shape[0])]
 
-    def decode(self, features, boxes, points=None, point_labels=None, masks=None,
-               multimask_output=False):
+    def decode(
+        self, features, boxes, points=None, point_labels=None, masks=None, multimask_output=False
+    ):
         """Logits (N, 1, 256, 256): bright parts of the embedding inside each box."""
         mean = features.embedding.float().mean(dim=1, keepdim=True)  # (1, 1, 64, 64)
         upsampled = F.interpolate(mean, size=(256, 256), mode="bilinear", align_corners=False)

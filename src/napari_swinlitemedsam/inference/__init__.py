@@ -1,4 +1,5 @@
-"""Inference API (layer 2): transforms, box prompts, predictor, 2D/3D pipelines, I/O, metrics.
+"""The box -> mask engine (layer 2): transforms, box-derived prompts, the predictor and its caches,
+precision and runtimes, 2D/3D propagation.
 
 Imports numpy and the model core; never napari or Qt.
 """

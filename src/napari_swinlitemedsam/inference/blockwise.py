@@ -34,7 +34,9 @@ class Blocks:
     """Flat float64 blocks of ``image`` (any shape, real dtype), non-finite values replaced by
     ``fill`` (None: left as they are)."""
 
-    def __init__(self, image: np.ndarray, fill: float | None = None, block_values: int | None = None) -> None:
+    def __init__(
+        self, image: np.ndarray, fill: float | None = None, block_values: int | None = None
+    ) -> None:
         self.flat = np.ascontiguousarray(image).reshape(-1)
         self.fill = fill
         self.block_values = block_values or BLOCK_VALUES
@@ -49,7 +51,9 @@ class Blocks:
                 block[~np.isfinite(block)] = self.fill
             yield start, block
 
-    def map_to_uint8(self, shape: tuple[int, ...], mapping: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    def map_to_uint8(
+        self, shape: tuple[int, ...], mapping: Callable[[np.ndarray], np.ndarray]
+    ) -> np.ndarray:
         """``mapping`` (float64 block -> uint8 block, element-wise) over the whole array."""
         out = np.empty(self.size, dtype=np.uint8)
         for start, block in self:
@@ -73,8 +77,12 @@ def finite_stats(image: np.ndarray, block_values: int | None = None) -> FiniteSt
 
 
 def percentile(
-    blocks: Blocks, keep: Callable[[np.ndarray], np.ndarray | None], percent: float,
-    count: int, low: float, high: float,
+    blocks: Blocks,
+    keep: Callable[[np.ndarray], np.ndarray | None],
+    percent: float,
+    count: int,
+    low: float,
+    high: float,
 ) -> float:
     """The ``percent`` percentile of the kept values, exactly as ``np.percentile`` gives it on
     them (method "linear").
@@ -131,7 +139,10 @@ def _values_at_ranks(
             if small:
                 gathered.append(values)
             elif values.size:
-                new_low, new_high = min(new_low, float(values.min())), max(new_high, float(values.max()))
+                new_low, new_high = (
+                    min(new_low, float(values.min())),
+                    max(new_high, float(values.max())),
+                )
         if small:
             ordered = np.sort(np.concatenate(gathered))
             return [float(ordered[first - before]), float(ordered[last - before])]

@@ -41,7 +41,11 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from .prompt_random import RandomSource, as_random_source, prompt_rng  # prompt_rng re-exported
+from napari_swinlitemedsam.inference.prompt_random import (
+    RandomSource,
+    as_random_source,
+    prompt_rng,
+)  # prompt_rng re-exported
 
 __all__ = ["box_points", "box_scribble", "foreground_map", "prompt_rng"]
 

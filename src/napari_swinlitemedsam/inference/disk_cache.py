@@ -38,8 +38,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..model.segmenter import ImageFeatures
-from .atomic_files import is_temporary, write_atomically
+from napari_swinlitemedsam.model.segmenter import ImageFeatures
+from napari_swinlitemedsam.storage.atomic_files import is_temporary, write_atomically
 
 LOGGER = logging.getLogger(__name__)
 
@@ -116,7 +116,9 @@ class DiskEmbeddingCache:
     """
 
     def __init__(
-        self, folder: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES,
+        self,
+        folder: str | os.PathLike,
+        max_bytes: int = DEFAULT_MAX_BYTES,
         dtype: str = DEFAULT_STORAGE_DTYPE,
     ) -> None:
         if max_bytes < 0:

@@ -9,12 +9,12 @@ LiteMedSAM slice 4 MB, so an entry count would say nothing about memory.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Hashable
 
 import numpy as np
 
-from ..model.segmenter import ImageFeatures
+from napari_swinlitemedsam.model.segmenter import ImageFeatures
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ import types
 
 import numpy as np
 
-from .blockwise import Blocks, FiniteStats, finite_stats, percentile
+from napari_swinlitemedsam.inference.blockwise import Blocks, FiniteStats, finite_stats, percentile
 
 __all__ = [
     "CT_AIR_THRESHOLD",
@@ -265,7 +265,10 @@ def _percentile_rule(blocks: Blocks, shape: tuple[int, ...], stats: FiniteStats)
     low = np.float64(percentile(blocks, keep, _LOWER_PERCENTILE, *sample))
     high = np.float64(percentile(blocks, keep, _UPPER_PERCENTILE, *sample))
     # Clipping is monotonic: the clipped image's extremes are the clipped extremes.
-    smallest, largest = np.clip(np.float64(stats.low), low, high), np.clip(np.float64(stats.high), low, high)
+    smallest, largest = (
+        np.clip(np.float64(stats.low), low, high),
+        np.clip(np.float64(stats.high), low, high),
+    )
 
     def mapping(values: np.ndarray) -> np.ndarray:
         if largest > smallest:

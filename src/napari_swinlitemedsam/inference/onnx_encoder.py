@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from ..model.segmenter import ImageFeatures, PromptableSegmenter
-from ..model.skip_mask_decoder import SkipContext
-from .atomic_files import write_atomically
-from .disk_cache import weights_fingerprint
+from napari_swinlitemedsam.inference.disk_cache import weights_fingerprint
+from napari_swinlitemedsam.model.segmenter import ImageFeatures, PromptableSegmenter
+from napari_swinlitemedsam.model.skip_mask_decoder import SkipContext
+from napari_swinlitemedsam.storage.atomic_files import write_atomically
 
 RUNTIMES = ("torch", "onnxruntime")
 OPSET = 18

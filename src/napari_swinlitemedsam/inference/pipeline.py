@@ -9,13 +9,25 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
-from . import intensity
-from .challenge_io import ChallengeCase
-from .predictor import BoxPredictor
-from .volume import SliceResult, segment_volume
+from napari_swinlitemedsam.inference import intensity
+from napari_swinlitemedsam.inference.predictor import BoxPredictor
+from napari_swinlitemedsam.inference.volume import SliceResult, segment_volume
+
+
+class Case(Protocol):
+    """What :func:`segment_case` needs of a case (``io.challenge_io.ChallengeCase`` has it).
+
+    ``imgs``: (H, W, 3) or (D, H, W); ``boxes``: (N, 4) xyxy or (N, 6) xyzxyz, inclusive pixels.
+    """
+
+    name: str
+    imgs: np.ndarray
+    boxes: np.ndarray
+    is_3d: bool
 
 
 @dataclass(frozen=True)
@@ -65,7 +77,7 @@ def volume_to_uint8(volume: np.ndarray, modality: str = "auto") -> np.ndarray:
 
 def segment_case(
     predictor: BoxPredictor,
-    case: ChallengeCase,
+    case: Case,
     include_end_slices: bool = True,
     stop_when_empty: bool = False,
 ) -> Generator[CaseProgress, None, np.ndarray]:
@@ -77,8 +89,12 @@ def segment_case(
         return segs
     volume = volume_to_uint8(case.imgs)
     steps = segment_volume(
-        predictor, volume, case.boxes, include_end_slices=include_end_slices,
-        stop_when_empty=stop_when_empty, volume_key=("case", case.name),
+        predictor,
+        volume,
+        case.boxes,
+        include_end_slices=include_end_slices,
+        stop_when_empty=stop_when_empty,
+        volume_key=("case", case.name),
     )
     while True:
         try:
@@ -86,7 +102,8 @@ def segment_case(
         except StopIteration as finished:
             return finished.value
         yield CaseProgress(
-            result.done, result.total,
+            result.done,
+            result.total,
             f"{case.name}: object {result.object_index + 1}, slice {result.z} "
             f"({result.encoded_slices} slices encoded)",
         )

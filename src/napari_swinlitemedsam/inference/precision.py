@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from ..model.segmenter import ImageFeatures
+from napari_swinlitemedsam.model.segmenter import ImageFeatures
 
 PRECISIONS = ("fp32", "bf16")
 FEATURE_DTYPES = (None, torch.float32, torch.float16, torch.bfloat16)

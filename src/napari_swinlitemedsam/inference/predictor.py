@@ -11,28 +11,28 @@ Coordinates: boxes are ``(N, 4)`` ``[x_min, y_min, x_max, y_max]`` in original p
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Hashable
 
 import numpy as np
 import torch
 
-from ..model.checkpoint import load_model
-from ..model.registry import PROMPTS_BOX, PROMPTS_BOX_POINTS_SCRIBBLE
-from ..model.segmenter import PromptableSegmenter
-from . import intensity, transforms
-from .box_prompts import box_points, box_scribble, prompt_rng
-from .prompt_random import RandomSource
-from .disk_cache import DiskEmbeddingCache, encoder_identity
-from .embedding_cache import EmbeddingCache, EncodedSlice
-from .onnx_encoder import OnnxEncoder, check_runtime
-from .precision import (
+from napari_swinlitemedsam.inference import intensity, transforms
+from napari_swinlitemedsam.inference.box_prompts import box_points, box_scribble, prompt_rng
+from napari_swinlitemedsam.inference.disk_cache import DiskEmbeddingCache, encoder_identity
+from napari_swinlitemedsam.inference.embedding_cache import EmbeddingCache, EncodedSlice
+from napari_swinlitemedsam.inference.onnx_encoder import OnnxEncoder, check_runtime
+from napari_swinlitemedsam.inference.precision import (
     check_feature_dtype,
     check_precision,
     encoder_context,
     encoder_input,
     stored_features,
 )
+from napari_swinlitemedsam.inference.prompt_random import RandomSource
+from napari_swinlitemedsam.model.checkpoint import load_model
+from napari_swinlitemedsam.model.registry import PROMPTS_BOX, PROMPTS_BOX_POINTS_SCRIBBLE
+from napari_swinlitemedsam.model.segmenter import PromptableSegmenter
 
 
 class PredictorError(ValueError):
@@ -84,8 +84,12 @@ def check_boxes(boxes: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
             "image; draw them on the image"
         )
     clipped = np.stack(
-        [np.clip(x0, 0, width - 1), np.clip(y0, 0, height - 1),
-         np.clip(x1, 0, width - 1), np.clip(y1, 0, height - 1)],
+        [
+            np.clip(x0, 0, width - 1),
+            np.clip(y0, 0, height - 1),
+            np.clip(x1, 0, width - 1),
+            np.clip(y1, 0, height - 1),
+        ],
         axis=1,
     )
     return clipped
@@ -176,7 +180,10 @@ class BoxPredictor:
         """
         loaded = load_model(name_or_path, device=device)
         return cls(
-            loaded.model, loaded.spec.prompts, EmbeddingCache(cache_bytes), loaded.spec.name,
+            loaded.model,
+            loaded.spec.prompts,
+            EmbeddingCache(cache_bytes),
+            loaded.spec.name,
             **options,
         )
 
@@ -282,7 +289,10 @@ class BoxPredictor:
         if points is not None:
             extra = self._points_to_256(points, point_labels, len(checked), current.original_size)
         return self.predict_256(
-            boxes_256, current, slice_index=slice_index, extra_points=extra,
+            boxes_256,
+            current,
+            slice_index=slice_index,
+            extra_points=extra,
             prompt_source=prompt_source,
         )
 
@@ -301,8 +311,10 @@ class BoxPredictor:
         height, width = encoded.original_size
         if count == 0:
             return Prediction(
-                np.zeros((0, height, width), bool), np.zeros(0, np.float32),
-                np.zeros((0, 256, 256), np.float32), boxes_256,
+                np.zeros((0, height, width), bool),
+                np.zeros(0, np.float32),
+                np.zeros((0, 256, 256), np.float32),
+                boxes_256,
             )
         points, labels, scribbles = self._prompts_for(
             boxes_256, encoded, slice_index, extra_points, prompt_source
@@ -321,10 +333,15 @@ class BoxPredictor:
                 def as_tensor(array, cast=True):
                     if array is None:
                         return None
-                    return torch.as_tensor(array[chunk], dtype=dtype if cast else None, device=device)
+                    return torch.as_tensor(
+                        array[chunk], dtype=dtype if cast else None, device=device
+                    )
 
                 logits, iou = self.model.decode(
-                    features, as_tensor(boxes_256), as_tensor(points), as_tensor(labels, cast=False),
+                    features,
+                    as_tensor(boxes_256),
+                    as_tensor(points),
+                    as_tensor(labels, cast=False),
                     as_tensor(scribbles),
                 )
                 logits = logits[:, 0].float()
@@ -363,7 +380,9 @@ class BoxPredictor:
         if extra_points is not None:
             extra_xy, extra_labels = extra_points
             points = extra_xy if points is None else np.concatenate([points, extra_xy], axis=1)
-            labels = extra_labels if labels is None else np.concatenate([labels, extra_labels], axis=1)
+            labels = (
+                extra_labels if labels is None else np.concatenate([labels, extra_labels], axis=1)
+            )
         return points, labels, scribbles
 
     @staticmethod

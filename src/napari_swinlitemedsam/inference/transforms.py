@@ -30,8 +30,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .area_resize import resize_area
-from .intensity import to_rgb_uint8, to_uint8  # the intensity policy, re-exported
+from napari_swinlitemedsam.inference.area_resize import resize_area
+from napari_swinlitemedsam.inference.intensity import (
+    to_rgb_uint8,
+    to_uint8,
+)  # the intensity policy, re-exported
 
 __all__ = [
     "BOX_MARGIN_256",

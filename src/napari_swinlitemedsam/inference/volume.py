@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import transforms
-from .predictor import BoxPredictor, PredictorError
+from napari_swinlitemedsam.inference import transforms
+from napari_swinlitemedsam.inference.predictor import BoxPredictor, PredictorError
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,9 @@ def check_boxes_3d(boxes: np.ndarray, depth: int) -> np.ndarray:
     if array.ndim == 1 and array.size == 6:
         array = array[None]
     if array.ndim != 2 or array.shape[1] != 6:
-        raise PredictorError(f"3D boxes must be (N, 6) [x_min, y_min, z_min, x_max, y_max, z_max], got {array.shape}")
+        raise PredictorError(
+            f"3D boxes must be (N, 6) [x_min, y_min, z_min, x_max, y_max, z_max], got {array.shape}"
+        )
     if not np.isfinite(array).all():
         raise PredictorError("3D boxes have NaN or infinite coordinates")
     array = array.astype(np.int64)
@@ -185,7 +187,9 @@ def _run_tracks(
         if not tracks:
             continue
         z_values = [z for t in tracks for z in (t.start, t.stop)]
-        z_first, z_last = (min(z_values), max(z_values)) if step > 0 else (max(z_values), min(z_values))
+        z_first, z_last = (
+            (min(z_values), max(z_values)) if step > 0 else (max(z_values), min(z_values))
+        )
         for z in range(z_first, z_last + step, step):
             active = [t for t in tracks if t.covers(z)]
             if not active:

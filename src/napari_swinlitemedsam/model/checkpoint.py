@@ -8,22 +8,24 @@ keys, and refuses anything that is not exactly a known network.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import os
 from dataclasses import dataclass, field
-import importlib.util
 from pathlib import Path
 
 import torch
 
-from .registry import MODEL_SPECS, ModelSpec, get_spec
-from .segmenter import PromptableSegmenter
+from napari_swinlitemedsam.model.registry import MODEL_SPECS, ModelSpec, get_spec
+from napari_swinlitemedsam.model.segmenter import PromptableSegmenter
 
 LOGGER = logging.getLogger(__name__)
 
 LITEMEDSAM_SHA256 = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"
 SWIN_LITEMEDSAM_FILENAME = "Swin_LiteMedSAM.pth"
-SWIN_LITEMEDSAM_SOURCE = "https://github.com/RuochenGao/Swin_LiteMedSAM (Google Drive link in its README)"
+SWIN_LITEMEDSAM_SOURCE = (
+    "https://github.com/RuochenGao/Swin_LiteMedSAM (Google Drive link in its README)"
+)
 MODEL_DIR_ENV = "SWINLITEMEDSAM_MODEL_DIR"
 # Swin-LiteMedSAM weights distilled from LiteMedSAM with this package's recipe (docs/training.md).
 DISTILLED_NAME = "swin-litemedsam-distilled"
@@ -171,7 +173,8 @@ def identify_variant(state_dict: dict[str, torch.Tensor]) -> str:
     if "image_encoder.stage1.downsample.linear.weight" in keys:
         return "swin-litemedsam"
     if "image_encoder.layers.0.blocks.0.conv1.c.weight" in keys or (
-        "image_encoder.patch_embed.seq.0.c.weight" in keys and "image_encoder.layers.1.blocks.0.attn.qkv.weight" in keys
+        "image_encoder.patch_embed.seq.0.c.weight" in keys
+        and "image_encoder.layers.1.blocks.0.attn.qkv.weight" in keys
     ):
         return "litemedsam"
     if "image_encoder.pos_embed" in keys and "image_encoder.blocks.0.attn.qkv.weight" in keys:
@@ -210,7 +213,9 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
     return chosen
 
 
-def _check_keys(model: PromptableSegmenter, state_dict: dict[str, torch.Tensor], path: Path) -> None:
+def _check_keys(
+    model: PromptableSegmenter, state_dict: dict[str, torch.Tensor], path: Path
+) -> None:
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
@@ -224,7 +229,8 @@ def _check_keys(model: PromptableSegmenter, state_dict: dict[str, torch.Tensor],
         problems.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:5])})")
     if wrong_shape:
         shown = ", ".join(
-            f"{k} {tuple(state_dict[k].shape)} != {tuple(expected[k].shape)}" for k in wrong_shape[:3]
+            f"{k} {tuple(state_dict[k].shape)} != {tuple(expected[k].shape)}"
+            for k in wrong_shape[:3]
         )
         problems.append(f"{len(wrong_shape)} keys with the wrong shape ({shown})")
     if problems:

@@ -67,6 +67,8 @@ class Conv2dBN(nn.Sequential):
         super().__init__()
         self.add_module(
             "c",
-            nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False),
+            nn.Conv2d(
+                in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False
+            ),
         )
         self.add_module("bn", nn.BatchNorm2d(out_channels))

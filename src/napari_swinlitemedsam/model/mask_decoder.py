@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import MLP, LayerNorm2d
+from napari_swinlitemedsam.model.common import MLP, LayerNorm2d
 
 
 class MaskDecoder(nn.Module):
@@ -105,7 +105,10 @@ class MaskDecoder(nn.Module):
         image = image_tokens.transpose(1, 2).reshape(batch, channels, height, width)
         upscaled = self.output_upscaling(image)
         hyper_in = torch.stack(
-            [mlp(mask_tokens_out[:, index, :]) for index, mlp in enumerate(self.output_hypernetworks_mlps)],
+            [
+                mlp(mask_tokens_out[:, index, :])
+                for index, mlp in enumerate(self.output_hypernetworks_mlps)
+            ],
             dim=1,
         )
         _, up_channels, up_height, up_width = upscaled.shape

@@ -10,7 +10,7 @@ import math
 import torch
 from torch import nn
 
-from .common import LayerNorm2d
+from napari_swinlitemedsam.model.common import LayerNorm2d
 
 NOT_A_POINT = -1
 """Point label of a padding token (contributes ``not_a_point_embed`` only)."""
@@ -44,7 +44,9 @@ class RandomFourierPositions(nn.Module):
         )
         return self.encode_unit_coords(coords).permute(2, 0, 1)
 
-    def encode_pixel_coords(self, coords: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+    def encode_pixel_coords(
+        self, coords: torch.Tensor, image_size: tuple[int, int]
+    ) -> torch.Tensor:
         """Encode (B, N, 2) ``x, y`` pixel coordinates of an image of ``image_size`` = (H, W)."""
         height, width = image_size
         unit = torch.stack([coords[..., 0] / width, coords[..., 1] / height], dim=-1)
@@ -98,7 +100,9 @@ class PromptEncoder(nn.Module):
         if pad:
             batch = coords.shape[0]
             coords = torch.cat([coords, coords.new_zeros(batch, 1, 2)], dim=1)
-            padding_labels = torch.full((batch, 1), NOT_A_POINT, dtype=labels.dtype, device=labels.device)
+            padding_labels = torch.full(
+                (batch, 1), NOT_A_POINT, dtype=labels.dtype, device=labels.device
+            )
             labels = torch.cat([labels, padding_labels], dim=1)
         tokens = self.pe_layer.encode_pixel_coords(coords, self.input_image_size)
         is_padding = (labels == NOT_A_POINT).unsqueeze(-1)

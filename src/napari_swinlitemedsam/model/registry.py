@@ -6,14 +6,14 @@ prompts it was trained with. Weights are attached by ``checkpoint.load_model``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-from .prompt_encoder import PromptEncoder
-from .segmenter import PromptableSegmenter
-from .skip_mask_decoder import SkipMaskDecoder
-from .swin_encoder import SwinImageEncoder
-from .transformer import TwoWayTransformer
+from napari_swinlitemedsam.model.prompt_encoder import PromptEncoder
+from napari_swinlitemedsam.model.segmenter import PromptableSegmenter
+from napari_swinlitemedsam.model.skip_mask_decoder import SkipMaskDecoder
+from napari_swinlitemedsam.model.swin_encoder import SwinImageEncoder
+from napari_swinlitemedsam.model.transformer import TwoWayTransformer
 
 PROMPTS_BOX = "box"
 PROMPTS_BOX_POINTS_SCRIBBLE = "box+points+scribble"
@@ -50,8 +50,8 @@ def build_swin_litemedsam() -> PromptableSegmenter:
 
 def build_litemedsam() -> PromptableSegmenter:
     """LiteMedSAM (TinyViT encoder, plain SAM decoder) with random weights."""
-    from .mask_decoder import MaskDecoder
-    from .tiny_vit import TinyViT
+    from napari_swinlitemedsam.model.mask_decoder import MaskDecoder
+    from napari_swinlitemedsam.model.tiny_vit import TinyViT
 
     encoder = TinyViT(
         img_size=256,
@@ -65,8 +65,11 @@ def build_litemedsam() -> PromptableSegmenter:
         local_conv_size=3,
     )
     decoder = MaskDecoder(
-        transformer_dim=256, transformer=_two_way_transformer(), num_multimask_outputs=3,
-        iou_head_depth=3, iou_head_hidden_dim=256,
+        transformer_dim=256,
+        transformer=_two_way_transformer(),
+        num_multimask_outputs=3,
+        iou_head_depth=3,
+        iou_head_hidden_dim=256,
     )
     return PromptableSegmenter(encoder, _prompt_encoder(), decoder, mask_input_always=False)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .skip_mask_decoder import SkipContext, SkipMaskDecoder
+from napari_swinlitemedsam.model.skip_mask_decoder import SkipContext, SkipMaskDecoder
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class ImageFeatures:
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> ImageFeatures:
         """A copy on ``device`` (and ``dtype`` for floating tensors)."""
+
         def move(t: torch.Tensor) -> torch.Tensor:
             return t.to(device=device, dtype=dtype or t.dtype)
 
@@ -133,14 +134,24 @@ class PromptableSegmenter(nn.Module):
         count = _prompt_count(boxes, points, masks)
         if masks is None and self.mask_input_always:
             size = self.image_size
-            masks = torch.zeros(count, 1, size, size, device=features.embedding.device,
-                                dtype=features.embedding.dtype)
+            masks = torch.zeros(
+                count,
+                1,
+                size,
+                size,
+                device=features.embedding.device,
+                dtype=features.embedding.dtype,
+            )
         point_prompt = None if points is None else (points, point_labels)
         sparse, dense = self.prompt_encoder(points=point_prompt, boxes=boxes, masks=masks)
         image_pe = self.prompt_encoder.get_dense_pe()
         if self.uses_skips:
             return self.mask_decoder(
-                features.embedding, image_pe, sparse, dense, features.skip_context,
+                features.embedding,
+                image_pe,
+                sparse,
+                dense,
+                features.skip_context,
                 multimask_output=multimask_output,
             )
         return self.mask_decoder(

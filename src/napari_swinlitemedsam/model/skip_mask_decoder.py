@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .common import MLP, LayerNorm2d
+from napari_swinlitemedsam.model.common import MLP, LayerNorm2d
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,9 @@ class SkipMaskDecoder(nn.Module):
         self.output_hypernetworks_mlps = nn.ModuleList(
             MLP(dim, dim, dim // 8, 3) for _ in range(self.num_mask_tokens)
         )
-        self.iou_prediction_head = MLP(dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth)
+        self.iou_prediction_head = MLP(
+            dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth
+        )
 
     def skip_context(self, skips: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> SkipContext:
         """The prompt-independent part: skips [fs0, fs1, fs2, fs3] -> :class:`SkipContext`."""

@@ -20,13 +20,13 @@ without renaming.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .common import Conv2dBN, LayerNorm2d
+from napari_swinlitemedsam.model.common import Conv2dBN, LayerNorm2d
 
 
 def shifted_window_masks(window_size: int, displacement: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,7 +69,9 @@ class WindowAttention(nn.Module):
     ``-window_size // 2`` first and rolled back afterwards; the wrapped windows are masked.
     """
 
-    def __init__(self, dim: int, heads: int, head_dim: int, window_size: int, shifted: bool) -> None:
+    def __init__(
+        self, dim: int, heads: int, head_dim: int, window_size: int, shifted: bool
+    ) -> None:
         super().__init__()
         inner = heads * head_dim
         self.heads = heads
@@ -224,7 +226,9 @@ class FeedForward(nn.Module):
 class SwinBlock(nn.Module):
     """Window attention, depthwise 3x3 conv + BN (no residual), MLP; on (B, H, W, C)."""
 
-    def __init__(self, dim: int, heads: int, head_dim: int, window_size: int, shifted: bool) -> None:
+    def __init__(
+        self, dim: int, heads: int, head_dim: int, window_size: int, shifted: bool
+    ) -> None:
         super().__init__()
         attention = WindowAttention(dim, heads, head_dim, window_size, shifted)
         self.attention_block = Residual(PreNorm(dim, attention))

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .common import Conv2dBN, LayerNorm2d
+from napari_swinlitemedsam.model.common import Conv2dBN, LayerNorm2d
 
 STRIDE_ONE_MERGE_DIMS = (320, 448, 576)
 """Output widths whose patch merging keeps the resolution (as the LiteMedSAM encoder does)."""
@@ -155,7 +155,9 @@ class TinyViTBlock(nn.Module):
         self.window_size = window_size
         self.attn = WindowAttention(dim, num_heads, window_size)
         self.mlp = FeedForward(dim, int(dim * mlp_ratio))
-        self.local_conv = Conv2dBN(dim, dim, local_conv_size, padding=local_conv_size // 2, groups=dim)
+        self.local_conv = Conv2dBN(
+            dim, dim, local_conv_size, padding=local_conv_size // 2, groups=dim
+        )
 
     def _windowed_attention(self, x: torch.Tensor) -> torch.Tensor:
         height, width = self.input_resolution
@@ -195,7 +197,12 @@ class ConvStage(nn.Module):
     """Stage 0: MBConv blocks on (B, C, H, W), then an optional merge to tokens."""
 
     def __init__(
-        self, dim: int, input_resolution: tuple[int, int], depth: int, expand_ratio: float, out_dim: int | None
+        self,
+        dim: int,
+        input_resolution: tuple[int, int],
+        depth: int,
+        expand_ratio: float,
+        out_dim: int | None,
     ) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(MBConv(dim, expand_ratio) for _ in range(depth))
@@ -259,7 +266,9 @@ class TinyViT(nn.Module):
         super().__init__()
         stage_count = len(depths)
         if not (len(embed_dims) == len(num_heads) == len(window_sizes) == stage_count):
-            raise ValueError("embed_dims, depths, num_heads and window_sizes need one entry per stage")
+            raise ValueError(
+                "embed_dims, depths, num_heads and window_sizes need one entry per stage"
+            )
         self.patch_embed = Stem(in_chans, embed_dims[0])
         resolution = (img_size, img_size)
         self.layers = nn.ModuleList()

@@ -11,7 +11,9 @@ from torch import nn
 class MLPBlock(nn.Module):
     """Linear -> activation -> Linear (parameter names ``lin1``, ``lin2``)."""
 
-    def __init__(self, embedding_dim: int, mlp_dim: int, activation: type[nn.Module] = nn.ReLU) -> None:
+    def __init__(
+        self, embedding_dim: int, mlp_dim: int, activation: type[nn.Module] = nn.ReLU
+    ) -> None:
         super().__init__()
         self.lin1 = nn.Linear(embedding_dim, mlp_dim)
         self.lin2 = nn.Linear(mlp_dim, embedding_dim)
@@ -77,12 +79,16 @@ class TwoWayAttentionBlock(nn.Module):
         super().__init__()
         self.self_attn = Attention(embedding_dim, num_heads)
         self.norm1 = nn.LayerNorm(embedding_dim)
-        self.cross_attn_token_to_image = Attention(embedding_dim, num_heads, attention_downsample_rate)
+        self.cross_attn_token_to_image = Attention(
+            embedding_dim, num_heads, attention_downsample_rate
+        )
         self.norm2 = nn.LayerNorm(embedding_dim)
         self.mlp = MLPBlock(embedding_dim, mlp_dim, nn.ReLU)
         self.norm3 = nn.LayerNorm(embedding_dim)
         self.norm4 = nn.LayerNorm(embedding_dim)
-        self.cross_attn_image_to_token = Attention(embedding_dim, num_heads, attention_downsample_rate)
+        self.cross_attn_image_to_token = Attention(
+            embedding_dim, num_heads, attention_downsample_rate
+        )
         self.skip_first_layer_pe = skip_first_layer_pe
 
     def forward(
@@ -141,7 +147,9 @@ class TwoWayTransformer(nn.Module):
             )
             for index in range(depth)
         )
-        self.final_attn_token_to_image = Attention(embedding_dim, num_heads, attention_downsample_rate)
+        self.final_attn_token_to_image = Attention(
+            embedding_dim, num_heads, attention_downsample_rate
+        )
         self.norm_final_attn = nn.LayerNorm(embedding_dim)
 
     def forward(

@@ -1,0 +1,388 @@
+"""Bookkeeping for labelling a series of images one after another (no GUI).
+
+An :class:`ImageSeries` is an ordered list of image files (from folders, lists or glob patterns)
+and an output folder. For every item it knows a state (untouched, in progress, done) and where
+its labels are saved: ``OUTDIR/<base name><suffix of the label format>``. A small JSON file,
+``OUTDIR/series_progress.json``, records the states, the item the user was on, and a digest of
+the last saved labels, so that
+
+* reopening the same series resumes on the item the user left, with saved labels loaded back
+  for correction;
+* saving labels that did not change since the last save does not touch the file;
+* every write (labels and the progress file) is atomic: a crash or kill mid-save leaves the
+  previous file intact.
+
+One process should drive a series folder at a time (the last writer of the progress file wins).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+
+from napari_swinlitemedsam.io.image_files import (
+    IMAGE_SUFFIXES,
+    NIFTI_SUFFIXES,
+    LoadedImage,
+    base_name,
+    image_suffix,
+    nibabel_available,
+    read_image,
+)
+from napari_swinlitemedsam.io.label_files import (
+    LABEL_FORMATS,
+    check_label_format,
+    labels_digest,
+    load_labels,
+    save_labels,
+)
+from napari_swinlitemedsam.storage.atomic_files import write_atomically
+
+PROGRESS_FILE = "series_progress.json"
+PROGRESS_VERSION = 1
+
+
+class SeriesError(ValueError):
+    """A series cannot be built or used as asked (no images, clashing names, bad index)."""
+
+
+class ItemState(str, Enum):
+    UNTOUCHED = "untouched"
+    IN_PROGRESS = "in progress"
+    DONE = "done"
+
+
+def list_series_items(sources: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    """Image files from folders (their supported files, sorted, not recursive), glob patterns
+    (``"scans/*.nii.gz"``) and single files, in the order given, without duplicates.
+
+    Raises SeriesError when nothing is found, a path does not exist, or NIfTI files are listed
+    but ``nibabel`` is missing.
+    """
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    found: dict[Path, None] = {}
+    for source in sources:
+        text = str(source)
+        path = Path(text).expanduser()
+        if path.is_dir():
+            matches = sorted(p for p in path.iterdir() if _is_image_file(p))
+        elif path.is_file():
+            if image_suffix(path) is None:
+                raise SeriesError(f"{path}: not a supported image; use {', '.join(IMAGE_SUFFIXES)}")
+            matches = [path]
+        elif glob.has_magic(text):
+            pattern = os.path.expanduser(text)
+            matches = sorted(Path(p) for p in glob.glob(pattern) if _is_image_file(Path(p)))
+        else:
+            raise SeriesError(f"{path}: no such file or folder")
+        for match in matches:
+            found.setdefault(match, None)
+    items = list(found)
+    if not items:
+        raise SeriesError(
+            f"no images found in {', '.join(map(str, sources))}; supported files end in "
+            f"{', '.join(IMAGE_SUFFIXES)}"
+        )
+    nifti = [p for p in items if image_suffix(p) in NIFTI_SUFFIXES]
+    if nifti and not nibabel_available():
+        raise SeriesError(
+            f"{len(nifti)} NIfTI file(s) (e.g. {nifti[0].name}) need the nibabel package; "
+            "install it with: pip install nibabel"
+        )
+    return items
+
+
+def _is_image_file(path: Path) -> bool:
+    return path.is_file() and not path.name.startswith(".") and image_suffix(path) is not None
+
+
+@dataclass
+class _Record:
+    state: ItemState = ItemState.UNTOUCHED
+    labels_file: str | None = None
+    labels_digest: str | None = None
+    file_size: int | None = None
+    file_mtime_ns: int | None = None
+
+    def as_json(self) -> dict:
+        return {
+            "state": self.state.value,
+            "labels_file": self.labels_file,
+            "labels_digest": self.labels_digest,
+            "file_size": self.file_size,
+            "file_mtime_ns": self.file_mtime_ns,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> _Record:
+        try:
+            state = ItemState(data.get("state", ItemState.UNTOUCHED.value))
+        except ValueError:
+            state = ItemState.UNTOUCHED
+        return cls(
+            state,
+            data.get("labels_file"),
+            data.get("labels_digest"),
+            data.get("file_size"),
+            data.get("file_mtime_ns"),
+        )
+
+
+class ImageSeries:
+    """An ordered series of images with saved labels and progress in ``outdir``.
+
+    Args:
+        items: the image files, in order (see :func:`list_series_items`).
+        outdir: where labels and ``series_progress.json`` go (created when missing).
+        label_format: ``"tiff"``, ``"npz"`` or ``"nifti"`` for new saves. Labels saved earlier
+            in another format are still found and loaded.
+    """
+
+    def __init__(
+        self,
+        items: Sequence[str | os.PathLike],
+        outdir: str | os.PathLike,
+        label_format: str = "tiff",
+    ) -> None:
+        self.items = [Path(item) for item in items]
+        if not self.items:
+            raise SeriesError("a series needs at least one image")
+        self.names = [base_name(item) for item in self.items]
+        clashes = sorted({n for n in self.names if self.names.count(n) > 1})
+        if clashes:
+            raise SeriesError(
+                f"several images share the base name(s) {clashes}; their labels would overwrite "
+                "each other in the output folder: rename them or label them in separate series"
+            )
+        self.label_format = check_label_format(label_format)
+        self.outdir = Path(outdir).expanduser()
+        self.outdir.mkdir(parents=True, exist_ok=True)
+        self._records: dict[str, _Record] = {}
+        self._other_entries: dict[str, dict] = {}  # items of earlier sessions not listed now
+        self.current = 0
+        self._load_progress()
+
+    @classmethod
+    def open(cls, sources, outdir, label_format: str = "tiff") -> ImageSeries:
+        """A series over :func:`list_series_items` of ``sources``."""
+        return cls(list_series_items(sources), outdir, label_format)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    # ------------------------------------------------------------------ states and moving
+
+    def state(self, index: int) -> ItemState:
+        return self._record(index).state
+
+    def states(self) -> list[ItemState]:
+        return [self._record(i).state for i in range(len(self))]
+
+    def counts(self) -> dict[ItemState, int]:
+        """How many items are in each state."""
+        states = self.states()
+        return {state: states.count(state) for state in ItemState}
+
+    def go_to(self, index: int) -> int:
+        """Make ``index`` the current item (untouched items become in progress); returns it."""
+        self._check_index(index)
+        self.current = index
+        record = self._record(index)
+        if record.state == ItemState.UNTOUCHED:
+            record.state = ItemState.IN_PROGRESS
+        self._write_progress()
+        return index
+
+    def neighbour(self, step: int = 1, skip_done: bool = False) -> int | None:
+        """The index ``step`` items away (+1 next, -1 previous), passing over done items when
+        ``skip_done``; None at either end."""
+        if step == 0:
+            raise SeriesError("step must be non-zero")
+        index = self.current + step
+        while 0 <= index < len(self):
+            if not (skip_done and self.state(index) == ItemState.DONE):
+                return index
+            index += 1 if step > 0 else -1
+        return None
+
+    def first_unfinished(self) -> int | None:
+        """The first item that is not done, or None when all are."""
+        for index in range(len(self)):
+            if self.state(index) != ItemState.DONE:
+                return index
+        return None
+
+    def mark_done(self, index: int, done: bool = True) -> None:
+        """Mark an item done (or back to in progress)."""
+        self._record(index).state = ItemState.DONE if done else ItemState.IN_PROGRESS
+        self._write_progress()
+
+    # ------------------------------------------------------------------ images and labels
+
+    def read(self, index: int) -> LoadedImage:
+        """The image of item ``index`` (see :func:`image_files.read_image`)."""
+        self._check_index(index)
+        return read_image(self.items[index])
+
+    def label_path(self, index: int) -> Path:
+        """Where new labels of item ``index`` are written (current label format)."""
+        return self.outdir / (self.names[index] + LABEL_FORMATS[self.label_format])
+
+    def saved_label_path(self, index: int) -> Path | None:
+        """The existing labels file of item ``index`` (any format), or None."""
+        record = self._record(index)
+        candidates = []
+        if record.labels_file:
+            candidates.append(self.outdir / record.labels_file)
+        candidates.append(self.label_path(index))
+        candidates += [self.outdir / (self.names[index] + s) for s in LABEL_FORMATS.values()]
+        for candidate in candidates:
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def saved_labels(self, index: int) -> np.ndarray | None:
+        """The labels saved for item ``index``, ``(H, W)`` / ``(D, H, W)``, or None."""
+        path = self.saved_label_path(index)
+        if path is None:
+            return None
+        label_format = next(f for f, s in LABEL_FORMATS.items() if path.name.endswith(s))
+        return load_labels(path, label_format)
+
+    def save(self, index: int, labels: np.ndarray, image: LoadedImage | None = None) -> bool:
+        """Save the labels of item ``index`` atomically; returns False when nothing was written
+        because the same labels are already in the file.
+
+        ``image``: the item's image (NIfTI output takes its affine and header). An untouched
+        item becomes in progress; a done item stays done.
+        """
+        self._check_index(index)
+        record = self._record(index)
+        digest = labels_digest(labels)
+        path = self.label_path(index)
+        same_labels = digest == record.labels_digest and record.labels_file == path.name
+        if same_labels and self._unchanged_on_disk(path, record):
+            return False
+        if self.label_format == "nifti" and image is None:
+            image = self.read(index)  # its affine / spacing go into the file
+        save_labels(path, labels, self.label_format, image)
+        info = path.stat()
+        record.labels_file, record.labels_digest = path.name, digest
+        record.file_size, record.file_mtime_ns = info.st_size, info.st_mtime_ns
+        if record.state == ItemState.UNTOUCHED:
+            record.state = ItemState.IN_PROGRESS
+        self._write_progress()
+        return True
+
+    # ------------------------------------------------------------------ internals
+
+    def _check_index(self, index: int) -> None:
+        if not 0 <= index < len(self):
+            raise SeriesError(f"item {index} is outside the series of {len(self)} images")
+
+    def _record(self, index: int) -> _Record:
+        self._check_index(index)
+        return self._records.setdefault(self.names[index], _Record())
+
+    @staticmethod
+    def _unchanged_on_disk(path: Path, record: _Record) -> bool:
+        try:
+            info = path.stat()
+        except OSError:
+            return False
+        return info.st_size == record.file_size and info.st_mtime_ns == record.file_mtime_ns
+
+    @property
+    def progress_path(self) -> Path:
+        return self.outdir / PROGRESS_FILE
+
+    def _load_progress(self) -> None:
+        try:
+            data = json.loads(self.progress_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            data = {}
+        except (OSError, ValueError) as error:
+            raise SeriesError(
+                f"{self.progress_path} cannot be read ({error}); move it away to start the "
+                "progress record afresh (saved labels are kept)"
+            ) from error
+        entries = data.get("items", {}) if isinstance(data, dict) else {}
+        listed = set(self.names)
+        for name, entry in entries.items():
+            if name in listed and isinstance(entry, dict):
+                self._records[name] = _Record.from_json(entry)
+            else:
+                self._other_entries[name] = entry
+        for index, name in enumerate(self.names):
+            record = self._records.setdefault(name, _Record())
+            if record.state == ItemState.UNTOUCHED and self.saved_label_path(index) is not None:
+                record.state = ItemState.IN_PROGRESS  # labels exist from an earlier run
+        current = data.get("current") if isinstance(data, dict) else None
+        if current in listed:
+            self.current = self.names.index(current)
+        else:
+            first = self.first_unfinished()
+            self.current = 0 if first is None else first
+
+    def _write_progress(self) -> None:
+        entries = dict(self._other_entries)
+        entries.update({name: record.as_json() for name, record in self._records.items()})
+        data = {
+            "version": PROGRESS_VERSION,
+            "label_format": self.label_format,
+            "current": self.names[self.current],
+            "items": entries,
+        }
+        text = json.dumps(data, indent=1, sort_keys=True).encode("utf-8")
+        write_atomically(self.progress_path, lambda stream: stream.write(text))
+
+
+@dataclass(frozen=True)
+class PrefetchTarget:
+    """Something worth encoding ahead: slice ``z`` of item ``item`` (``z`` None: a 2D image, or
+    the slice the caller shows first)."""
+
+    item: int
+    z: int | None
+
+
+def neighbours_to_prefetch(
+    item: int,
+    item_count: int,
+    z: int | None = None,
+    depth: int | None = None,
+    slice_radius: int = 2,
+    direction: int = 1,
+    next_item_z: int | None = None,
+    skip_items: Iterable[int] = (),
+) -> list[PrefetchTarget]:
+    """What to encode in the background while the user works on ``item``, most useful first.
+
+    For a stack (``depth`` slices, the user on slice ``z``): the slices within ``slice_radius``
+    of ``z``, nearest first and, at equal distance, the one in the ``direction`` of the user's
+    last move first. Then the next item in ``direction`` that is not in ``skip_items`` (e.g.
+    done items the user skips), at slice ``next_item_z``.
+    """
+    if direction not in (1, -1):
+        raise ValueError("direction must be +1 or -1")
+    targets: list[PrefetchTarget] = []
+    if z is not None and depth is not None:
+        for distance in range(1, slice_radius + 1):
+            for neighbour in (z + direction * distance, z - direction * distance):
+                if 0 <= neighbour < depth:
+                    targets.append(PrefetchTarget(item, neighbour))
+    skipped = set(skip_items)
+    following = item + direction
+    while 0 <= following < item_count and following in skipped:
+        following += direction
+    if 0 <= following < item_count:
+        targets.append(PrefetchTarget(following, next_item_z))
+    return targets

@@ -1,0 +1,162 @@
+"""The inference fast paths: precision options of the predictor and the Swin attention memo."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_swinlitemedsam.inference.embedding_cache import EmbeddingCache
+from napari_swinlitemedsam.inference.onnx_encoder import onnx_available
+from napari_swinlitemedsam.inference.precision import (
+    check_feature_dtype,
+    check_precision,
+    native_bf16_cpu,
+    stored_features,
+)
+from napari_swinlitemedsam.inference.predictor import BoxPredictor
+from napari_swinlitemedsam.model.registry import PROMPTS_BOX, build_litemedsam
+from napari_swinlitemedsam.model.segmenter import ImageFeatures
+from napari_swinlitemedsam.model.skip_mask_decoder import SkipContext
+from napari_swinlitemedsam.model.swin_encoder import WindowAttention
+
+
+def _features(scale: float = 1.0, dtype=torch.float32) -> ImageFeatures:
+    generator = torch.Generator().manual_seed(0)
+    return ImageFeatures(
+        torch.randn(1, 256, 64, 64, generator=generator).to(dtype) * scale,
+        SkipContext(
+            torch.randn(1, 128, 128, 128, generator=generator).to(dtype),
+            torch.randn(1, 256, 64, 64, generator=generator).to(dtype),
+        ),
+    )
+
+
+def test_unknown_precision_and_feature_dtype_are_refused():
+    assert check_precision("bf16") == "bf16"
+    with pytest.raises(ValueError, match="fp32"):
+        check_precision("fp16")
+    with pytest.raises(ValueError, match="float16"):
+        check_feature_dtype(torch.int8)
+
+
+def test_stored_features_halve_memory_in_float16_and_keep_values():
+    features = _features()
+    stored = stored_features(features, torch.float16)
+    sizes = [
+        sum(t.numel() * t.element_size() for t in f.tensors().values()) for f in (features, stored)
+    ]
+    assert sizes[1] * 2 == sizes[0]
+    assert all(t.dtype == torch.float16 for t in stored.tensors().values())
+    torch.testing.assert_close(stored.embedding.float(), features.embedding, atol=2e-3, rtol=1e-3)
+    assert stored_features(features, None) is features  # float32 in, float32 kept
+
+
+def test_stored_features_stay_float32_where_float16_would_overflow():
+    stored = stored_features(_features(scale=1e6), torch.float16)
+    assert all(t.dtype == torch.float32 for t in stored.tensors().values())
+
+
+def test_mixed_autocast_outputs_are_cached_as_float32():
+    features = _features()
+    mixed = ImageFeatures(features.embedding.to(torch.bfloat16), features.skip_context)
+    stored = stored_features(mixed, None)
+    assert all(t.dtype == torch.float32 for t in stored.tensors().values())
+
+
+def test_native_bf16_flag_reads_cpu_flags(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n")
+    assert native_bf16_cpu(info) is True
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2\n")
+    assert native_bf16_cpu(info) is False
+    assert native_bf16_cpu(tmp_path / "missing") is None
+
+
+@pytest.fixture(scope="module")
+def random_litemedsam():
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return build_litemedsam().eval()
+
+
+def test_predictor_precision_options_give_close_masks(random_litemedsam):
+    image = np.random.default_rng(0).integers(0, 256, size=(96, 128), dtype=np.uint8)
+    boxes = np.array([[10, 10, 60, 50], [40, 30, 120, 90]])
+    results = {}
+    for label, options in {
+        "fp32": {},
+        "bf16": {"precision": "bf16"},
+        "fp16 store": {"feature_dtype": torch.float16},
+    }.items():
+        predictor = BoxPredictor(random_litemedsam, PROMPTS_BOX, EmbeddingCache(), **options)
+        encoded = predictor.set_image(image)
+        if label == "fp16 store":
+            assert encoded.features.embedding.dtype == torch.float16
+        else:
+            assert encoded.features.embedding.dtype == torch.float32
+        results[label] = predictor.predict(boxes)
+    for label in ("bf16", "fp16 store"):
+        assert results[label].masks.shape == (2, 96, 128)
+        agree = (results[label].masks == results["fp32"].masks).mean()
+        assert agree > 0.95, (label, agree)
+    np.testing.assert_allclose(
+        results["fp16 store"].low_res_logits, results["fp32"].low_res_logits, atol=0.05
+    )
+    with pytest.raises(ValueError):
+        BoxPredictor(random_litemedsam, PROMPTS_BOX, precision="int8")
+
+
+def _attention(shifted: bool) -> WindowAttention:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return WindowAttention(dim=32, heads=2, head_dim=16, window_size=8, shifted=shifted).eval()
+
+
+@pytest.mark.parametrize("shifted", [False, True])
+def test_attention_memo_follows_new_weights(shifted):
+    module = _attention(shifted)
+    x = torch.randn(2, 16, 24, 32, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        before = module(x)
+    state = {k: v.clone() for k, v in module.state_dict().items()}
+    state["pos_embedding"] = state["pos_embedding"] + 1.0
+    module.load_state_dict(state)
+    fresh = _attention(shifted)
+    fresh.load_state_dict(state)
+    with torch.inference_mode():
+        after = module(x)
+        expected = fresh(x)
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, expected, atol=0, rtol=0)
+
+
+def test_attention_with_autograd_does_not_memo_and_has_gradients():
+    module = _attention(shifted=True)
+    x = torch.randn(1, 16, 16, 32, generator=torch.Generator().manual_seed(2))
+    module(x).sum().backward()
+    assert module._memo == {}
+    assert module.pos_embedding.grad is not None and module.pos_embedding.grad.abs().sum() > 0
+
+
+@pytest.mark.skipif(not onnx_available(), reason="onnxruntime and onnx are optional")
+def test_onnxruntime_encoder_matches_torch(random_litemedsam, tmp_path, monkeypatch):
+    monkeypatch.setenv("SWINLITEMEDSAM_ONNX_DIR", str(tmp_path))
+    image = np.random.default_rng(1).integers(0, 256, size=(80, 100), dtype=np.uint8)
+    boxes = np.array([[10, 10, 60, 50]])
+    torch_run = BoxPredictor(random_litemedsam, PROMPTS_BOX, EmbeddingCache())
+    ort_run = BoxPredictor(random_litemedsam, PROMPTS_BOX, EmbeddingCache(), runtime="onnxruntime")
+    expected = torch_run.set_image(image).features.embedding
+    got = ort_run.set_image(image).features.embedding
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    assert list(tmp_path.glob("*.onnx"))  # exported once, into the configured folder
+    np.testing.assert_allclose(
+        ort_run.predict(boxes).low_res_logits, torch_run.predict(boxes).low_res_logits, atol=1e-3
+    )
+    with pytest.raises(ValueError, match="float32"):
+        BoxPredictor(random_litemedsam, PROMPTS_BOX, runtime="onnxruntime", precision="bf16")
+
+
+def test_unknown_runtime_is_refused(random_litemedsam):
+    with pytest.raises(ValueError, match="runtime"):
+        BoxPredictor(random_litemedsam, PROMPTS_BOX, runtime="tensorrt")
