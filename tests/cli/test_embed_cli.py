@@ -102,7 +102,7 @@ def test_cache_size_default_matches_the_cache_and_the_parser_stays_light():
     assert embed_command.DEFAULT_CACHE_GB * (1 << 30) == DEFAULT_MAX_BYTES
     probe = (
         "import argparse, sys\n"
-        "from napari_swinlitemedsam.inference import embed_command\n"
+        "from napari_swinlitemedsam.cli import embed as embed_command\n"
         "embed_command.add_embed_parser(argparse.ArgumentParser().add_subparsers())\n"
         "assert 'torch' not in sys.modules\n"
     )
