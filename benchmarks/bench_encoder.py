@@ -2,9 +2,9 @@
 
 For each model the variants (float32, bfloat16 autocast, one thread, ONNX Runtime when it is
 installed, and for Swin-LiteMedSAM the plain attention formulation) run interleaved with a
-float32 and a bfloat16 matrix product of two large square matrices. The "floor" of a variant is its FLOP count (torch's counter on our
-own model) divided by the matrix-product rate of its precision: the time the encoder would take
-if every FLOP ran at matmul speed. ``x floor`` is latency / floor.
+float32 and a bfloat16 matrix product of two large square matrices. The "floor" of a variant
+is its FLOP count (torch's counter on our own model) divided by the matrix-product rate of its
+precision: the time the encoder would take if every FLOP ran at matmul speed. ``x floor`` is latency / floor.
 """
 
 from __future__ import annotations

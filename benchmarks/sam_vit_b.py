@@ -65,10 +65,7 @@ class ViTBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
         x = self.norm1(x)
-        if self.window:
-            x = self._windowed(x)
-        else:
-            x = self.attn(x)
+        x = self._windowed(x) if self.window else self.attn(x)
         x = shortcut + x
         return x + self.mlp(self.norm2(x))
 

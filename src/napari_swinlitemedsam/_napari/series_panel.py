@@ -11,6 +11,8 @@ left, with the saved labels loaded. The bookkeeping is :class:`ImageSeries`; mov
 
 from __future__ import annotations
 
+import contextlib
+
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
@@ -333,10 +335,8 @@ class SeriesPanel(QWidget):
     def shut_down(self) -> bool:
         """For a closing widget: save what can be saved and stop the timer (no other widget is
         touched; the panel may be half destroyed)."""
-        try:
+        with contextlib.suppress(RuntimeError):  # the timer's C++ object may be gone already
             self.autosave_timer.stop()
-        except RuntimeError:  # the timer's C++ object is already gone
-            pass
         if self.session is None:
             return True
         saved = self.session.close()

@@ -26,6 +26,7 @@ Safety:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -175,10 +176,8 @@ class DiskEmbeddingCache:
             path.unlink(missing_ok=True)
             return None
         self.stats.hits += 1
-        try:
+        with contextlib.suppress(OSError):  # a read-only cache still serves its entries
             os.utime(path)  # least recently used = oldest modification time
-        except OSError:
-            pass
         return features
 
     @staticmethod

@@ -5,10 +5,10 @@ Two independent choices, both off by default (float32 everywhere):
 ``precision="bf16"``
     The image encoder (and Swin-LiteMedSAM's skip neck, which runs with it) computes under
     bfloat16 autocast: matrix products and convolutions in bfloat16, with float32 kept where
-    autocast keeps it, on a channels-last input. On CPUs with native bfloat16 units (AVX512-BF16 or AMX: AMD Zen 4 and
-    later, Intel Sapphire Rapids and later) this is several times faster; on CPUs without them
-    it is emulated and *slower* than float32 (:func:`native_bf16_cpu` tells which). Masks
-    change slightly (``docs/performance.md`` gives the measured DSC change); the decoder
+    autocast keeps it, on a channels-last input. On CPUs with native bfloat16 units
+    (AVX512-BF16 or AMX: AMD Zen 4 and later, Intel Sapphire Rapids and later) this is several
+    times faster; on CPUs without them it is emulated and *slower* than float32
+    (:func:`native_bf16_cpu` tells which). Masks change slightly (``docs/performance.md`` gives the measured DSC change); the decoder
     always runs in float32.
 ``feature_dtype=torch.float16``
     Encoded slices are stored in float16, which halves the memory per cached slice (a

@@ -330,7 +330,7 @@ class BoxPredictor:
             for start in range(0, count, self.max_batch):
                 chunk = slice(start, start + self.max_batch)
 
-                def as_tensor(array, cast=True):
+                def as_tensor(array, cast=True, chunk=chunk):
                     if array is None:
                         return None
                     return torch.as_tensor(

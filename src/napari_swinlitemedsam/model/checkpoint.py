@@ -148,7 +148,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read a raw state dict or ``{"model": state_dict}`` safely onto the CPU."""
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several unrelated types for bad files
+    except Exception as error:  # noqa: BLE001 - torch raises several unrelated types for bad files
         text = str(error)
         if "weights_only" in text or "Unsupported global" in text or "GLOBAL" in text:
             raise CheckpointError(

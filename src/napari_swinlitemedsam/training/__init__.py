@@ -6,5 +6,6 @@ close to the teacher), :mod:`.dataset` and :mod:`.augment` (challenge-format tra
 :mod:`.prompts` (train-time prompts), :mod:`.losses`, :mod:`.checkpointing`, :mod:`.stages`
 (the three training stages) with :mod:`.feature_cache`, :mod:`.evaluate` (held-out DSC/NSD),
 :mod:`.data_builder` (an offline training set), :mod:`.distill` (the whole recipe),
-:mod:`.finetune` (learning from a user's corrections). The command is :mod:`..cli.train`. See docs/training.md.
+:mod:`.finetune` (learning from a user's corrections). The command line is
+``napari_swinlitemedsam.cli.train``. See docs/training.md.
 """
