@@ -8,8 +8,8 @@ Two independent choices, both off by default (float32 everywhere):
     autocast keeps it, on a channels-last input. On CPUs with native bfloat16 units
     (AVX512-BF16 or AMX: AMD Zen 4 and later, Intel Sapphire Rapids and later) this is several
     times faster; on CPUs without them it is emulated and *slower* than float32
-    (:func:`native_bf16_cpu` tells which). Masks change slightly (``docs/performance.md`` gives the measured DSC change); the decoder
-    always runs in float32.
+    (:func:`native_bf16_cpu` tells which). Masks change slightly (``docs/performance.md`` gives
+    the measured DSC change); the decoder always runs in float32.
 ``feature_dtype=torch.float16``
     Encoded slices are stored in float16, which halves the memory per cached slice (a
     Swin-LiteMedSAM slice: 16 MiB -> 8 MiB), so twice as many slices fit in the same cache
