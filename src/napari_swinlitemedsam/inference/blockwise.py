@@ -78,7 +78,7 @@ def finite_stats(image: np.ndarray, block_values: int | None = None) -> FiniteSt
 
 def percentile(
     blocks: Blocks,
-    keep: Callable[[np.ndarray], np.ndarray | None],
+    keep: Callable[[np.ndarray], np.ndarray] | None,
     percent: float,
     count: int,
     low: float,

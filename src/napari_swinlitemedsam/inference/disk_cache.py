@@ -101,7 +101,7 @@ def content_key(image: np.ndarray, identity: str, storage: str) -> str:
     digest = hashlib.sha256()
     header = f"v{CACHE_FORMAT_VERSION}|{identity}|{storage}|{array.dtype.str}|{array.shape}|"
     digest.update(header.encode())
-    digest.update(memoryview(array).cast("B"))
+    digest.update(array.data.cast("B"))
     return digest.hexdigest()
 
 
@@ -231,7 +231,8 @@ class DiskEmbeddingCache:
             return kept
         path = self.path_for(key)
         try:
-            write_atomically(path, lambda stream: np.savez(stream, **members), durable=False)
+            # numpy's stubs read **members as its allow_pickle flag; the keys are array names
+            write_atomically(path, lambda stream: np.savez(stream, **members), durable=False)  # type: ignore[arg-type]
         except OSError as error:
             self.stats.write_errors += 1
             LOGGER.warning("embedding cache: cannot write %s (%s)", path, error)
@@ -317,5 +318,5 @@ def _digest(arrays: dict[str, np.ndarray]) -> str:
     for name in sorted(arrays):
         array = np.ascontiguousarray(arrays[name])
         digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
-        digest.update(memoryview(array).cast("B"))
+        digest.update(array.data.cast("B"))
     return digest.hexdigest()

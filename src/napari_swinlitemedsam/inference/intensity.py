@@ -37,6 +37,7 @@ which returns ``(H, W, 3)``.
 from __future__ import annotations
 
 import types
+from collections.abc import Callable
 
 import numpy as np
 
@@ -258,6 +259,7 @@ def _percentile_rule(blocks: Blocks, shape: tuple[int, ...], stats: FiniteStats)
             count += positive.size
             positive_low = min(positive_low, float(positive.min()))
             positive_high = max(positive_high, float(positive.max()))
+    keep: Callable[[np.ndarray], np.ndarray] | None
     if count:
         keep, sample = (lambda values: values > 0), (count, positive_low, positive_high)
     else:

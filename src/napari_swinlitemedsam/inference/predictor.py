@@ -236,11 +236,13 @@ class BoxPredictor:
             tensor = torch.from_numpy(np.ascontiguousarray(image_256))[None].to(self.device)
             with torch.inference_mode():
                 features = stored_features(self._run_encoder(tensor), self.feature_dtype)
-            if disk_key is not None:
+            if disk_key is not None and self.disk_cache is not None:
                 features = self.disk_cache.put(disk_key, features)
         if disk_key is not None:
             features = features.to(self.device)
-        encoded = EncodedSlice(features, image_256, tuple(rgb.shape[:2]), tuple(new_size))
+        original_size = (int(rgb.shape[0]), int(rgb.shape[1]))
+        frame_size = (int(new_size[0]), int(new_size[1]))
+        encoded = EncodedSlice(features, image_256, original_size, frame_size)
         if cache_key is not None:
             self.cache.put(cache_key, encoded)
         return encoded
@@ -348,7 +350,7 @@ class BoxPredictor:
                 original = transforms.logits_to_original(
                     logits, encoded.new_size, encoded.original_size
                 )
-                all_masks.append((torch.sigmoid(original) > 0.5).cpu().numpy())
+                all_masks.append((torch.sigmoid(torch.as_tensor(original)) > 0.5).cpu().numpy())
                 all_scores.append(iou[:, 0].float().cpu().numpy())
                 all_logits.append(logits.cpu().numpy())
         return Prediction(

@@ -26,6 +26,8 @@ Conventions: images ``(H, W)`` or ``(H, W, 3)`` uint8 (rows first); boxes ``(N, 
 
 from __future__ import annotations
 
+import typing
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -177,7 +179,9 @@ def logits_to_original(
     height, width = _check_size(original_size, "original_size")
     as_numpy = not isinstance(low_res_logits, torch.Tensor)
     logits = (
-        torch.from_numpy(np.array(low_res_logits, dtype=np.float32)) if as_numpy else low_res_logits
+        torch.from_numpy(np.array(low_res_logits, dtype=np.float32))
+        if as_numpy
+        else typing.cast(torch.Tensor, low_res_logits)
     )
     if logits.ndim < 2 or new_height > logits.shape[-2] or new_width > logits.shape[-1]:
         raise ValueError(

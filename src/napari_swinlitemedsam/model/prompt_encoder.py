@@ -6,6 +6,7 @@ Coordinates are ``x, y`` in the frame of the encoder input (256 × 256 for both 
 from __future__ import annotations
 
 import math
+import typing
 
 import torch
 from torch import nn
@@ -22,6 +23,8 @@ class RandomFourierPositions(nn.Module):
     The frequency matrix is the buffer ``positional_encoding_gaussian_matrix`` of shape
     (2, num_frequencies); the encoding has ``2 * num_frequencies`` channels (sines, then cosines).
     """
+
+    positional_encoding_gaussian_matrix: torch.Tensor  # (2, num_frequencies) buffer
 
     def __init__(self, num_frequencies: int = 128) -> None:
         super().__init__()
@@ -73,7 +76,10 @@ class PromptEncoder(nn.Module):
         super().__init__()
         self.embed_dim = embed_dim
         self.image_embedding_size = tuple(image_embedding_size)
-        self.input_image_size = tuple(input_image_size)
+        self.input_image_size: tuple[int, int] = (
+            int(input_image_size[0]),
+            int(input_image_size[1]),
+        )
         self.pe_layer = RandomFourierPositions(embed_dim // 2)
         # Index 0: negative point, 1: positive point, 2: box top-left, 3: box bottom-right.
         self.point_embeddings = nn.ModuleList(nn.Embedding(1, embed_dim) for _ in range(4))
@@ -108,14 +114,16 @@ class PromptEncoder(nn.Module):
         is_padding = (labels == NOT_A_POINT).unsqueeze(-1)
         tokens = torch.where(is_padding, self.not_a_point_embed.weight.to(tokens.dtype), tokens)
         for label, embedding in enumerate(self.point_embeddings):
-            tokens = tokens + (labels == label).unsqueeze(-1) * embedding.weight
+            weight = typing.cast(nn.Embedding, embedding).weight
+            tokens = tokens + (labels == label).unsqueeze(-1) * weight
         return tokens
 
     def _embed_boxes(self, boxes: torch.Tensor) -> torch.Tensor:
         """(B, 4) or (B, 1, 4) xyxy boxes -> (B, 2, embed_dim) corner tokens."""
         corners = (boxes + 0.5).reshape(-1, 2, 2)
         tokens = self.pe_layer.encode_pixel_coords(corners, self.input_image_size)
-        corner_types = torch.cat([self.point_embeddings[2].weight, self.point_embeddings[3].weight])
+        corners_embedded = typing.cast(list[nn.Embedding], list(self.point_embeddings)[2:4])
+        corner_types = torch.cat([embedding.weight for embedding in corners_embedded])
         return tokens + corner_types
 
     def forward(

@@ -8,11 +8,14 @@ official checkpoints of both models.
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from napari_swinlitemedsam.model.mask_decoder import MaskDecoder
+from napari_swinlitemedsam.model.prompt_encoder import PromptEncoder
 from napari_swinlitemedsam.model.skip_mask_decoder import SkipContext, SkipMaskDecoder
 
 
@@ -73,8 +76,8 @@ class PromptableSegmenter(nn.Module):
     def __init__(
         self,
         image_encoder: nn.Module,
-        prompt_encoder: nn.Module,
-        mask_decoder: nn.Module,
+        prompt_encoder: PromptEncoder,
+        mask_decoder: MaskDecoder | SkipMaskDecoder,
         mask_input_always: bool = False,
     ) -> None:
         super().__init__()
@@ -106,7 +109,9 @@ class PromptableSegmenter(nn.Module):
         embedding, skips = encoded
         features = []
         for i in range(images.shape[0]):
-            context = self.mask_decoder.skip_context([s[i : i + 1] for s in skips])
+            context = typing.cast(SkipMaskDecoder, self.mask_decoder).skip_context(
+                [s[i : i + 1] for s in skips]
+            )
             features.append(ImageFeatures(embedding[i : i + 1], context))
         return features
 

@@ -18,6 +18,7 @@ dropped).
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 
 import torch
@@ -149,6 +150,7 @@ def _upscale_with_skip(block: nn.Sequential, x: torch.Tensor, skip: torch.Tensor
     (1 or B, Cs, H, W).
     """
     first, *rest = block
+    first = typing.cast(nn.Conv2d, first)
     split = x.shape[1]
     out = F.conv2d(x, first.weight[:, :split]) + F.conv2d(skip, first.weight[:, split:], first.bias)
     for layer in rest:

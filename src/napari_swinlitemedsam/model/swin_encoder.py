@@ -20,6 +20,7 @@ without renaming.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Sequence
 
 import torch
@@ -68,6 +69,12 @@ class WindowAttention(nn.Module):
     H and W must be multiples of ``window_size``. With ``shifted`` the map is rolled by
     ``-window_size // 2`` first and rolled back afterwards; the wrapped windows are masked.
     """
+
+    # buffers: (ws², ws²) offsets into ``pos_embedding``; (ws², ws²) additive masks when shifted
+    relative_rows: torch.Tensor
+    relative_cols: torch.Tensor
+    upper_lower_mask: torch.Tensor
+    left_right_mask: torch.Tensor
 
     def __init__(
         self, dim: int, heads: int, head_dim: int, window_size: int, shifted: bool
@@ -147,7 +154,7 @@ class WindowAttention(nn.Module):
 
         if torch.is_grad_enabled():
             return build()
-        sources = [self.pos_embedding]
+        sources: list[torch.Tensor] = [self.pos_embedding]
         if self.shifted:
             sources += [self.upper_lower_mask, self.left_right_mask]
         version = tuple((t.data_ptr(), t._version) for t in sources)
@@ -290,7 +297,8 @@ class SwinStage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)
-        for regular, shifted in self.blocks:
+        for pair in self.blocks:
+            regular, shifted = typing.cast(nn.ModuleList, pair)
             x = shifted(regular(x))
         return x.permute(0, 3, 1, 2)
 
@@ -353,7 +361,8 @@ class SwinImageEncoder(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         x = self.patch_embed(images)
         skips = []
-        for stage in (self.stage1, self.stage2, self.stage3, self.stage4):
+        for name in ("stage1", "stage2", "stage3", "stage4"):
+            stage = typing.cast(SwinStage, getattr(self, name))
             x = stage(x)
             skips.append(x)
         return self.neck(x), skips

@@ -100,6 +100,8 @@ class WindowAttention(nn.Module):
     ``proj``, ``attention_biases`` (heads, window²). The offset index is a non-persistent buffer.
     """
 
+    attention_bias_idxs: torch.Tensor  # (window², window²) int64, registered as a buffer
+
     def __init__(self, dim: int, num_heads: int, window: int) -> None:
         super().__init__()
         self.num_heads = num_heads
@@ -289,8 +291,9 @@ class TinyViT(nn.Module):
                     local_conv_size,
                     out_dim,
                 )
-            if stage.downsample is not None:
-                resolution = stage.downsample.output_resolution
+            merge = getattr(stage, "downsample", None)
+            if isinstance(merge, PatchMerging):
+                resolution = merge.output_resolution
             self.layers.append(stage)
         self.output_resolution = resolution
         self.neck = nn.Sequential(
