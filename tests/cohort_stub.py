@@ -8,7 +8,21 @@ from __future__ import annotations
 import os
 import signal
 
+import numpy as np
+
 from stub_segmenter import stub_predictor
+
+
+def write_case(path, seed: int, three_d: bool = False) -> None:
+    """A tiny random challenge case: 2D (40, 48, 3) with two boxes, or 3D (5, 40, 48) with one."""
+    rng = np.random.default_rng(seed)
+    if three_d:
+        imgs = rng.integers(0, 255, (5, 40, 48), dtype=np.uint8)
+        boxes = np.array([[8, 6, 1, 30, 28, 3]])
+    else:
+        imgs = rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)
+        boxes = np.array([[4, 4, 30, 20], [10, 12, 40, 36]])
+    np.savez(path, imgs=imgs, boxes=boxes)
 
 
 def make_predictor(model: str = "stub", device: str = "cpu", die_once_marker=None, **options):

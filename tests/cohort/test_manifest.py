@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cohort_stub import write_case
 from napari_swinlitemedsam.cohort import manifest
 from napari_swinlitemedsam.cohort.cases import DONE, FAILED, SKIPPED, segment_one
 from napari_swinlitemedsam.cohort.recipe import (
@@ -15,17 +16,6 @@ from napari_swinlitemedsam.cohort.recipe import (
 )
 
 STUB = PredictorRecipe(model="stub", device="cpu", factory="cohort_stub:make_predictor")
-
-
-def write_case(path, seed: int, three_d: bool = False) -> None:
-    rng = np.random.default_rng(seed)
-    if three_d:
-        imgs = rng.integers(0, 255, (5, 40, 48), dtype=np.uint8)
-        boxes = np.array([[8, 6, 1, 30, 28, 3]])
-    else:
-        imgs = rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)
-        boxes = np.array([[4, 4, 30, 20], [10, 12, 40, 36]])
-    np.savez(path, imgs=imgs, boxes=boxes)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +32,8 @@ def cohort(tmp_path):
     return inputs, tmp_path / "out"
 
 
-def run_all(predictor, inputs, out, settings=SegmentSettings(), skip_done=True):
+def run_all(predictor, inputs, out, settings=None, skip_done=True):
+    settings = settings or SegmentSettings()
     return {
         path.name: segment_one(predictor, path, out, settings, skip_done).status
         for path in sorted(inputs.glob("*.npz"))

@@ -101,14 +101,16 @@ class PredictorPlugin(WorkerPlugin):
         return self._planes
 
 
-def _plugin(name: str) -> PredictorPlugin:
-    return get_worker().plugins[name]
+def _plugin(name: str, dask_worker=None) -> PredictorPlugin:
+    """The plugin ``name`` of this worker (``dask_worker``: given by ``Client.run``; tasks
+    find their worker themselves)."""
+    return (dask_worker or get_worker()).plugins[name]
 
 
-def load_predictor(plugin_name: str) -> str:
-    """Build the worker's predictor now (run on every worker before the cases); returns ""
-    or the one-line reason it cannot be loaded."""
-    plugin = _plugin(plugin_name)
+def load_predictor(plugin_name: str, dask_worker=None) -> str:
+    """Build the worker's predictor now (run on every worker with ``Client.run`` before the
+    cases); returns "" or the one-line reason it cannot be loaded."""
+    plugin = _plugin(plugin_name, dask_worker)
     try:
         with plugin.lock:
             plugin.predictor()
@@ -117,9 +119,9 @@ def load_predictor(plugin_name: str) -> str:
     return ""
 
 
-def model_loads(plugin_name: str) -> int:
+def model_loads(plugin_name: str, dask_worker=None) -> int:
     """How many times this worker process built its predictor (tests: once per worker)."""
-    return _plugin(plugin_name).loads
+    return _plugin(plugin_name, dask_worker).loads
 
 
 def segment_task(
