@@ -1,7 +1,8 @@
 """Imports go one way, checked on every module of the package (found by walking it, no list).
 
 Layers, each importing only those before it: ``storage`` (standard library) <- ``model`` (torch)
-<- ``inference`` (+ numpy) <- ``io`` <- ``evaluation`` <- ``training`` <- ``annotation`` (no Qt)
+<- ``inference`` (+ numpy) <- ``io`` <- ``cohort`` (many cases, one process or a Dask cluster)
+<- ``evaluation`` <- ``training`` <- ``annotation`` (no Qt)
 <- ``cli`` and ``_napari`` (the only home of napari, Qt and magicgui). ``cli`` reaches ``_napari``
 in one place only, the ``annotate`` command's lazy call of ``_napari.launch``.
 
@@ -24,7 +25,17 @@ import pytest
 import napari_swinlitemedsam
 
 PACKAGE = "napari_swinlitemedsam"
-LAYERS = ["storage", "model", "inference", "io", "evaluation", "training", "annotation", "cli"]
+LAYERS = [
+    "storage",
+    "model",
+    "inference",
+    "io",
+    "cohort",
+    "evaluation",
+    "training",
+    "annotation",
+    "cli",
+]
 GLUE = "_napari"
 ALLOWED_EXTRA = {("cli", "_napari.launch")}  # `swinlitemedsam annotate` opens the viewer
 GUI_MODULES = (

@@ -249,6 +249,41 @@ def test_two_processes_sharing_a_small_cache(tmp_path):
     assert DiskEmbeddingCache(tmp_path).nbytes <= 3 * entry_bytes + 2 * entry_bytes
 
 
+@pytest.mark.slow
+def test_many_processes_writing_the_same_keys_never_read_a_torn_entry(tmp_path):
+    # Four processes (the workers of a cluster on a shared folder) start together and read,
+    # write and evict the same eight keys in a cache that holds five of them. Every entry any
+    # of them reads is complete and holds exactly its key's features; none is found damaged.
+    import multiprocessing
+
+    import cache_hammer
+
+    processes_count, rounds = 4, 6
+    entry_bytes = sum(t.numel() * 4 for t in cache_hammer.expected_features(0).tensors().values())
+    budget = 5 * (entry_bytes + 1000)
+    context = multiprocessing.get_context("spawn")
+    start, results = context.Barrier(processes_count), context.Queue()
+    processes = [
+        context.Process(
+            target=cache_hammer.hammer, args=(str(tmp_path), budget, seed, rounds, start, results)
+        )
+        for seed in range(processes_count)
+    ]
+    for process in processes:
+        process.start()
+    reports = [results.get(timeout=600) for _ in processes]
+    for process in processes:
+        process.join(timeout=60)
+        assert process.exitcode == 0
+    for seed, hits, misses, corrupt, wrong in reports:
+        assert wrong == 0 and corrupt == 0, f"process {seed} read a torn or foreign entry"
+        assert hits + misses == rounds * cache_hammer.KEYS
+    assert sum(report[1] for report in reports) > 0  # they did read each other's entries
+    assert sum(report[2] for report in reports) > processes_count * cache_hammer.KEYS  # evicted
+    assert not list(tmp_path.glob("??/.*.tmp"))  # every writer finished its rename
+    assert DiskEmbeddingCache(tmp_path).nbytes <= budget + processes_count * entry_bytes
+
+
 # ---------------------------------------------------------------- with the predictor
 
 

@@ -72,34 +72,31 @@ def add_cache_arguments(parser: argparse.ArgumentParser, required: bool = False)
     )
 
 
+def cache_max_bytes(args: argparse.Namespace) -> int:
+    """``--cache-max-gb`` in bytes (the default budget without it); DiskCacheError below 0."""
+    from napari_swinlitemedsam.inference.disk_cache import DEFAULT_MAX_BYTES, DiskCacheError
+
+    if args.cache_max_gb is None:
+        return DEFAULT_MAX_BYTES
+    if not args.cache_max_gb >= 0:
+        raise DiskCacheError("--cache-max-gb must be 0 or more")
+    return int(args.cache_max_gb * (1 << 30))
+
+
 def open_disk_cache(args: argparse.Namespace) -> DiskEmbeddingCache | None:
     """The cache named by ``--cache`` (None without it); DiskCacheError for a bad folder/size."""
-    from napari_swinlitemedsam.inference.disk_cache import (
-        DEFAULT_MAX_BYTES,
-        DiskCacheError,
-        DiskEmbeddingCache,
-    )
+    from napari_swinlitemedsam.inference.disk_cache import DiskEmbeddingCache
 
     if not getattr(args, "cache", None):
         return None
-    max_bytes = DEFAULT_MAX_BYTES
-    if args.cache_max_gb is not None:
-        if not args.cache_max_gb >= 0:
-            raise DiskCacheError("--cache-max-gb must be 0 or more")
-        max_bytes = int(args.cache_max_gb * (1 << 30))
-    return DiskEmbeddingCache(args.cache, max_bytes=max_bytes, dtype=args.cache_dtype)
+    return DiskEmbeddingCache(args.cache, max_bytes=cache_max_bytes(args), dtype=args.cache_dtype)
 
 
 def model_planes(image: LoadedImage) -> list[np.ndarray]:
-    """The 2D planes the model encodes for ``image``: one per slice of a stack (mapped to uint8
-    as a whole), or the image itself."""
-    from napari_swinlitemedsam.inference.pipeline import volume_to_uint8
+    """The 2D planes the model encodes for ``image`` (see :func:`cohort.cases.model_planes`)."""
+    from napari_swinlitemedsam.cohort.cases import model_planes as planes_of
 
-    if not image.is_stack:
-        return [image.data]
-
-    volume = volume_to_uint8(image.data)
-    return [volume[z] for z in range(volume.shape[0])]
+    return planes_of(image)
 
 
 def embed_image(
@@ -109,22 +106,9 @@ def embed_image(
 
     ``on_slice(done, total)`` is called after each plane. Returns ``(encoded, already_cached)``.
     """
-    from napari_swinlitemedsam.inference.predictor import model_input_uint8
+    from napari_swinlitemedsam.cohort.cases import embed_planes
 
-    cache = predictor.disk_cache
-    if cache is None:
-        raise ValueError("embedding needs a predictor with a disk cache (predictor.disk_cache)")
-    planes = model_planes(image)
-    encoded = cached = 0
-    for index, plane in enumerate(planes):
-        if cache.key_for(model_input_uint8(plane), predictor.encoder_identity) in cache:
-            cached += 1
-        else:
-            predictor.encode(plane)  # no memory-cache key: memory stays bounded
-            encoded += 1
-        if on_slice is not None:
-            on_slice(index + 1, len(planes))
-    return encoded, cached
+    return embed_planes(predictor, model_planes(image), on_slice=on_slice)
 
 
 def embed_inputs(
@@ -176,13 +160,21 @@ def run_embed(args: argparse.Namespace) -> int:
     try:
         cache = open_disk_cache(args)
         paths = list_series_items(args.inputs)
+    except (DiskCacheError, SeriesError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if getattr(args, "cluster", None):
+        from napari_swinlitemedsam.cli.cohort import run_embed_on_cluster
+
+        return run_embed_on_cluster(args, paths, cache)
+    try:
         predictor = BoxPredictor.from_pretrained(
             args.model,
             device=args.device,
             precision=getattr(args, "precision", "fp32"),
             runtime=getattr(args, "runtime", "torch"),
         )
-    except (DiskCacheError, SeriesError, CheckpointError, ValueError, ImportError) as error:
+    except (CheckpointError, ValueError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     predictor.disk_cache = cache
@@ -209,4 +201,7 @@ def add_embed_parser(commands) -> argparse.ArgumentParser:
         "inputs", nargs="+", help="image files, challenge .npz cases, folders, glob patterns"
     )
     add_cache_arguments(embed, required=True)
+    from napari_swinlitemedsam.cli.cohort import add_cluster_arguments
+
+    add_cluster_arguments(embed, embed=True)
     return embed

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import traceback
 from pathlib import Path
 
 
@@ -84,7 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="stop following an object in 3D once a slice comes back empty",
     )
+    segment.add_argument(
+        "--skip-done",
+        action="store_true",
+        help="resume: skip cases finished before with the same input, model and settings "
+        "(recorded in OUTDIR/.manifest); changed ones are redone",
+    )
     add_cache_arguments(segment)
+    from napari_swinlitemedsam.cli.cohort import add_cluster_arguments
+
+    add_cluster_arguments(segment)
     _add_model_arguments(add_embed_parser(commands))
 
     evaluate = commands.add_parser(
@@ -136,28 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_segment(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from napari_swinlitemedsam.io.challenge_io import ChallengeFileError, iter_cases
 
-    from napari_swinlitemedsam.cli.embed import open_disk_cache
-    from napari_swinlitemedsam.inference.disk_cache import DiskCacheError
-    from napari_swinlitemedsam.inference.pipeline import segment_case
-    from napari_swinlitemedsam.inference.predictor import BoxPredictor
-    from napari_swinlitemedsam.io.challenge_io import (
-        ChallengeFileError,
-        iter_cases,
-        load_case,
-        save_segs,
-    )
-    from napari_swinlitemedsam.model.checkpoint import CheckpointError
-
-    try:
-        predictor = BoxPredictor.from_pretrained(
-            args.model, device=args.device, **model_options(args)
-        )
-        predictor.disk_cache = open_disk_cache(args)
-    except (CheckpointError, DiskCacheError, ValueError, ImportError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     try:
         paths = iter_cases(args.inputs)
     except ChallengeFileError as error:
@@ -167,48 +155,45 @@ def run_segment(args: argparse.Namespace) -> int:
         print("error: no .npz cases found in the inputs", file=sys.stderr)
         return 2
     output = Path(args.output)
+    if args.cluster:
+        from napari_swinlitemedsam.cli.cohort import run_segment_on_cluster
+
+        return run_segment_on_cluster(args, paths, output)
+    return _segment_here(args, paths, output)
+
+
+def _segment_here(args: argparse.Namespace, paths: list[Path], output: Path) -> int:
+    """``segment`` in this process: one model, the cases one after another."""
+    from tqdm import tqdm
+
+    from napari_swinlitemedsam.cli.cohort import print_summary, recipe_from_args, report_cases
+    from napari_swinlitemedsam.cohort.cases import segment_one
+    from napari_swinlitemedsam.cohort.recipe import SegmentSettings
+    from napari_swinlitemedsam.inference.disk_cache import DiskCacheError
+    from napari_swinlitemedsam.model.checkpoint import CheckpointError
+
+    started = time.perf_counter()
+    try:
+        predictor = recipe_from_args(args).build()
+    except (CheckpointError, DiskCacheError, ValueError, ImportError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     output.mkdir(parents=True, exist_ok=True)
-    include_end = not (args.reference and predictor.model_name == "swin-litemedsam")
-    failures: list[tuple[Path, str]] = []
-    for path in tqdm(paths, desc="cases", unit="case", disable=len(paths) == 1):
-        started = time.perf_counter()
-        try:
-            case = load_case(path)
-            steps = segment_case(
-                predictor,
-                case,
-                include_end_slices=include_end,
-                stop_when_empty=args.stop_when_empty,
-            )
-            with tqdm(desc=case.name, unit="slice", leave=False) as bar:
-                while True:
-                    try:
-                        progress = next(steps)
-                    except StopIteration as finished:
-                        segs = finished.value
-                        break
+    settings = SegmentSettings(reference=args.reference, stop_when_empty=args.stop_when_empty)
+
+    def outcomes():
+        for path in paths:
+            with tqdm(desc=path.name, unit="slice", leave=False) as bar:
+
+                def advance(progress) -> None:
                     bar.total = progress.total
                     bar.n = progress.done
                     bar.refresh()
-            save_segs(output / path.name, segs)
-            tqdm.write(
-                f"{path.name}: {len(case.boxes)} boxes, {time.perf_counter() - started:.2f} s"
-            )
-        except Exception as error:  # noqa: BLE001 -- one bad case never stops the others
-            message = (
-                str(error) if isinstance(error, (ValueError, OSError)) else failure_text(error)
-            )
-            failures.append((path, message))
-            tqdm.write(f"{path.name}: FAILED: {message}")
-            if args.debug:
-                traceback.print_exc()
-    if failures:
-        print(f"{len(failures)} of {len(paths)} cases failed:", file=sys.stderr)
-        for path, message in failures:
-            print(f"  {path}: {message}", file=sys.stderr)
-        return 1
-    print(f"wrote {len(paths)} cases to {output}")
-    return 0
+
+                yield segment_one(predictor, path, output, settings, args.skip_done, advance)
+
+    failures, done, skipped = report_cases(outcomes(), len(paths), args.debug)
+    return print_summary(failures, done, skipped, len(paths), output, started)
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -293,8 +278,9 @@ def run_annotate(args: argparse.Namespace) -> int:
 
 def failure_text(error: BaseException) -> str:
     """One line for an unexpected failure: its type and message, and how to see more."""
-    text = str(error).strip().splitlines()[0] if str(error).strip() else "no details"
-    return f"{type(error).__name__}: {text} (run with --debug for the traceback)"
+    from napari_swinlitemedsam.cohort.cases import unexpected_failure_text
+
+    return unexpected_failure_text(error)
 
 
 def main(argv: list[str] | None = None) -> int:
