@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -47,7 +48,9 @@ __all__ = [
     "CT_AIR_THRESHOLD",
     "CT_WINDOW_PRESETS",
     "MODALITIES",
+    "Uint8Mapping",
     "display_range",
+    "intensity_mapping",
     "guess_modality",
     "to_rgb_uint8",
     "to_uint8",
@@ -142,22 +145,74 @@ def to_uint8(
             return image
         if image.dtype == np.bool_:
             return image.astype(np.uint8) * np.uint8(255)
+    return intensity_mapping(image, modality=modality, window=window).apply(image)
+
+
+@dataclass(frozen=True)
+class Uint8Mapping:
+    """The element-wise map one image (or a whole volume) gets to uint8, its parameters fixed.
+
+    Decided once from the whole image by :func:`intensity_mapping` (or from a sample of slices
+    of a volume that is not in memory), then applied to the image or to any part of it:
+    ``mapping.apply(volume[z])`` equals ``to_uint8(volume)[z]`` when the mapping was decided on
+    ``volume``. ``kind`` is ``"zeros"``, ``"window"`` (clip to ``low..high``, scale) or
+    ``"percentile"`` (the non-CT rule: clip to ``low..high``, scale ``smallest..largest``, zeros
+    stay zero); ``fill`` replaces non-finite values first.
+    """
+
+    kind: str
+    low: float = 0.0
+    high: float = 0.0
+    smallest: float = 0.0
+    largest: float = 0.0
+    fill: float | None = None
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        """``image`` (any shape, real dtype) -> uint8 of the same shape."""
+        image = np.asarray(image)
+        if self.kind == "zeros" or image.size == 0:
+            return np.zeros(image.shape, dtype=np.uint8)
+        blocks = Blocks(image, fill=self.fill)
+        if self.kind == "window":
+            low, high = self.low, self.high
+            return blocks.map_to_uint8(image.shape, lambda values: _apply_window(values, low, high))
+        return blocks.map_to_uint8(image.shape, self._percentile_map)
+
+    def _percentile_map(self, values: np.ndarray) -> np.ndarray:
+        low, high = np.float64(self.low), np.float64(self.high)
+        smallest, largest = np.float64(self.smallest), np.float64(self.largest)
+        if largest > smallest:
+            scaled = (np.clip(values, low, high) - smallest) / (largest - smallest) * 255.0
+        else:
+            scaled = np.full(values.shape, 255.0)
+        scaled[values == 0] = 0
+        return scaled.astype(np.uint8)
+
+
+def intensity_mapping(
+    image: np.ndarray,
+    modality: str = "auto",
+    window: str | tuple[float, float] | None = None,
+) -> Uint8Mapping:
+    """The :class:`Uint8Mapping` :func:`to_uint8` applies to ``image`` (any shape, real dtype,
+    not uint8/bool without a window: those need no statistics)."""
+    image = np.asarray(image)
     if image.size == 0:
-        return np.zeros(image.shape, dtype=np.uint8)
+        return Uint8Mapping("zeros")
     stats = finite_stats(image)
     if stats is None:
-        return np.zeros(image.shape, dtype=np.uint8)
+        return Uint8Mapping("zeros")
     # Worked through in blocks (see :mod:`.blockwise`): extra memory stays a few MB whatever
     # the size of the stack, and the result is the same as on the whole array at once.
-    blocks = Blocks(image, fill=stats.low if stats.has_non_finite else None)
+    fill = stats.low if stats.has_non_finite else None
     if (
         window is not None
         or modality == "ct"
         or (modality == "auto" and stats.low <= CT_AIR_THRESHOLD)
     ):
         low, high = window_bounds(window)
-        return blocks.map_to_uint8(image.shape, lambda values: _apply_window(values, low, high))
-    return _percentile_rule(blocks, image.shape, stats)
+        return Uint8Mapping("window", low, high, fill=fill)
+    return _percentile_mapping(Blocks(image, fill=fill), stats, fill)
 
 
 def to_rgb_uint8(
@@ -250,7 +305,7 @@ def _apply_window(values: np.ndarray, low: float, high: float) -> np.ndarray:
     return ((clipped - low) / (high - low) * 255.0).astype(np.uint8)
 
 
-def _percentile_rule(blocks: Blocks, shape: tuple[int, ...], stats: FiniteStats) -> np.ndarray:
+def _percentile_mapping(blocks: Blocks, stats: FiniteStats, fill: float | None) -> Uint8Mapping:
     """The non-CT rule (module docstring) over ``blocks`` (non-finite values already replaced)."""
     count, positive_low, positive_high = 0, np.inf, -np.inf
     for _, block in blocks:
@@ -267,17 +322,8 @@ def _percentile_rule(blocks: Blocks, shape: tuple[int, ...], stats: FiniteStats)
     low = np.float64(percentile(blocks, keep, _LOWER_PERCENTILE, *sample))
     high = np.float64(percentile(blocks, keep, _UPPER_PERCENTILE, *sample))
     # Clipping is monotonic: the clipped image's extremes are the clipped extremes.
-    smallest, largest = (
-        np.clip(np.float64(stats.low), low, high),
-        np.clip(np.float64(stats.high), low, high),
+    smallest = np.clip(np.float64(stats.low), low, high)
+    largest = np.clip(np.float64(stats.high), low, high)
+    return Uint8Mapping(
+        "percentile", float(low), float(high), float(smallest), float(largest), fill=fill
     )
-
-    def mapping(values: np.ndarray) -> np.ndarray:
-        if largest > smallest:
-            scaled = (np.clip(values, low, high) - smallest) / (largest - smallest) * 255.0
-        else:
-            scaled = np.full(values.shape, 255.0)
-        scaled[values == 0] = 0
-        return scaled.astype(np.uint8)
-
-    return blocks.map_to_uint8(shape, mapping)

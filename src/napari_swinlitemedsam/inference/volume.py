@@ -31,6 +31,7 @@ import numpy as np
 
 from napari_swinlitemedsam.inference import transforms
 from napari_swinlitemedsam.inference.predictor import BoxPredictor, PredictorError
+from napari_swinlitemedsam.inference.volume_slices import VolumeSlices
 
 
 @dataclass(frozen=True)
@@ -126,8 +127,9 @@ def segment_volume(
 
     Later boxes overwrite earlier ones where they overlap, like the reference.
     """
-    volume = np.asarray(volume)
-    if volume.ndim != 3:
+    # A VolumeSlices (lazy stack) is read slice by slice; anything else becomes an array.
+    volume = volume if isinstance(volume, VolumeSlices) else np.asarray(volume)
+    if len(volume.shape) != 3:
         raise PredictorError(f"a volume must be (D, H, W), got shape {volume.shape}")
     checked = check_boxes_3d(boxes, volume.shape[0])
     up, down = _tracks_for_boxes(checked, volume.shape[0], include_end_slices)
