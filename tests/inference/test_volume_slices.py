@@ -6,11 +6,11 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 import pytest
-from stub_segmenter import stub_predictor
 
 from napari_swinlitemedsam.inference.intensity import to_uint8
 from napari_swinlitemedsam.inference.volume import run_to_end, segment_volume
 from napari_swinlitemedsam.inference.volume_slices import SAMPLE_SLICES, VolumeSlices
+from stub_segmenter import stub_predictor
 
 
 class CountingStore:
