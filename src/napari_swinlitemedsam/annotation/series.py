@@ -43,6 +43,7 @@ from napari_swinlitemedsam.io.label_files import (
     load_labels,
     save_labels,
 )
+from napari_swinlitemedsam.io.zarr_stacks import is_zarr_path
 from napari_swinlitemedsam.storage.atomic_files import write_atomically
 
 PROGRESS_FILE = "series_progress.json"
@@ -72,7 +73,9 @@ def list_series_items(sources: str | os.PathLike | Iterable[str | os.PathLike]) 
     for source in sources:
         text = str(source)
         path = Path(text).expanduser()
-        if path.is_dir():
+        if path.is_dir() and is_zarr_path(path):
+            matches = [path]  # a zarr store is one (lazy) image, not a folder of images
+        elif path.is_dir():
             matches = sorted(p for p in path.iterdir() if _is_image_file(p))
         elif path.is_file():
             if image_suffix(path) is None:
@@ -101,7 +104,11 @@ def list_series_items(sources: str | os.PathLike | Iterable[str | os.PathLike]) 
 
 
 def _is_image_file(path: Path) -> bool:
-    return path.is_file() and not path.name.startswith(".") and image_suffix(path) is not None
+    if path.name.startswith("."):
+        return False
+    if is_zarr_path(path):
+        return path.is_dir()
+    return path.is_file() and image_suffix(path) is not None
 
 
 @dataclass

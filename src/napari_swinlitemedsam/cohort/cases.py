@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -128,20 +128,22 @@ def segment_one(
     return CaseOutcome(path.name, DONE, f"{len(case.boxes)} boxes, {seconds:.2f} s", seconds)
 
 
-def model_planes(image: LoadedImage) -> list[np.ndarray]:
-    """The 2D planes the model encodes for ``image``: one per slice of a stack (mapped to uint8
-    as a whole, so that every slice range gives the same cache keys), or the image itself."""
-    from napari_swinlitemedsam.inference.pipeline import volume_to_uint8
+def model_planes(image: LoadedImage) -> Sequence[np.ndarray]:
+    """The 2D planes the model encodes for ``image``: one per slice of a stack, read when it is
+    encoded and mapped to uint8 with one mapping for the whole stack (decided the same way in
+    every process, so that every slice range gives the same cache keys), or the image itself."""
+    import numpy as np
+
+    from napari_swinlitemedsam.inference.volume_slices import VolumeSlices
 
     if not image.is_stack:
-        return [image.data]
-    volume = volume_to_uint8(image.data)
-    return [volume[z] for z in range(volume.shape[0])]
+        return [np.asarray(image.data)]
+    return VolumeSlices(image.data)
 
 
 def embed_planes(
     predictor: BoxPredictor,
-    planes: list[np.ndarray],
+    planes: Sequence[np.ndarray],
     start: int = 0,
     stop: int | None = None,
     on_slice: Callable[[int, int], None] | None = None,
@@ -156,9 +158,10 @@ def embed_planes(
     cache = predictor.disk_cache
     if cache is None:
         raise ValueError("embedding needs a predictor with a disk cache (predictor.disk_cache)")
-    chosen = planes[start:stop]
+    chosen = range(len(planes))[start:stop]
     encoded = cached = 0
-    for index, plane in enumerate(chosen):
+    for index, z in enumerate(chosen):
+        plane = planes[z]
         if cache.key_for(model_input_uint8(plane), predictor.encoder_identity) in cache:
             cached += 1
         else:

@@ -18,7 +18,7 @@ whatever level napari displays.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -62,6 +62,11 @@ class VolumeSlices:
 
     def __len__(self) -> int:
         return self.shape[0]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        """Every slice in order, each read when it is reached."""
+        for z in range(self.shape[0]):
+            yield self[z]
 
     def __getitem__(self, z: int) -> np.ndarray:
         """Slice ``z`` as (H, W) uint8."""

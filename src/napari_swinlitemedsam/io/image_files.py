@@ -1,7 +1,8 @@
 """Reading images and stacks from files, without napari.
 
-Formats: TIFF (``tifffile``), PNG/JPEG (Pillow), challenge ``.npz`` cases (``imgs``), and NIfTI
-(``.nii`` / ``.nii.gz``) when ``nibabel`` is installed.
+Formats: TIFF (``tifffile``), PNG/JPEG (Pillow), challenge ``.npz`` cases (``imgs``), NIfTI
+(``.nii`` / ``.nii.gz``) when ``nibabel`` is installed, and zarr / OME-Zarr stores (``.zarr``
+folders, opened lazily as dask arrays: see :mod:`.zarr_stacks`).
 
 Axis order of :attr:`LoadedImage.data`: a 2D image is ``(H, W)`` or ``(H, W, C)`` with C = 3 or
 4 (colour); a stack is ``(D, H, W)``. NIfTI stores ``(x, y, z)``; it is transposed to
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from napari_swinlitemedsam.io.zarr_stacks import ZarrStackError, is_zarr_path, open_zarr_stack
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -35,7 +38,8 @@ class LoadedImage:
 
     Attributes:
         path: where it came from.
-        data: ``(H, W)``, ``(H, W, C)`` or ``(D, H, W)`` pixels, dtype as stored.
+        data: ``(H, W)``, ``(H, W, C)`` or ``(D, H, W)`` pixels, dtype as stored (a numpy
+            array, or a lazy dask array for zarr stores).
         is_stack: whether ``data`` is a ``(D, H, W)`` stack.
         spacing: pixel size per axis of ``data`` (without a colour axis), or None.
         affine: NIfTI (4, 4) voxel-to-world matrix, else None.
@@ -91,6 +95,8 @@ def read_image(path: str | os.PathLike) -> LoadedImage:
     Raises :class:`ImageFileError` for missing, unreadable or unsupported files.
     """
     path = Path(path)
+    if is_zarr_path(path):
+        return _read_zarr(path)
     suffix = image_suffix(path)
     if suffix is None:
         raise ImageFileError(
@@ -118,6 +124,16 @@ def read_image(path: str | os.PathLike) -> LoadedImage:
     if data.size == 0:
         raise ImageFileError(f"{path}: cannot be read as an image: it holds no pixels")
     return LoadedImage(path, data, is_stack_shape(data.shape, path))
+
+
+def _read_zarr(path: Path) -> LoadedImage:
+    """A zarr / OME-Zarr store, opened lazily: ``data`` is a dask array (nothing read yet)."""
+    try:
+        stack = open_zarr_stack(path)
+    except ZarrStackError as error:
+        raise ImageFileError(str(error)) from None
+    shape = tuple(stack.data.shape)
+    return LoadedImage(path, stack.data, is_stack_shape(shape, path), spacing=stack.spacing)
 
 
 def is_stack_shape(shape: tuple[int, ...], path: Path | str = "image") -> bool:
