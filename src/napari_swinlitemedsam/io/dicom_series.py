@@ -283,3 +283,25 @@ def _compact(stack: np.ndarray) -> np.ndarray:
     if whole and np.iinfo(np.int16).min <= low and high <= np.iinfo(np.int16).max:
         return stack.astype(np.int16)
     return stack.astype(np.float32)
+
+
+def looks_like_dicom_folder(folder: str | os.PathLike, files_to_try: int = 20) -> bool:
+    """Whether ``folder`` (or a subfolder) holds a DICOM Part 10 file ("DICM" at byte 128),
+    looking at no more than ``files_to_try`` files, without pydicom: cheap enough for napari's
+    reader lookup."""
+    tried = 0
+    for root, _dirs, names in os.walk(folder):
+        for name in names:
+            if name.startswith("."):
+                continue
+            tried += 1
+            try:
+                with open(Path(root) / name, "rb") as handle:
+                    handle.seek(128)
+                    if handle.read(4) == b"DICM":
+                        return True
+            except OSError:
+                pass
+            if tried >= files_to_try:
+                return False
+    return False
