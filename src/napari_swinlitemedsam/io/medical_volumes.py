@@ -149,6 +149,31 @@ def write_labels_like(
     raise MedicalFileError(f"{path}: save labels as .nii.gz, .nrrd or .mha")
 
 
+def read_labels_like(path: str | os.PathLike, geometry: VolumeGeometry) -> np.ndarray:
+    """Labels written by :func:`write_labels_like` (or any label file on the same voxel grid,
+    NIfTI / NRRD / MHA) in the display orientation of ``geometry``: ``(D, H, W)``."""
+    path = Path(path)
+    suffix = volume_suffix(path)
+    try:
+        if suffix in NIFTI_SUFFIXES:
+            nibabel = _require("nibabel", path, "nibabel")
+            source = np.asanyarray(nibabel.load(str(path)).dataobj)
+        elif suffix in ITK_SUFFIXES:
+            sitk = _require("SimpleITK", path, "SimpleITK")
+            source = np.transpose(sitk.GetArrayFromImage(sitk.ReadImage(str(path))))
+        else:
+            raise MedicalFileError(f"{path}: not a NIfTI, NRRD or MHA label file")
+    except MedicalFileError:
+        raise
+    except Exception as error:  # nibabel / SimpleITK errors of damaged files
+        raise MedicalFileError(f"{path}: cannot read saved labels ({error})") from error
+    if source.size != int(np.prod(geometry.source_shape)):
+        raise MedicalFileError(
+            f"{path}: labels of shape {source.shape} do not fit the image {geometry.source_shape}"
+        )
+    return np.ascontiguousarray(geometry.to_display(source.reshape(geometry.source_shape)))
+
+
 def _label_array(labels: np.ndarray) -> np.ndarray:
     array = np.asarray(labels)
     if array.dtype == np.bool_:
