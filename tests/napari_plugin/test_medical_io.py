@@ -18,6 +18,7 @@ from napari_swinlitemedsam._napari.medical_io import (
 from napari_swinlitemedsam.io.medical_volumes import MedicalFileError
 from napari_swinlitemedsam.io.samples import load_sample
 from napari_swinlitemedsam.io.volume_geometry import RAS_FROM_LPS, VolumeGeometry
+from screenshot_paths import screenshot_path
 
 nibabel = pytest.importorskip("nibabel")
 pytest.importorskip("SimpleITK")
@@ -118,7 +119,8 @@ def test_open_ct_box_mask_save_reopen(make_napari_viewer, qtbot, ct_nifti, tmp_p
     from napari_swinlitemedsam._napari.widget import BoxAnnotatorWidget
 
     path, display, reference, stored, affine = ct_nifti
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer(show=True)  # shown: the screenshot for the user guide
+    viewer.window.resize(1400, 860)
     (image,) = viewer.open(str(path), plugin=PLUGIN)  # what File > Open does with the file
     np.testing.assert_array_equal(image.data, display)
     widget = BoxAnnotatorWidget(viewer)
@@ -130,6 +132,9 @@ def test_open_ct_box_mask_save_reopen(make_napari_viewer, qtbot, ct_nifti, tmp_p
     masks = annotator.labels
     assert dice(masks.data[KEY] > 0, reference[KEY]) > MIN_DSC
     assert not masks.data[np.arange(len(display)) != KEY].any()
+    qtbot.wait(300)  # let the canvas and the dock settle
+    picture = viewer.screenshot(str(screenshot_path("ct_nifti_annotated.png", tmp_path)), False)
+    assert picture.shape[0] > 400 and picture.shape[1] > 800
 
     target = tmp_path / "head_ct_masks.nii.gz"
     viewer.layers.selection = {masks}
