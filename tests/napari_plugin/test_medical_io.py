@@ -133,7 +133,8 @@ def test_open_ct_box_mask_save_reopen(make_napari_viewer, qtbot, ct_nifti, tmp_p
     assert dice(masks.data[KEY] > 0, reference[KEY]) > MIN_DSC
     assert not masks.data[np.arange(len(display)) != KEY].any()
     qtbot.wait(300)  # let the canvas and the dock settle
-    picture = viewer.screenshot(str(screenshot_path("ct_nifti_annotated.png", tmp_path)), False)
+    path_png = screenshot_path("ct_nifti_annotated.png", tmp_path)
+    picture = viewer.screenshot(str(path_png), canvas_only=False)
     assert picture.shape[0] > 400 and picture.shape[1] > 800
 
     target = tmp_path / "head_ct_masks.nii.gz"
