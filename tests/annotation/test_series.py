@@ -176,21 +176,66 @@ def test_label_formats_round_trip(tmp_path, label_format):
 def test_nifti_labels_keep_affine_spacing_and_axis_order(tmp_path):
     nibabel = pytest.importorskip("nibabel")
     volume = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)  # (x, y, z)
-    affine = np.diag([0.5, 0.7, 2.5, 1.0])
+    affine = np.diag([0.5, 0.7, 2.5, 1.0])  # RAS: x to the right, y anterior, z superior
     affine[:3, 3] = [10, -4, 3]
     nibabel.save(nibabel.Nifti1Image(volume, affine), str(tmp_path / "ct.nii.gz"))
     loaded = read_image(tmp_path / "ct.nii.gz")
     assert loaded.is_stack and loaded.data.shape == (6, 5, 4)  # (z, y, x)
     assert loaded.spacing == pytest.approx((2.5, 0.7, 0.5))
-    assert loaded.data[2, 3, 1] == volume[1, 3, 2]
+    # Display orientation: columns run right-to-left and rows anterior-to-posterior, so both
+    # in-plane axes are flipped against RAS storage.
+    assert loaded.data[2, 5 - 1 - 3, 4 - 1 - 1] == volume[1, 3, 2]
     chosen = ImageSeries([tmp_path / "ct.nii.gz"], tmp_path / "out", label_format="nifti")
     labels = np.zeros((6, 5, 4), np.uint8)
-    labels[2, 3, 1] = 7
+    labels[2, 5 - 1 - 3, 4 - 1 - 1] = 7
     assert chosen.save(0, labels)
     written = nibabel.load(str(chosen.label_path(0)))
     np.testing.assert_allclose(written.affine, affine)
     assert np.asanyarray(written.dataobj)[1, 3, 2] == 7 and written.get_data_dtype() == np.uint8
     np.testing.assert_array_equal(chosen.saved_labels(0), labels)
+
+
+def test_auto_format_writes_each_item_in_its_own_format(tmp_path):
+    nibabel = pytest.importorskip("nibabel")
+    sitk = pytest.importorskip("SimpleITK")
+    pytest.importorskip("pydicom")
+    from medical_files import write_dicom_series, write_itk
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    data = np.zeros((6, 5, 4), np.int16)  # (x, y, z)
+    data[1:3, 2:4, 1:3] = 500
+    nibabel.save(
+        nibabel.Nifti1Image(data, np.diag([-1.0, 1.0, 2.0, 1.0])), str(folder / "a.nii.gz")
+    )
+    write_itk(folder / "b.mha", data, (1, 1, 2), (5, 6, 7), np.eye(3))
+    tifffile.imwrite(folder / "c.tif", np.zeros((8, 9), np.uint8))
+    stored = np.full((3, 4, 5), 1024, np.uint16)
+    stored[1, 1:3, 1:4] = 2000
+    write_dicom_series(folder / "d_dicom", stored)
+    opened = ImageSeries.open(folder, tmp_path / "out")  # label format "auto" by default
+    assert opened.names == ["a", "b", "c", "d_dicom"]
+    assert [opened.label_path(i).name for i in range(4)] == [
+        "a.nii.gz",
+        "b.mha",
+        "c.tif",
+        "d_dicom.nii.gz",
+    ]
+    for index in range(4):
+        image = opened.read(index)
+        labels = (image.data > 100).astype(np.uint8)
+        assert opened.save(index, labels, image)
+        np.testing.assert_array_equal(opened.saved_labels(index), labels)
+    written_nifti = nibabel.load(str(opened.label_path(0)))
+    np.testing.assert_array_equal(np.asanyarray(written_nifti.dataobj), (data > 100))
+    np.testing.assert_allclose(written_nifti.affine, np.diag([-1.0, 1.0, 2.0, 1.0]))
+    written_mha = sitk.ReadImage(str(opened.label_path(1)))
+    assert written_mha.GetOrigin() == (5.0, 6.0, 7.0)
+    np.testing.assert_array_equal(
+        np.transpose(sitk.GetArrayFromImage(written_mha)), (data > 100).astype(np.uint8)
+    )
+    dicom_labels = np.asanyarray(nibabel.load(str(opened.label_path(3))).dataobj)
+    np.testing.assert_array_equal(dicom_labels, np.transpose(stored > 1124))  # HU > 100
 
 
 def test_a_killed_save_leaves_the_previous_labels_and_progress_intact(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from napari_swinlitemedsam.cli.main import main
 
@@ -163,3 +164,16 @@ def test_onnx_runtime_without_its_packages_is_a_usage_error(tmp_path, capsys, mo
     )
     assert code == 2
     assert "pip install onnxruntime onnx" in capsys.readouterr().err
+
+
+def test_annotate_series_writes_labels_in_the_input_format_by_default(tmp_path):
+    nibabel = pytest.importorskip("nibabel")
+    from napari_swinlitemedsam.cli.main import build_parser, prepare_annotate
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    nibabel.save(nibabel.Nifti1Image(np.zeros((4, 5, 3), np.int16), np.eye(4)), scans / "a.nii")
+    args = build_parser().parse_args(["annotate", str(scans), "-o", str(tmp_path / "out")])
+    series, _ = prepare_annotate(args)
+    assert series.label_format == "auto"
+    assert series.label_path(0).name == "a.nii.gz"

@@ -20,6 +20,7 @@ EXPECTED = {
     "nuclei2d": ((512, 512), np.uint16, 125),
     "nuclei3d": ((60, 256, 256), np.uint8, 20),
     "brain_mr": ((60, 217, 181), np.uint8, 2),
+    "head_ct": ((36, 240, 240), np.int16, 2),
 }
 
 
@@ -88,6 +89,20 @@ def test_brain_mr_classes_are_nested_sensibly():
     vent_box = ndimage.find_objects(ventricles.astype(np.uint8))[0]
     for b, v in zip(brain_box, vent_box):
         assert b.start < v.start and v.stop < b.stop
+
+
+def test_head_ct_is_in_hounsfield_units():
+    sample = load_sample("head_ct")
+    bone, intracranial = sample.labels == 1, sample.labels == 2
+    assert sample.image.min() == -1024  # air, as CT scanners write it
+    assert np.median(sample.image[sample.labels == 0]) < -900  # mostly air around the head
+    assert sample.image[bone].min() >= 226
+    assert 0 <= np.median(sample.image[intracranial]) <= 80  # brain: about 20-45 HU
+    # The intracranial label lies inside the skull's extent on every axis.
+    skull_box = ndimage.find_objects(bone.astype(np.uint8))[0]
+    inner_box = ndimage.find_objects(intracranial.astype(np.uint8))[0]
+    for outer, inner in zip(skull_box[1:], inner_box[1:]):
+        assert outer.start < inner.start and inner.stop < outer.stop
 
 
 def test_unknown_sample_name_says_which_exist():

@@ -32,6 +32,7 @@ def test_manifest_is_valid_and_every_command_resolves():
         "nuclei2d",
         "nuclei3d",
         "brain_mr",
+        "head_ct",
     }
 
 

@@ -60,6 +60,8 @@ class Annotator(SliceJobs):
         self.last_error = ""
         self._image_u8: np.ndarray | None = None
         self._token = ""
+        self._image_key = ""
+        self.window = None  # intensity window for the model (see set_window)
         self._pending: dict[SliceKey, set[int]] = {}
         self._propagate_queue: list[int] = []
         self._encoded: set[SliceKey] = set()
@@ -115,7 +117,8 @@ class Annotator(SliceJobs):
             )
         previous_labels = self.labels
         self.detach()
-        self.image, self._token = image, (uuid.uuid4().hex if image_key is None else image_key)
+        self._image_key = uuid.uuid4().hex if image_key is None else image_key
+        self.image, self._token = image, self._windowed_key()
         self._image_u8 = prepared
         self.labels = (
             labels
@@ -227,8 +230,30 @@ class Annotator(SliceJobs):
             self._last_slice = current
             self.user_acted()
 
+    def set_window(self, window) -> None:
+        """The intensity window the model sees: None (automatic: CT soft tissue when the image
+        holds air in HU, else the percentile rule), a CT preset name, or ``(low, high)``
+        bounds (e.g. the layer's contrast limits). A change re-maps the image and re-encodes:
+        the cache key includes the window."""
+        if window is not None and not isinstance(window, str):
+            window = tuple(float(bound) for bound in window)
+        if window == self.window:
+            return
+        self.window = window
+        if self.image is not None:
+            self._image_u8, self._token = None, self._windowed_key()
+            self._encoded.clear()
+        self.user_acted()
+
+    def _windowed_key(self):
+        """The cache key of the current image as mapped with the current window."""
+        if self.window is None:
+            return self._image_key
+        return f"{self._image_key}|window={self.window}"
+
     def _on_image_data_changed(self, event=None) -> None:
-        self._image_u8, self._token = None, uuid.uuid4().hex
+        self._image_key = uuid.uuid4().hex
+        self._image_u8, self._token = None, self._windowed_key()
         self._encoded.clear()
         self.user_acted()
 
@@ -340,7 +365,10 @@ class Annotator(SliceJobs):
                 self._image_u8 = array
 
         self.runner.start(
-            "prepare", prepare_image, (self.image.data, self.is_stack), on_return=prepared
+            "prepare",
+            prepare_image,
+            (self.image.data, self.is_stack, self.window),
+            on_return=prepared,
         )
 
     def _job_failed(self, error: Exception) -> None:

@@ -71,8 +71,13 @@ def make_box_layer(image: Image) -> Shapes:
 def make_labels_layer(image: Image) -> Labels:
     """An empty Labels layer shaped like the image (uint16 ids), in the image's frame."""
     shape = spatial_shape(image)
+    # The scanner geometry of a CT/MR image travels along, so the masks save in its frame.
+    geometry = {k: v for k, v in image.metadata.items() if k == "geometry"}
     return Labels(
-        np.zeros(shape, dtype=np.uint16), name=f"{image.name} masks", **_same_frame(image)
+        np.zeros(shape, dtype=np.uint16),
+        name=f"{image.name} masks",
+        metadata=geometry,
+        **_same_frame(image),
     )
 
 

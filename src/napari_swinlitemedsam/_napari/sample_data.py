@@ -18,11 +18,18 @@ def _layers(name: str) -> list[tuple]:
         "source": sample.source,
         "licence": sample.licence,
     }
+    if sample.info.modality == "CT":  # the soft-tissue window (W400 / L40), as PACS viewers open
+        frame["contrast_limits"] = (-160.0, 240.0)
     return [
         (sample.image, {"name": name, "metadata": metadata, **frame}, "image"),
         (
             sample.labels,
-            {"name": f"{name} reference", "visible": False, "opacity": 0.5, **frame},
+            {
+                "name": f"{name} reference",
+                "visible": False,
+                "opacity": 0.5,
+                **{k: v for k, v in frame.items() if k != "contrast_limits"},
+            },
             "labels",
         ),
     ]
@@ -41,3 +48,8 @@ def nuclei3d() -> list[tuple]:
 def brain_mr() -> list[tuple]:
     """Head MR stack, (60, 217, 181), with brain and ventricle reference labels."""
     return _layers("brain_mr")
+
+
+def head_ct() -> list[tuple]:
+    """Head CT stack in HU, (36, 240, 240), with bone and intracranial reference labels."""
+    return _layers("head_ct")

@@ -37,6 +37,7 @@ from napari_swinlitemedsam.io.image_files import IMAGE_SUFFIXES
 
 AUTOSAVE_MS = 120_000
 LABEL_FORMAT_CHOICES = (
+    ("as the images (NIfTI / NRRD / MHA / TIFF)", "auto"),
     ("TIFF (.tif)", "tiff"),
     ("NIfTI (.nii.gz)", "nifti"),
     ("challenge .npz", "npz"),
@@ -204,7 +205,7 @@ class SeriesPanel(QWidget):
 
     # ------------------------------------------------------------------ series
     def open_series(
-        self, sources, outdir, label_format: str = "tiff", skip_done: bool = False
+        self, sources, outdir, label_format: str = "auto", skip_done: bool = False
     ) -> bool:
         """List ``sources`` (folders, files, patterns) into a series saved in ``outdir`` and show
         its current item; False (after telling the user) when that is not possible."""

@@ -147,7 +147,7 @@ class SeriesSession:
         name = self.series.names[index]
         try:
             loaded, prepared, key = self._read(index)
-            saved = self.series.saved_labels(index)
+            saved = self.series.saved_labels(index, loaded)
             shape = spatial_shape(loaded)
             if saved is not None and tuple(saved.shape) != shape:
                 raise ValueError(

@@ -35,6 +35,16 @@ from napari_swinlitemedsam.annotation.model_choices import (
 )
 
 NEW_LABELS = "(new layer)"
+DISPLAYED = "displayed"
+# What the model sees of the intensities (inference/intensity.py has the presets and the rule).
+WINDOW_CHOICES = (
+    ("auto (CT: soft tissue; else percentiles)", None),
+    ("CT soft tissue W400 L40", "soft_tissue"),
+    ("CT lung W1500 L-600", "lung"),
+    ("CT bone W1800 L400", "bone"),
+    ("CT brain W80 L40", "brain"),
+    ("as displayed (contrast limits)", DISPLAYED),
+)
 MAX_WIDTH = 380
 
 SHORTCUTS = (
@@ -93,6 +103,9 @@ class BoxAnnotatorWidget(QWidget):
         self.model_combo.addItem(CHOOSE_FILE, None)
         self.device_combo = QComboBox()
         self.device_combo.addItems(DEVICES)
+        self.window_combo = QComboBox()
+        for text, window in WINDOW_CHOICES:
+            self.window_combo.addItem(text, window)
         self.overwrite_box = QCheckBox("New masks may overwrite other objects")
         self.key_slice_box = QCheckBox("New boxes add key slices to the active object")
         self.positive_button = QRadioButton("+ clicks")
@@ -115,6 +128,7 @@ class BoxAnnotatorWidget(QWidget):
         form.addRow("Masks", self.labels_combo)
         form.addRow("Model", self.model_combo)
         form.addRow("Device", self.device_combo)
+        form.addRow("Intensity", self.window_combo)
         clicks = QHBoxLayout()
         clicks.addWidget(self.positive_button)
         clicks.addWidget(self.negative_button)
@@ -137,6 +151,7 @@ class BoxAnnotatorWidget(QWidget):
         self.labels_combo.activated.connect(lambda *_: self._labels_chosen())
         self.model_combo.activated.connect(lambda *_: self._model_changed())
         self.device_combo.activated.connect(lambda *_: self._model_changed())
+        self.window_combo.activated.connect(lambda *_: self._window_chosen())
         self.overwrite_box.toggled.connect(self._set_overwrite)
         self.key_slice_box.toggled.connect(self._set_key_slices)
         self.positive_button.toggled.connect(self.annotator.set_click_sign)
@@ -244,6 +259,15 @@ class BoxAnnotatorWidget(QWidget):
                 self.model_combo.insertItem(
                     self.model_combo.count() - 1, choice.label, choice.name_or_path
                 )
+
+    def _window_chosen(self) -> None:
+        """Give the model the chosen window; "as displayed" takes the image layer's contrast
+        limits at the moment of choosing."""
+        window = self.window_combo.currentData()
+        if window == DISPLAYED:
+            image = self.annotator.image
+            window = None if image is None else tuple(image.contrast_limits)
+        self.annotator.set_window(window)
 
     def _model_changed(self) -> None:
         name_or_path = self.model_combo.currentData()

@@ -64,12 +64,18 @@ def load_predictor(name_or_path: str, device: str, disk_cache=None):
     return predictor, time.perf_counter() - started
 
 
-def prepare_image(data, is_stack: bool) -> np.ndarray:
+def prepare_image(data, is_stack: bool, window=None) -> np.ndarray:
     """The image as the model sees it: a (D, H, W) stack mapped to uint8 once for all slices;
-    a 2D image is returned as it is (the predictor maps its intensities itself)."""
+    a 2D image is returned as it is (the predictor maps its intensities itself).
+
+    ``window``: None for the automatic rule, else a CT window preset name or ``(low, high)``
+    bounds, applied to a stack or a grey 2D image (colour images keep their values).
+    """
     from napari_swinlitemedsam.inference.pipeline import volume_to_uint8
 
     array = np.asarray(data)
+    if window is not None and (is_stack or array.ndim == 2):
+        return volume_to_uint8(array, window=window)
     return volume_to_uint8(array) if is_stack else array
 
 

@@ -2,7 +2,9 @@
 
 An :class:`ImageSeries` is an ordered list of image files (from folders, lists or glob patterns)
 and an output folder. For every item it knows a state (untouched, in progress, done) and where
-its labels are saved: ``OUTDIR/<base name><suffix of the label format>``. A small JSON file,
+its labels are saved: ``OUTDIR/<base name><suffix of the label format>``; with the label format
+``"auto"`` (the default) each item's labels are written in its image's own format (NIfTI for
+NIfTI and DICOM series, NRRD, MHA, else TIFF) with its scanner geometry. A small JSON file,
 ``OUTDIR/series_progress.json``, records the states, the item the user was on, and a digest of
 the last saved labels, so that
 
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_swinlitemedsam.io.dicom_series import looks_like_dicom_folder
 from napari_swinlitemedsam.io.image_files import (
     IMAGE_SUFFIXES,
     NIFTI_SUFFIXES,
@@ -37,9 +40,11 @@ from napari_swinlitemedsam.io.image_files import (
     read_image,
 )
 from napari_swinlitemedsam.io.label_files import (
+    AUTO_FORMAT,
     LABEL_FORMATS,
     check_label_format,
     labels_digest,
+    labels_format_for,
     load_labels,
     save_labels,
 )
@@ -62,7 +67,9 @@ class ItemState(str, Enum):
 
 def list_series_items(sources: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
     """Image files from folders (their supported files, sorted, not recursive), glob patterns
-    (``"scans/*.nii.gz"``) and single files, in the order given, without duplicates.
+    (``"scans/*.nii.gz"``) and single files, in the order given, without duplicates. A folder's
+    subfolders holding DICOM files are items too (one series each), and a folder with no image
+    files but DICOM files in it is one item.
 
     Raises SeriesError when nothing is found, a path does not exist, or NIfTI files are listed
     but ``nibabel`` is missing.
@@ -77,6 +84,13 @@ def list_series_items(sources: str | os.PathLike | Iterable[str | os.PathLike]) 
             matches = [path]  # a zarr store is one (lazy) image, not a folder of images
         elif path.is_dir():
             matches = sorted(p for p in path.iterdir() if _is_image_file(p))
+            matches += sorted(
+                p
+                for p in path.iterdir()
+                if p.is_dir() and not p.name.startswith(".") and looks_like_dicom_folder(p)
+            )
+            if not matches and looks_like_dicom_folder(path):
+                matches = [path]
         elif path.is_file():
             if image_suffix(path) is None:
                 raise SeriesError(f"{path}: not a supported image; use {', '.join(IMAGE_SUFFIXES)}")
@@ -149,15 +163,16 @@ class ImageSeries:
     Args:
         items: the image files, in order (see :func:`list_series_items`).
         outdir: where labels and ``series_progress.json`` go (created when missing).
-        label_format: ``"tiff"``, ``"npz"`` or ``"nifti"`` for new saves. Labels saved earlier
-            in another format are still found and loaded.
+        label_format: one of :data:`LABEL_FORMATS` for new saves, or ``"auto"``: each image's
+            own format (see the module docstring). Labels saved earlier in another format are
+            still found and loaded.
     """
 
     def __init__(
         self,
         items: Sequence[str | os.PathLike],
         outdir: str | os.PathLike,
-        label_format: str = "tiff",
+        label_format: str = AUTO_FORMAT,
     ) -> None:
         self.items = [Path(item) for item in items]
         if not self.items:
@@ -169,7 +184,7 @@ class ImageSeries:
                 f"several images share the base name(s) {clashes}; their labels would overwrite "
                 "each other in the output folder: rename them or label them in separate series"
             )
-        self.label_format = check_label_format(label_format)
+        self.label_format = check_label_format(label_format, allow_auto=True)
         self.outdir = Path(outdir).expanduser()
         self.outdir.mkdir(parents=True, exist_ok=True)
         self._records: dict[str, _Record] = {}
@@ -178,7 +193,7 @@ class ImageSeries:
         self._load_progress()
 
     @classmethod
-    def open(cls, sources, outdir, label_format: str = "tiff") -> ImageSeries:
+    def open(cls, sources, outdir, label_format: str = AUTO_FORMAT) -> ImageSeries:
         """A series over :func:`list_series_items` of ``sources``."""
         return cls(list_series_items(sources), outdir, label_format)
 
@@ -239,9 +254,16 @@ class ImageSeries:
         self._check_index(index)
         return read_image(self.items[index])
 
+    def item_label_format(self, index: int) -> str:
+        """The format new labels of item ``index`` are written in."""
+        self._check_index(index)
+        if self.label_format == AUTO_FORMAT:
+            return labels_format_for(self.items[index])
+        return self.label_format
+
     def label_path(self, index: int) -> Path:
         """Where new labels of item ``index`` are written (current label format)."""
-        return self.outdir / (self.names[index] + LABEL_FORMATS[self.label_format])
+        return self.outdir / (self.names[index] + LABEL_FORMATS[self.item_label_format(index)])
 
     def saved_label_path(self, index: int) -> Path | None:
         """The existing labels file of item ``index`` (any format), or None."""
@@ -256,13 +278,19 @@ class ImageSeries:
                 return candidate
         return None
 
-    def saved_labels(self, index: int) -> np.ndarray | None:
-        """The labels saved for item ``index``, ``(H, W)`` / ``(D, H, W)``, or None."""
+    def saved_labels(self, index: int, image: LoadedImage | None = None) -> np.ndarray | None:
+        """The labels saved for item ``index``, ``(H, W)`` / ``(D, H, W)``, or None.
+
+        ``image``: the item's image when already read (NIfTI / NRRD / MHA labels of a medical
+        image are put in its display orientation through its geometry; read when not given).
+        """
         path = self.saved_label_path(index)
         if path is None:
             return None
         label_format = next(f for f, s in LABEL_FORMATS.items() if path.name.endswith(s))
-        return load_labels(path, label_format)
+        if image is None and label_format in ("nifti", "nrrd", "mha"):
+            image = self.read(index)
+        return load_labels(path, label_format, image)
 
     def save(self, index: int, labels: np.ndarray, image: LoadedImage | None = None) -> bool:
         """Save the labels of item ``index`` atomically; returns False when nothing was written
@@ -278,9 +306,10 @@ class ImageSeries:
         same_labels = digest == record.labels_digest and record.labels_file == path.name
         if same_labels and self._unchanged_on_disk(path, record):
             return False
-        if self.label_format == "nifti" and image is None:
-            image = self.read(index)  # its affine / spacing go into the file
-        save_labels(path, labels, self.label_format, image)
+        label_format = self.item_label_format(index)
+        if label_format in ("nifti", "nrrd", "mha") and image is None:
+            image = self.read(index)  # its geometry / spacing go into the file
+        save_labels(path, labels, label_format, image)
         info = path.stat()
         record.labels_file, record.labels_digest = path.name, digest
         record.file_size, record.file_mtime_ns = info.st_size, info.st_mtime_ns

@@ -128,9 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     annotate.add_argument(
         "--format",
-        choices=("tiff", "nifti", "npz"),
-        default="tiff",
-        help="file format of the series' labels (default: tiff)",
+        choices=("auto", "tiff", "nifti", "nrrd", "mha", "npz"),
+        default="auto",
+        help="file format of the series' labels (default: auto, each image's own format with "
+        "its scanner geometry: NIfTI for NIfTI and DICOM folders, NRRD, MHA, else TIFF)",
     )
     annotate.add_argument(
         "--skip-done", action="store_true", help="Next / Previous pass over items marked done"

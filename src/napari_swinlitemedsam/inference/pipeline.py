@@ -68,11 +68,17 @@ def segment_image_2d(
     return labels
 
 
-def volume_to_uint8(volume: np.ndarray, modality: str = "auto") -> np.ndarray:
-    """Map a whole (D, H, W) stack to uint8 with one intensity mapping for all slices."""
-    if volume.dtype == np.uint8:
+def volume_to_uint8(
+    volume: np.ndarray, modality: str = "auto", window: str | tuple[float, float] | None = None
+) -> np.ndarray:
+    """Map a whole (D, H, W) stack to uint8 with one intensity mapping for all slices.
+
+    ``window``: a CT window preset or ``(low, high)`` bounds (see :func:`intensity.to_uint8`);
+    None applies the automatic rule.
+    """
+    if volume.dtype == np.uint8 and window is None:
         return volume
-    return intensity.to_uint8(volume, modality=modality)
+    return intensity.to_uint8(volume, modality=modality, window=window)
 
 
 def segment_case(

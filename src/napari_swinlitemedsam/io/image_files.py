@@ -1,13 +1,16 @@
 """Reading images and stacks from files, without napari.
 
-Formats: TIFF (``tifffile``), PNG/JPEG (Pillow), challenge ``.npz`` cases (``imgs``), NIfTI
-(``.nii`` / ``.nii.gz``) when ``nibabel`` is installed, and zarr / OME-Zarr stores (``.zarr``
-folders, opened lazily as dask arrays: see :mod:`.zarr_stacks`).
+Formats: TIFF (``tifffile``), PNG/JPEG (Pillow), challenge ``.npz`` cases (``imgs``), the
+medical volumes of :mod:`.medical_volumes`: NIfTI (``.nii`` / ``.nii.gz``, nibabel), NRRD and
+MetaImage (``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``, SimpleITK) and DICOM series folders (pydicom),
+and zarr / OME-Zarr stores (``.zarr`` folders, opened lazily as dask arrays: see
+:mod:`.zarr_stacks`).
 
 Axis order of :attr:`LoadedImage.data`: a 2D image is ``(H, W)`` or ``(H, W, C)`` with C = 3 or
-4 (colour); a stack is ``(D, H, W)``. NIfTI stores ``(x, y, z)``; it is transposed to
-``(z, y, x)`` on reading and back on writing (:mod:`.label_files`), with the affine and header
-kept, so labels land where the image is.
+4 (colour); a stack is ``(D, H, W)``. Medical volumes come in the display orientation of
+:mod:`.volume_geometry` (axial slices, patient left on screen right) with their source geometry
+in :attr:`LoadedImage.geometry`; labels are written back through it (:mod:`.label_files`), so
+they land on the source's voxels.
 """
 
 from __future__ import annotations
@@ -24,8 +27,11 @@ from napari_swinlitemedsam.io.zarr_stacks import ZarrStackError, is_zarr_path, o
 TIFF_SUFFIXES = (".tif", ".tiff")
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 CHALLENGE_SUFFIXES = (".npz",)
-IMAGE_SUFFIXES = TIFF_SUFFIXES + PICTURE_SUFFIXES + NIFTI_SUFFIXES + CHALLENGE_SUFFIXES
+IMAGE_SUFFIXES = (
+    TIFF_SUFFIXES + PICTURE_SUFFIXES + NIFTI_SUFFIXES + ITK_SUFFIXES + CHALLENGE_SUFFIXES
+)
 
 
 class ImageFileError(ValueError):
@@ -42,8 +48,10 @@ class LoadedImage:
             array, or a lazy dask array for zarr stores).
         is_stack: whether ``data`` is a ``(D, H, W)`` stack.
         spacing: pixel size per axis of ``data`` (without a colour axis), or None.
-        affine: NIfTI (4, 4) voxel-to-world matrix, else None.
+        affine: NIfTI (4, 4) voxel-to-world matrix (RAS), else None.
         header: NIfTI header (reused when labels are written), else None.
+        geometry: the source geometry of a medical volume
+            (:class:`~.volume_geometry.VolumeGeometry`), else None.
     """
 
     path: Path
@@ -52,6 +60,7 @@ class LoadedImage:
     spacing: tuple[float, ...] | None = None
     affine: np.ndarray | None = None
     header: Any = None
+    geometry: Any = None
 
 
 def image_suffix(path: str | os.PathLike) -> str | None:
@@ -64,8 +73,11 @@ def image_suffix(path: str | os.PathLike) -> str | None:
 
 
 def base_name(path: str | os.PathLike) -> str:
-    """The file name without its image suffix (``"ct_01.nii.gz"`` -> ``"ct_01"``)."""
+    """The file name without its image suffix (``"ct_01.nii.gz"`` -> ``"ct_01"``); a DICOM
+    folder's name as it is."""
     name = Path(path).name
+    if Path(path).is_dir():
+        return name
     suffix = image_suffix(path)
     return name[: -len(suffix)] if suffix else Path(name).stem
 
@@ -97,6 +109,8 @@ def read_image(path: str | os.PathLike) -> LoadedImage:
     path = Path(path)
     if is_zarr_path(path):
         return _read_zarr(path)
+    if path.is_dir():
+        return _read_medical(path)
     suffix = image_suffix(path)
     if suffix is None:
         raise ImageFileError(
@@ -106,8 +120,8 @@ def read_image(path: str | os.PathLike) -> LoadedImage:
         raise ImageFileError(f"{path}: no such file")
     if suffix in CHALLENGE_SUFFIXES:
         return _read_challenge(path)
-    if suffix in NIFTI_SUFFIXES:
-        return _read_nifti(path)
+    if suffix in NIFTI_SUFFIXES + ITK_SUFFIXES:
+        return _read_medical(path)
     try:
         if suffix in TIFF_SUFFIXES:
             import tifffile
@@ -174,25 +188,24 @@ def _read_challenge(path: Path) -> LoadedImage:
     return LoadedImage(path, case.imgs, case.is_3d, spacing)
 
 
-def _read_nifti(path: Path) -> LoadedImage:
-    nibabel = require_nibabel(path)
+def _read_medical(path: Path) -> LoadedImage:
+    """A NIfTI / NRRD / MetaImage file or DICOM folder in the display orientation; a single
+    slice comes out as a 2D image ``(H, W)``."""
+    from napari_swinlitemedsam.io.medical_volumes import MedicalFileError, read_medical_volume
+
+    if path.name.lower().endswith(NIFTI_SUFFIXES):
+        require_nibabel(path)
     try:
-        image = nibabel.load(str(path))
-        data = np.asanyarray(image.dataobj)
-    except Exception as error:
-        raise ImageFileError(
-            f"{path}: cannot be read as NIfTI ({type(error).__name__}: {error})"
-        ) from error
-    zooms = tuple(float(z) for z in image.header.get_zooms()[: data.ndim])
-    if data.ndim == 3 and data.shape[2] == 1:
-        data, zooms = data[:, :, 0], zooms[:2]
-    if data.ndim not in (2, 3):
-        raise ImageFileError(
-            f"{path}: NIfTI data of shape {data.shape}; expected (x, y) or (x, y, z) with one "
-            "channel and one time point"
-        )
-    # (x, y[, z]) -> (y, x) / (z, y, x): rows are y, as everywhere else in this package.
-    data = np.ascontiguousarray(data.T)
-    return LoadedImage(
-        path, data, data.ndim == 3, tuple(reversed(zooms)), np.asarray(image.affine), image.header
-    )
+        volume = read_medical_volume(path)
+    except MedicalFileError as error:
+        raise ImageFileError(str(error)) from error
+    data, spacing = volume.data, volume.spacing
+    if data.shape[0] == 1:
+        data, spacing = data[0], spacing[1:]
+    affine = header = None
+    if volume.geometry.source_format == "nifti":
+        from napari_swinlitemedsam.io.volume_geometry import RAS_FROM_LPS
+
+        affine = RAS_FROM_LPS @ volume.geometry.source_affine
+        header = volume.geometry.extra.get("header")
+    return LoadedImage(path, data, data.ndim == 3, tuple(spacing), affine, header, volume.geometry)

@@ -4,9 +4,15 @@ Formats (:data:`LABEL_FORMATS`, name -> file suffix):
 
 * ``"tiff"`` -> ``.tif``: the label array as it is (``(H, W)`` or ``(D, H, W)``), zlib-compressed;
 * ``"npz"`` -> ``.npz``: a challenge prediction (key ``segs``, :func:`challenge_io.save_segs`);
-* ``"nifti"`` -> ``.nii.gz``: needs ``nibabel``; the labels are transposed back to NIfTI's
-  ``(x, y, z)`` and written with the image's affine and header, so spacing and orientation
-  match the image.
+* ``"nifti"`` -> ``.nii.gz``: needs ``nibabel``. For an image read from a medical file
+  (:attr:`LoadedImage.geometry`), the labels go back through its geometry into the source's
+  voxel order with its affine, header and qform/sform codes (a DICOM source gets the scanner's
+  affine); for other images they are transposed to ``(x, y, z)`` with the image's spacing.
+* ``"nrrd"`` -> ``.nrrd`` and ``"mha"`` -> ``.mha``: SimpleITK, with the source image's origin,
+  spacing and direction (only for images read from a medical file).
+
+:data:`AUTO_FORMAT` (``"auto"``) is not a file format: a series given it writes each item's
+labels in its image's format (:func:`labels_format_for`).
 
 Every write is atomic (temporary file in the same folder, then rename): a crash or kill while
 saving leaves the previous file as it was.
@@ -23,20 +29,37 @@ import numpy as np
 from napari_swinlitemedsam.io.image_files import ImageFileError, LoadedImage, require_nibabel
 from napari_swinlitemedsam.storage.atomic_files import write_atomically, write_file_atomically
 
-LABEL_FORMATS = {"tiff": ".tif", "npz": ".npz", "nifti": ".nii.gz"}
+LABEL_FORMATS = {
+    "tiff": ".tif",
+    "npz": ".npz",
+    "nifti": ".nii.gz",
+    "nrrd": ".nrrd",
+    "mha": ".mha",
+}
+AUTO_FORMAT = "auto"
+GEOMETRY_FORMATS = ("nrrd", "mha")  # need the image's scanner geometry
 
 
 class LabelFileError(ValueError):
     """Labels could not be written or read in the requested format."""
 
 
-def check_label_format(name: str) -> str:
-    """``name`` if it is one of :data:`LABEL_FORMATS`, else LabelFileError naming them."""
-    if name not in LABEL_FORMATS:
-        raise LabelFileError(
-            f"unknown label format {name!r}; choose one of {sorted(LABEL_FORMATS)}"
-        )
+def check_label_format(name: str, allow_auto: bool = False) -> str:
+    """``name`` if it is one of :data:`LABEL_FORMATS` (or ``"auto"`` when ``allow_auto``), else
+    LabelFileError naming them."""
+    if name not in LABEL_FORMATS and not (allow_auto and name == AUTO_FORMAT):
+        choices = sorted(LABEL_FORMATS) + ([AUTO_FORMAT] if allow_auto else [])
+        raise LabelFileError(f"unknown label format {name!r}; choose one of {choices}")
     return name
+
+
+def labels_format_for(image_path: str | os.PathLike) -> str:
+    """The label format matching an image file's own: NIfTI for NIfTI and DICOM folders, NRRD
+    for NRRD, MHA for MetaImage (``.mha`` / ``.mhd``), TIFF for everything else."""
+    from napari_swinlitemedsam.io.medical_volumes import LABELS_FORMAT_OF_SOURCE, source_format_of
+
+    source_format = source_format_of(image_path)
+    return LABELS_FORMAT_OF_SOURCE.get(source_format, "tiff") if source_format else "tiff"
 
 
 def compact_labels(labels: np.ndarray) -> np.ndarray:
@@ -72,12 +95,20 @@ def save_labels(
 ) -> Path:
     """Write ``labels`` ((H, W) or (D, H, W)) to ``path`` atomically in ``label_format``.
 
-    ``image``: the image the labels belong to; NIfTI output takes its affine and header (without
-    it, an identity affine). Returns ``path``.
+    ``image``: the image the labels belong to; NIfTI, NRRD and MHA output take its geometry
+    (NIfTI without one: an identity affine scaled by its spacing). Returns ``path``.
     """
     check_label_format(label_format)
     path = Path(path)
     array = compact_labels(labels)
+    geometry = getattr(image, "geometry", None)
+    if label_format in ("nifti",) + GEOMETRY_FORMATS and geometry is not None:
+        return _save_like_source(path, array, geometry)
+    if label_format in GEOMETRY_FORMATS:
+        raise LabelFileError(
+            f"{path}: {label_format.upper()} labels need an image read from a NIfTI, DICOM, "
+            "NRRD or MHA file (for its scanner geometry); save as tiff or nifti instead"
+        )
     if array.ndim not in (2, 3):
         raise LabelFileError(f"labels must be (H, W) or (D, H, W), got shape {array.shape}")
     if label_format == "npz":
@@ -93,6 +124,17 @@ def save_labels(
             path, lambda stream: tifffile.imwrite(stream, array, compression="zlib")
         )
     return _save_nifti(path, array, image)
+
+
+def _save_like_source(path: Path, array: np.ndarray, geometry) -> Path:
+    from napari_swinlitemedsam.io.medical_volumes import MedicalFileError, write_labels_like
+
+    if array.ndim == 2:  # a single-slice volume shown as a 2D image
+        array = array[None]
+    try:
+        return write_labels_like(path, array, geometry)
+    except MedicalFileError as error:
+        raise LabelFileError(str(error)) from error
 
 
 def _save_nifti(path: Path, array: np.ndarray, image: LoadedImage | None) -> Path:
@@ -118,10 +160,27 @@ def _save_nifti(path: Path, array: np.ndarray, image: LoadedImage | None) -> Pat
     return write_file_atomically(path, lambda temp: nibabel.save(nifti, str(temp)), ".nii.gz")
 
 
-def load_labels(path: str | os.PathLike, label_format: str) -> np.ndarray:
-    """Read labels written by :func:`save_labels` back in (H, W) / (D, H, W) order."""
+def load_labels(
+    path: str | os.PathLike, label_format: str, image: LoadedImage | None = None
+) -> np.ndarray:
+    """Read labels written by :func:`save_labels` back in (H, W) / (D, H, W) order.
+
+    ``image``: the image they belong to; when it has a source geometry, NIfTI / NRRD / MHA
+    labels are put in its display orientation voxel for voxel.
+    """
     check_label_format(label_format)
     path = Path(path)
+    geometry = getattr(image, "geometry", None)
+    if label_format in ("nifti",) + GEOMETRY_FORMATS and geometry is not None:
+        from napari_swinlitemedsam.io.medical_volumes import MedicalFileError, read_labels_like
+
+        try:
+            labels = read_labels_like(path, geometry)
+        except MedicalFileError as error:
+            raise LabelFileError(str(error)) from error
+        return labels[0] if image.data.ndim == 2 else labels
+    if label_format in GEOMETRY_FORMATS:
+        raise LabelFileError(f"{path}: reading these labels needs the image they belong to")
     try:
         if label_format == "npz":
             from napari_swinlitemedsam.io.challenge_io import read_npz_arrays

@@ -155,6 +155,34 @@ SAMPLE_INFO: dict[str, SampleInfo] = {
                 "with this notice"
             ),
         ),
+        SampleInfo(
+            name="head_ct",
+            filename="head_ct.npz",
+            ndim=3,
+            spacing=(4.5, 0.957, 0.957),
+            spacing_unit="mm",
+            modality="CT",
+            description=(
+                "Head CT of one adult (InVesalius example 'ProMED CT 0051'), 36 axial slices of "
+                "240x240 in Hounsfield units (int16, -1024 to 2908), every third 1.5 mm slice; "
+                "inferior to superior, anterior at the top. Labels are approximate thresholds: "
+                "bone and the intracranial soft tissue."
+            ),
+            labels_description=(
+                "classes: 0 = background, 1 = bone (>= 226 HU, largest connected part), "
+                "2 = intracranial soft tissue (0-80 HU away from bone, largest part; approximate)"
+            ),
+            source=(
+                "Debian package invesalius-examples 3.1.99998-4, file "
+                "/usr/share/doc/invesalius-examples/examples/Cranium.inv3 (its matrix.dat, "
+                "108x256x256 int16 HU, 0.957 x 0.957 x 1.5 mm)"
+            ),
+            licence=(
+                "GPL-2 (Debian copyright file of invesalius-examples: Copyright 2008-2021 "
+                "Centro de Tecnologia da Informacao Renato Archer); this data file is shipped "
+                "alongside, not linked into, the Apache-2.0 code"
+            ),
+        ),
     )
 }
 
