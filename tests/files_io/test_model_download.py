@@ -6,11 +6,13 @@ weights (63 MB), Drive-like pages, a 404 and transfers cut off half-way.
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 
 import pytest
 import torch
+
 from local_http import (
     LocalServer,
     Route,
@@ -18,9 +20,7 @@ from local_http import (
     drive_interstitial,
     quota_page,
     save_bytes,
-    synthetic_state_dict,
 )
-
 from napari_swinlitemedsam.io.model_download import (
     ModelDownloadError,
     drive_confirmation_url,
@@ -137,8 +137,8 @@ def test_html_sent_as_a_binary_file_fails_validation(tmp_path, server):
     assert folder_names(tmp_path) == []
 
 
-def test_checkpoint_with_nan_is_never_installed(tmp_path, server):
-    state_dict = synthetic_state_dict()
+def test_checkpoint_with_nan_is_never_installed(tmp_path, server, checkpoint):
+    state_dict = torch.load(io.BytesIO(checkpoint), weights_only=True)
     key = "mask_decoder.iou_prediction_head.layers.0.weight"
     state_dict[key] = state_dict[key].clone()
     state_dict[key][0, 0] = float("nan")
@@ -150,16 +150,19 @@ def test_checkpoint_with_nan_is_never_installed(tmp_path, server):
 
 
 def test_second_download_with_another_hash_warns(tmp_path, server, checkpoint):
+    # What an earlier download left: a file and its card with the sha256 recorded then.
+    earlier = "0123456789ab" + "0" * 52
+    (tmp_path / FILENAME).write_bytes(b"the earlier download")
+    card_file = tmp_path / "Swin_LiteMedSAM.json"
+    card_file.write_text(json.dumps({"file": FILENAME, "sha256": earlier, "downloaded_at": "then"}))
     server.routes["/ckpt"] = Route(checkpoint)
-    _, first = run(fetch_model(NAME, tmp_path, urls=[server.url("/ckpt")]))
-    state_dict = torch.load(tmp_path / FILENAME, weights_only=True)
-    state_dict["mask_decoder.iou_token.weight"] = state_dict["mask_decoder.iou_token.weight"] + 1
-    server.routes["/ckpt"] = Route(save_bytes(state_dict))
     _, second = run(fetch_model(NAME, tmp_path, urls=[server.url("/ckpt")], force=True))
-    assert second.sha256 != first.sha256
-    assert len(second.warnings) == 1 and first.sha256[:12] in second.warnings[0]
-    card = json.loads((tmp_path / "Swin_LiteMedSAM.json").read_text())
-    assert card["sha256"] == second.sha256
+    assert len(second.warnings) == 1 and "0123456789ab" in second.warnings[0]
+    assert second.sha256 in second.warnings[0] or second.sha256[:12] in second.warnings[0]
+    assert json.loads(card_file.read_text())["sha256"] == second.sha256 == sha256_of(second.path)
+    # The same file again: nothing to warn about.
+    _, third = run(fetch_model(NAME, tmp_path, urls=[server.url("/ckpt")], force=True))
+    assert third.warnings == ()
 
 
 def test_present_file_makes_no_request(tmp_path, server):
