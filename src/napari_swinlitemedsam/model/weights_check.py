@@ -23,7 +23,6 @@ from napari_swinlitemedsam.model.checkpoint import (
 )
 from napari_swinlitemedsam.model.registry import ModelWeights, get_spec
 
-
 # Swin-LiteMedSAM's shifted-window masks hold -inf where tokens must not attend to each other.
 INFINITE_BY_DESIGN = ("upper_lower_mask", "left_right_mask")
 
