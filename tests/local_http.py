@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import io
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
@@ -44,6 +45,7 @@ class Route:
 
     ``cut_after``: announce the full length but close the connection after this many bytes.
     ``needs_query``: a text the query must contain, else 403 (a Drive form without its token).
+    ``pause_s``: a pause after every MiB sent (a slow line, so that a test can cancel).
     """
 
     body: bytes
@@ -51,6 +53,7 @@ class Route:
     status: int = 200
     cut_after: int | None = None
     needs_query: str | None = None
+    pause_s: float = 0.0
 
 
 class LocalServer:
@@ -75,7 +78,12 @@ class LocalServer:
                 self.send_header("Content-Length", str(len(route.body)))
                 self.end_headers()
                 body = route.body if route.cut_after is None else route.body[: route.cut_after]
-                self.wfile.write(body)
+                for start in range(0, len(body), 1 << 20):
+                    try:
+                        self.wfile.write(body[start : start + (1 << 20)])
+                    except OSError:  # the client hung up (a cancelled download)
+                        return
+                    time.sleep(route.pause_s)
                 if route.cut_after is not None:
                     self.wfile.flush()
                     self.close_connection = True
