@@ -47,8 +47,11 @@ MAX_PAGE_BYTES = 2 << 20  # a confirmation page is a few kB; never read a file a
 STALE_PART_S = 600  # a partial file untouched this long belongs to no running download
 
 
-class ModelDownloadError(RuntimeError):
-    """A download failed; the message says why and how to install the file by hand."""
+class ModelDownloadError(OSError):
+    """A download failed; the message says why and how to install the file by hand.
+
+    Not a RuntimeError: napari's generator workers take a RuntimeError for a deleted worker
+    and drop it silently (no ``errored``, no ``finished``)."""
 
 
 @dataclass(frozen=True)
