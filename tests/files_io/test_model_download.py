@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
+import time
 
 import pytest
 import torch
@@ -216,3 +218,15 @@ def test_drive_confirmation_url_reads_the_form_and_the_older_link():
         "https://drive.google.com/uc?export=download&confirm=AbCd&id=XYZ"
     )
     assert drive_confirmation_url("<html><title>Sign in</title></html>", base) is None
+
+
+def test_leftovers_of_killed_downloads_are_removed_but_not_a_running_one(tmp_path, server):
+    stale = tmp_path / f".{FILENAME}.killed.tmp.part"
+    running = tmp_path / f".{FILENAME}.running.tmp.part"
+    for leftover in (stale, running):
+        leftover.write_bytes(b"partial")
+    an_hour_ago = time.time() - 3600
+    os.utime(stale, (an_hour_ago, an_hour_ago))
+    with pytest.raises(ModelDownloadError, match="HTTP 404"):
+        run(fetch_model(NAME, tmp_path, urls=[server.url("/gone")]))
+    assert folder_names(tmp_path) == [running.name]
