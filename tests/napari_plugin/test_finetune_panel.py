@@ -23,7 +23,11 @@ from napari_swinlitemedsam.annotation.finetune_job import (
     time_left_text,
     training_pair,
 )
-from napari_swinlitemedsam.annotation.model_choices import BUNDLED, available_models
+from napari_swinlitemedsam.annotation.model_choices import (
+    BUNDLED,
+    available_models,
+    download_choice,
+)
 from napari_swinlitemedsam.io.samples import load_sample
 from napari_swinlitemedsam.model.checkpoint import (
     DISTILLED_FILENAME,
@@ -243,7 +247,8 @@ def test_training_pairs_counts_names_and_time_left():
 def test_model_list_names_the_distilled_and_finetuned_models(tmp_path):
     folder = tmp_path / "models"
     folder.mkdir()
-    assert available_models(folder) == [BUNDLED]
+    assert available_models(folder) == [BUNDLED, download_choice("swin-litemedsam")]
+    assert available_models(folder)[1].label == "Swin-LiteMedSAM (download, ~147 MB)"
     for name in (
         SWIN_LITEMEDSAM_FILENAME,
         DISTILLED_FILENAME,

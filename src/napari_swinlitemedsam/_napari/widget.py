@@ -26,11 +26,13 @@ from napari_swinlitemedsam._napari.annotator import Annotator
 from napari_swinlitemedsam._napari.finetune_panel import FinetunePanel
 from napari_swinlitemedsam._napari.foldable_section import FoldableSection
 from napari_swinlitemedsam._napari.layer_io import ImageLayerError
+from napari_swinlitemedsam._napari.model_download_row import ModelDownloadRow
 from napari_swinlitemedsam._napari.series_panel import SeriesPanel
 from napari_swinlitemedsam.annotation.model_choices import (
     BUNDLED,
     CHOOSE_FILE,
     DEVICES,
+    ModelChoice,
     available_models,
 )
 
@@ -101,6 +103,8 @@ class BoxAnnotatorWidget(QWidget):
         self.model_combo = QComboBox()
         self.model_combo.addItem(BUNDLED.label, BUNDLED.name_or_path)
         self.model_combo.addItem(CHOOSE_FILE, None)
+        self._model_index = 0  # the entry of the model in use (a download entry is not one)
+        self.download_row = ModelDownloadRow(self._downloaded, self)
         self.device_combo = QComboBox()
         self.device_combo.addItems(DEVICES)
         self.window_combo = QComboBox()
@@ -137,6 +141,7 @@ class BoxAnnotatorWidget(QWidget):
         buttons.addWidget(self.stop_button)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
+        layout.addWidget(self.download_row)
         layout.addWidget(self.overwrite_box)
         layout.addWidget(self.key_slice_box)
         layout.addLayout(clicks)
@@ -255,10 +260,10 @@ class BoxAnnotatorWidget(QWidget):
             return
         known = {self.model_combo.itemData(i) for i in range(self.model_combo.count())}
         for choice in choices:
-            if choice.name_or_path not in known:
-                self.model_combo.insertItem(
-                    self.model_combo.count() - 1, choice.label, choice.name_or_path
-                )
+            if choice.name_or_path not in known and choice not in known:
+                # A download entry carries its ModelChoice: its name is not loadable yet.
+                data = choice if choice.download else choice.name_or_path
+                self.model_combo.insertItem(self.model_combo.count() - 1, choice.label, data)
 
     def _window_chosen(self) -> None:
         """Give the model the chosen window; "as displayed" takes the image layer's contrast
@@ -272,6 +277,10 @@ class BoxAnnotatorWidget(QWidget):
     def _model_changed(self) -> None:
         name_or_path = self.model_combo.currentData()
         label = self.model_combo.currentText()
+        if isinstance(name_or_path, ModelChoice):  # "... (download, ~N MB)": ask, then fetch
+            self.model_combo.setCurrentIndex(self._model_index)
+            self.download_row.offer(name_or_path)
+            return
         if name_or_path is None:
             path, _ = QFileDialog.getOpenFileName(
                 self, "Model weights", "", "PyTorch weights (*.pth *.pt)"
@@ -281,7 +290,24 @@ class BoxAnnotatorWidget(QWidget):
             self.model_combo.insertItem(self.model_combo.count() - 1, f"File: {path}", path)
             self.model_combo.setCurrentIndex(self.model_combo.count() - 2)
             name_or_path, label = path, f"File: {path}"
+        self._model_index = self.model_combo.currentIndex()
         self.annotator.set_model(name_or_path, self.device_combo.currentText(), label)
+
+    def _downloaded(self, choice: ModelChoice) -> None:
+        """The download entry becomes the model's entry, which is selected and loaded."""
+        if self._closed:
+            return
+        for index in range(self.model_combo.count()):
+            data = self.model_combo.itemData(index)
+            if isinstance(data, ModelChoice) and data.name_or_path == choice.name_or_path:
+                self.model_combo.setItemText(index, choice.label)
+                self.model_combo.setItemData(index, choice.name_or_path)
+                self.model_combo.setCurrentIndex(index)
+                break
+        else:
+            self._add_found_models([choice])
+            self.model_combo.setCurrentIndex(self.model_combo.findData(choice.name_or_path))
+        self._model_changed()
 
     def set_disk_cache(self, disk_cache) -> None:
         """Read and store encoded slices in ``disk_cache`` (a DiskEmbeddingCache; None: none)."""
@@ -318,9 +344,10 @@ class BoxAnnotatorWidget(QWidget):
         self._closed = True
         self.series_panel.shut_down()  # saves the series' masks
         finetune_ended = self.finetune_panel.close_panel()
+        download_ended = self.download_row.close_row()
         for key in self._bound_keys:
             self.viewer.bind_key(key, None)
         self._bound_keys.clear()
         for signal in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             signal.disconnect(self._refresh_layers)
-        return self.annotator.close() and finetune_ended
+        return self.annotator.close() and finetune_ended and download_ended

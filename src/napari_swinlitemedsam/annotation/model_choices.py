@@ -12,15 +12,28 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 
 @dataclass(frozen=True)
 class ModelChoice:
-    """A model entry: the text shown and what ``BoxPredictor.from_pretrained`` is given."""
+    """A model entry: the text shown and what ``BoxPredictor.from_pretrained`` is given.
+
+    ``download``: the model's file is missing and choosing it offers to download it first.
+    """
 
     label: str
     name_or_path: str
+    download: bool = False
 
 
 BUNDLED = ModelChoice("LiteMedSAM (bundled)", "litemedsam")
 SWIN = ModelChoice("Swin-LiteMedSAM", "swin-litemedsam")
 DISTILLED_LABEL = "Swin-LiteMedSAM distilled"
+
+
+def download_choice(name: str) -> ModelChoice:
+    """The entry of a registry model still to be downloaded: "Swin-LiteMedSAM (download, ~147 MB)"."""
+    from napari_swinlitemedsam.model.registry import get_weights
+
+    entry = get_weights(name)
+    size = f", ~{entry.approx_mb} MB" if entry.approx_mb else ""
+    return ModelChoice(f"{entry.label} (download{size})", entry.name, download=True)
 
 
 def read_model_card(weights: Path) -> dict | None:
@@ -48,7 +61,8 @@ def own_weights_choice(weights: Path) -> ModelChoice:
 
 
 def available_models(model_dir: Path | None = None) -> list[ModelChoice]:
-    """LiteMedSAM (bundled); Swin-LiteMedSAM when its checkpoint is found; the distilled
+    """LiteMedSAM (bundled); Swin-LiteMedSAM when its checkpoint is found, else its download
+    entry (:func:`download_choice`); the distilled
     Swin-LiteMedSAM by its model name (so loading checks its sha256) when its file is there;
     then every other ``.pth`` of the model folder, in name order (fine-tuned models under the
     name in their model card).
@@ -70,7 +84,7 @@ def available_models(model_dir: Path | None = None) -> list[ModelChoice]:
     try:
         resolve_weights(SWIN.name_or_path, model_dir=folder)
     except CheckpointError:
-        pass
+        choices.append(download_choice(SWIN.name_or_path))
     else:
         choices.append(SWIN)
     try:

@@ -8,6 +8,7 @@ Subcommands:
 * ``demo`` — segment a bundled real sample with the bundled model and score it;
 * ``annotate`` — open napari with the plugin docked (on a sample or on files; with ``-o OUTDIR``,
   the files or folders as an image series labelled into OUTDIR, resumable);
+* ``models`` — list the models (bundled, installed, missing) and download Swin-LiteMedSAM;
 * ``train`` — build training data, distil Swin-LiteMedSAM, evaluate, fine-tune (see
   ``docs/training.md``).
 
@@ -60,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="swinlitemedsam",
-        description="Box-prompted medical and microscopy segmentation with Swin-LiteMedSAM / LiteMedSAM.",
+        description="Box-prompted medical and microscopy segmentation with Swin-LiteMedSAM / "
+        "LiteMedSAM.",
     )
     parser.add_argument(
         "--debug",
@@ -138,9 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_cache_arguments(annotate)
 
+    from napari_swinlitemedsam.cli.models import add_models_parser
     from napari_swinlitemedsam.cli.train import add_train_arguments
 
     add_train_arguments(commands)
+    add_models_parser(commands)
     return parser
 
 
@@ -322,6 +326,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from napari_swinlitemedsam.cli.train import run_train
 
         return run_train(args)
+    if args.command == "models":
+        from napari_swinlitemedsam.cli.models import run_models
+
+        return run_models(args)
     return 2
 
 

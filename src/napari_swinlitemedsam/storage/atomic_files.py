@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -62,6 +63,20 @@ def write_file_atomically(
     ``write_to(temp_path)`` must write the complete file at ``temp_path``; it is then flushed
     to disk and renamed to ``path``.
     """
+    with replacing_atomically(path, temp_suffix) as temp_path:
+        write_to(temp_path)
+    return Path(path)
+
+
+@contextmanager
+def replacing_atomically(path: str | os.PathLike, temp_suffix: str = TEMP_SUFFIX) -> Iterator[Path]:
+    """A temporary file name beside ``path``, renamed to ``path`` when the block succeeds.
+
+    The block writes the complete file at the yielded path (for example chunk by chunk inside
+    a generator). When the block ends normally the file is flushed to disk and replaces
+    ``path``; when it raises, or a generator holding it is closed, the temporary file is
+    removed and ``path`` keeps its previous content.
+    """
     path = Path(path)
     folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
@@ -69,7 +84,7 @@ def write_file_atomically(
     handle, temp_name = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=suffix)
     os.close(handle)
     try:
-        write_to(Path(temp_name))
+        yield Path(temp_name)
         descriptor = os.open(temp_name, os.O_RDONLY)
         try:
             os.fsync(descriptor)
@@ -80,7 +95,6 @@ def write_file_atomically(
         Path(temp_name).unlink(missing_ok=True)
         raise
     fsync_folder(folder)
-    return path
 
 
 def is_temporary(path: Path) -> bool:
