@@ -10,7 +10,8 @@ import pytest
 
 from napari_swinlitemedsam.inference.pipeline import segment_image_2d
 from napari_swinlitemedsam.inference.predictor import BoxPredictor, PredictorError
-from napari_swinlitemedsam.inference.volume import run_to_end, segment_volume
+from napari_swinlitemedsam.inference.generators import run_to_end
+from napari_swinlitemedsam.inference.volume import segment_volume
 
 
 @pytest.fixture(scope="module")

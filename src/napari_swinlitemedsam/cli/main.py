@@ -140,6 +140,7 @@ def run_segment(args: argparse.Namespace) -> int:
 
     from napari_swinlitemedsam.cli.embed import open_disk_cache
     from napari_swinlitemedsam.inference.disk_cache import DiskCacheError
+    from napari_swinlitemedsam.inference.generators import run_to_end
     from napari_swinlitemedsam.inference.pipeline import segment_case
     from napari_swinlitemedsam.inference.predictor import BoxPredictor
     from napari_swinlitemedsam.io.challenge_io import (
@@ -181,15 +182,12 @@ def run_segment(args: argparse.Namespace) -> int:
                 stop_when_empty=args.stop_when_empty,
             )
             with tqdm(desc=case.name, unit="slice", leave=False) as bar:
-                while True:
-                    try:
-                        progress = next(steps)
-                    except StopIteration as finished:
-                        segs = finished.value
-                        break
-                    bar.total = progress.total
-                    bar.n = progress.done
+
+                def show(progress) -> None:
+                    bar.total, bar.n = progress.total, progress.done
                     bar.refresh()
+
+                segs = run_to_end(steps, show)
             save_segs(output / path.name, segs)
             tqdm.write(
                 f"{path.name}: {len(case.boxes)} boxes, {time.perf_counter() - started:.2f} s"
@@ -215,9 +213,10 @@ def run_demo(args: argparse.Namespace) -> int:
     import numpy as np
 
     from napari_swinlitemedsam.evaluation.metrics import case_scores
+    from napari_swinlitemedsam.inference.generators import run_to_end
     from napari_swinlitemedsam.inference.pipeline import segment_image_2d, volume_to_uint8
     from napari_swinlitemedsam.inference.predictor import BoxPredictor
-    from napari_swinlitemedsam.inference.volume import run_to_end, segment_volume
+    from napari_swinlitemedsam.inference.volume import segment_volume
     from napari_swinlitemedsam.io.samples import load_sample
     from napari_swinlitemedsam.model.checkpoint import CheckpointError
 
