@@ -117,7 +117,7 @@ def test_finetuning_from_the_panel_saves_lists_and_switches_to_the_new_model(
     choice = widget.model_choice
     assert choice.value == str(path)
     assert choice.current_choice == "Fine-tuned: nuclei-crop (from litemedsam)"
-    assert choice.native.itemText(len(choice.choices) - 1) == "Choose file..."
+    assert choice.native.itemText(choice.native.count() - 1) == "Choose file..."
     qtbot.waitUntil(
         lambda: annotator.predictor is not None and annotator.model_label == choice.current_choice,
         timeout=MODEL_TIMEOUT_MS,
