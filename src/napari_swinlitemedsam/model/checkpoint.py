@@ -292,8 +292,9 @@ def load_model(
 
 
 def save_torch_atomically(obj, path: str | os.PathLike, durable: bool = True) -> Path:
-    """``torch.save(obj)`` through :func:`~.storage.atomic_files.write_atomically`: a crash leaves the previous file (or none), never half a file. ``durable=False`` for caches
-    that can recompute their data (no fsync)."""
+    """``torch.save(obj)`` through :func:`~.storage.atomic_files.write_atomically`: a crash
+    leaves the previous file (or none), never half a file. ``durable=False`` for caches that
+    can recompute their data (no fsync)."""
     return write_atomically(path, lambda stream: torch.save(obj, stream), durable=durable)
 
 
