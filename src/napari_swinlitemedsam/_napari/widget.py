@@ -110,7 +110,7 @@ class BoxAnnotatorWidget(QWidget):
         self.image_choice = ComboBox(label="Image", choices=self._image_layers)
         self.labels_choice = ComboBox(label="Masks", choices=self._labels_layers, nullable=True)
         self.model_choice = ComboBox(
-            label="Model", choices=self._model_entries, nullable=True, value=BUNDLED.name_or_path
+            label="Model", choices=self._model_entries, value=BUNDLED.name_or_path
         )
         self.device_choice = ComboBox(label="Device", choices=DEVICES, value=DEVICES[0])
         self.precision_choice = ComboBox(label="Precision", choices=PRECISIONS, value=PRECISIONS[0])
@@ -251,14 +251,25 @@ class BoxAnnotatorWidget(QWidget):
         return pairs
 
     # ------------------------------------------------------------------ model
-    def _model_entries(self, widget=None) -> list[tuple[str, str | None]]:
-        return [(c.label, c.name_or_path) for c in self._models] + [(CHOOSE_FILE, None)]
+    def _model_entries(self, widget=None) -> list[tuple[str, str]]:
+        # "Choose file..." last, with its own text as value (no model is called that); a None
+        # value would make magicgui move the entry to the top as its "no choice" item.
+        return [(c.label, c.name_or_path) for c in self._models] + [(CHOOSE_FILE, CHOOSE_FILE)]
 
     def offer_model(self, choice: ModelChoice) -> None:
         """List ``choice`` (before "Choose file...") unless a model of that file is listed."""
-        if all(known.name_or_path != choice.name_or_path for known in self._models):
-            self._models.append(choice)
-            self.model_choice.reset_choices()
+        if any(known.name_or_path == choice.name_or_path for known in self._models):
+            return
+        self._models.append(choice)
+        current = self.model_choice.value
+        self._refreshing = True  # re-listing chooses no model
+        try:
+            # magicgui appends new entries: drop "Choose file..." and list it again, last.
+            self.model_choice.choices = self._model_entries()[:-1]
+            self.model_choice.choices = self._model_entries
+            self.model_choice.value = current
+        finally:
+            self._refreshing = False
 
     def _add_found_models(self, choices) -> None:
         """Offer the models found on disk (besides the bundled one)."""
@@ -273,7 +284,7 @@ class BoxAnnotatorWidget(QWidget):
         name_or_path = self.model_choice.value
         if self._refreshing:
             return
-        if name_or_path is None:  # "Choose file..."
+        if name_or_path == CHOOSE_FILE:
             path, _ = QFileDialog.getOpenFileName(
                 self, "Model weights", "", "PyTorch weights (*.pth *.pt)"
             )
