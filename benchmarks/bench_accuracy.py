@@ -16,8 +16,9 @@ import torch
 
 from bench_setup import make_predictor, tight_boxes_3d
 from napari_swinlitemedsam.evaluation.metrics import dice
+from napari_swinlitemedsam.inference.generators import run_to_end
 from napari_swinlitemedsam.inference.intensity import to_uint8
-from napari_swinlitemedsam.inference.volume import run_to_end, segment_volume
+from napari_swinlitemedsam.inference.volume import segment_volume
 from napari_swinlitemedsam.io.samples import load_sample
 from napari_swinlitemedsam.model.segmenter import PromptableSegmenter
 from report import Row

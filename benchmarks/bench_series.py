@@ -29,7 +29,7 @@ import numpy as np
 import tifffile
 import torch
 
-from napari_swinlitemedsam._napari.workers import read_and_prepare
+from napari_swinlitemedsam.annotation.slice_work import read_and_prepare
 from napari_swinlitemedsam.inference.disk_cache import DiskEmbeddingCache
 from napari_swinlitemedsam.inference.embedding_cache import EmbeddingCache
 from napari_swinlitemedsam.inference.predictor import BoxPredictor

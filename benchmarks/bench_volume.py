@@ -15,7 +15,8 @@ import numpy as np
 
 from bench_setup import VolumeCase, make_predictor
 from napari_swinlitemedsam.evaluation.metrics import dice
-from napari_swinlitemedsam.inference.volume import run_to_end, segment_volume
+from napari_swinlitemedsam.inference.generators import run_to_end
+from napari_swinlitemedsam.inference.volume import segment_volume
 from napari_swinlitemedsam.model.segmenter import PromptableSegmenter
 from reference_style import reference_style_volume
 from report import Row

@@ -67,6 +67,19 @@ def draw_rectangle(layer, box, slice_index=None) -> None:
     mouse_release_callbacks(layer, event("mouse_release", end))
 
 
+def click_without_dragging(layer, point) -> None:
+    """Press and release the mouse at data ``point`` ([row, col] or [z, row, col]) on a Shapes
+    layer in 'add_rectangle' mode: napari then adds a rectangle a few screen pixels wide."""
+    point = np.asarray(point, dtype=np.float64)
+    layer.mode = "add_rectangle"
+    displayed = [layer.ndim - 2, layer.ndim - 1]
+    for kind in ("mouse_press", "mouse_release"):
+        world = tuple(layer.data_to_world(point))
+        event = EventProxy(FakeMouseEvent(kind, world, dims_displayed=displayed))
+        callbacks = mouse_press_callbacks if kind == "mouse_press" else mouse_release_callbacks
+        callbacks(layer, event)
+
+
 def gt_box(mask: np.ndarray) -> np.ndarray:
     """Inclusive (4,) xyxy box of a 2D bool mask."""
     rows, cols = np.nonzero(mask)
@@ -82,9 +95,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 def wait_idle(qtbot, annotator, timeout=MODEL_TIMEOUT_MS) -> None:
     """Wait until no model job runs and nothing is queued."""
     qtbot.waitUntil(
-        lambda: (
-            not annotator.runner.busy and not annotator._pending and not annotator._propagate_queue
-        ),
+        lambda: not annotator.runner.busy and annotator.scheduler.idle,
         timeout=timeout,
     )
 

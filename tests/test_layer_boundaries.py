@@ -186,7 +186,11 @@ def test_importing_the_package_imports_neither_torch_nor_napari():
 
 
 @pytest.mark.parametrize(
-    "module", [f"{PACKAGE}.annotation.annotator_state", f"{PACKAGE}.annotation.layer_coordinates"]
+    "module",
+    [
+        f"{PACKAGE}.annotation.{name}"
+        for name in ("annotator_state", "layer_coordinates", "jobs", "scheduler", "slice_work")
+    ],
 )
 def test_pure_bookkeeping_modules_need_neither_torch_nor_gui(module):
     loaded = imported_after(f"import {module}")

@@ -111,3 +111,12 @@ def test_decode_request_pads_uneven_click_counts_with_no_point_labels():
     assert points.shape == (2, 2, 2)
     assert labels.tolist() == [[1, 0], [1, -1]]
     assert state.decode_request(5, [1, 2])[0] == []  # no boxes on slice 5
+
+
+def test_a_shape_that_is_no_box_adds_no_object_and_says_why():
+    state = AnnotatorState()
+    refused = ShapeBox(0, None, None, "the box covers 1x1 pixels, less than 3 on a side")
+    sync = state.sync_boxes([refused, ShapeBox(0, None, box(1, 1, 5, 5))], labels_max=0)
+    assert sync.ids == [0, 1] and sync.added == [(1, None)]
+    assert sync.refused == [refused.problem]
+    assert list(state.objects) == [1]

@@ -8,10 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from napari_swinlitemedsam.annotation.layer_coordinates import (
+    MIN_BOX_SIDE,
     RectangleError,
     box_to_rectangle,
     boxes_3d_to_rectangles,
+    check_box_size,
     pixels_covered,
+    point_to_pixel,
     rectangle_to_box,
 )
 
@@ -63,6 +66,29 @@ def test_clipping_to_the_image_and_rectangles_off_the_image():
         rectangle_to_box(vertices + 100, image_shape=(8, 8))
 
 
+def test_a_click_sized_rectangle_is_no_box():
+    # napari's rectangle for a click without dragging: about 2.5 pixels at 1:1 zoom.
+    click = np.array([[40.2, 30.1], [40.2, 32.6], [42.7, 32.6], [42.7, 30.1]])
+    _, box = rectangle_to_box(click, image_shape=(64, 64))
+    with pytest.raises(RectangleError, match="click without dragging"):
+        check_box_size(box)
+    for thin in ([5, 5, 5, 40], [5, 5, 40, 6]):  # a line one or two pixels thick
+        with pytest.raises(RectangleError, match="less than 3 on a side"):
+            check_box_size(np.array(thin))
+    smallest = np.array([5, 5, 5 + MIN_BOX_SIDE - 1, 5 + MIN_BOX_SIDE - 1])
+    assert check_box_size(smallest) is smallest
+    with pytest.raises(RectangleError):
+        check_box_size(np.array([0, 0, 9, 9]), min_side=11)  # zoomed far out: clicks are larger
+
+
+def test_a_box_mostly_off_the_image_is_clipped_then_judged_by_what_is_left():
+    vertices = np.array([[-30.0, 10.0], [-30.0, 20.0], [0.6, 20.0], [0.6, 10.0]])
+    _, box = rectangle_to_box(vertices, image_shape=(64, 64))
+    assert box.tolist() == [10, 0, 20, 0]  # one row inside the image
+    with pytest.raises(RectangleError, match="11x1 pixels"):
+        check_box_size(box)
+
+
 @pytest.mark.parametrize(
     "bad", [np.zeros((4,)), np.zeros((4, 4)), np.array([[0, np.nan], [1, 1], [2, 2], [3, 3]])]
 )
@@ -104,7 +130,7 @@ def test_box_holds_the_pixels_whose_centres_are_inside(r0, c0, r1, c1):
     if expected.any():
         assert np.array_equal(covered, expected)
     else:
-        # Too thin to hold a pixel centre: one pixel wide along the thin axis, next to the rectangle.
+        # Too thin to hold a pixel centre: one pixel wide along the thin axis, beside the rectangle.
         x_min, y_min, x_max, y_max = box
         assert (x_max - x_min == 0) or (y_max - y_min == 0)
         assert min(r0, r1) - 1 <= y_min and y_max <= max(r0, r1) + 1
@@ -129,3 +155,15 @@ def test_spacing_to_layer_scale():
     assert spacing_to_layer_scale(np.array([1.0, 1.0]), 2) is None
     assert spacing_to_layer_scale(None, 3) is None
     assert spacing_to_layer_scale(np.array([1.0, -1.0, 2.0]), 3) is None
+
+
+def test_points_become_model_pixels_in_the_same_frame_as_boxes():
+    assert point_to_pixel(np.array([12.0, 30.25])) == (None, 30.25, 12.0)
+    assert point_to_pixel(np.array([4.6, 12.0, 30.0])) == (5, 30.0, 12.0)
+    assert point_to_pixel(np.array([4.4, 12.0, 30.0]))[0] == 4
+    # A click at a pixel's centre lies in the box that covers that pixel.
+    _, box = rectangle_to_box(box_to_rectangle([30, 12, 30, 12]))
+    _, x, y = point_to_pixel(np.array([12.0, 30.0]))
+    assert box[0] <= x <= box[2] and box[1] <= y <= box[3]
+    with pytest.raises(RectangleError):
+        point_to_pixel(np.zeros(4))

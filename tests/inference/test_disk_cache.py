@@ -21,7 +21,8 @@ from napari_swinlitemedsam.inference.disk_cache import (
     content_key,
     weights_fingerprint,
 )
-from napari_swinlitemedsam.inference.volume import run_to_end, segment_volume
+from napari_swinlitemedsam.inference.generators import run_to_end
+from napari_swinlitemedsam.inference.volume import segment_volume
 from napari_swinlitemedsam.model.segmenter import ImageFeatures
 from napari_swinlitemedsam.model.skip_mask_decoder import SkipContext
 from stub_segmenter import CountingSegmenter, stub_predictor

@@ -8,9 +8,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_swinlitemedsam.inference.generators import run_to_end
 from napari_swinlitemedsam.inference.pipeline import segment_image_2d
 from napari_swinlitemedsam.inference.predictor import BoxPredictor, PredictorError
-from napari_swinlitemedsam.inference.volume import run_to_end, segment_volume
+from napari_swinlitemedsam.inference.volume import segment_volume
 
 
 @pytest.fixture(scope="module")

@@ -310,3 +310,12 @@ def test_mask_to_256_pads_bottom_and_right():
     assert frame.sum() == new_height * new_width
     with pytest.raises(ValueError):
         transforms.mask_to_256(np.full((4, 4), 300))
+
+
+def test_points_scale_into_the_frame_like_boxes_but_keep_their_fraction():
+    points = np.array([[[10.5, 20.25], [511.0, 0.0]]])
+    scaled = transforms.points_to_256(points, (256, 512))
+    assert scaled.dtype == np.float32 and scaled.shape == (1, 2, 2)
+    assert np.allclose(scaled, [[[5.25, 10.125], [255.5, 0.0]]])
+    box = transforms.boxes_to_256(np.array([10, 20, 511, 100]), (256, 512))
+    assert box.tolist() == [5, 10, 255, 50]  # boxes truncate, points do not

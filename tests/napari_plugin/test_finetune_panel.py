@@ -15,7 +15,7 @@ import torch
 
 import napari_swinlitemedsam._napari.finetune_panel as panel_module
 from napari_helpers import MODEL_TIMEOUT_MS, no_worker_threads, wait_idle
-from napari_swinlitemedsam._napari.finetune_panel import NOTHING_LABELLED, FinetunePanel
+from napari_swinlitemedsam._napari.finetune_panel import NOTHING_LABELLED
 from napari_swinlitemedsam._napari.widget import BoxAnnotatorWidget
 from napari_swinlitemedsam.annotation.finetune_job import (
     count_objects,
@@ -66,7 +66,7 @@ def open_panel(viewer, image, labels=None):
     viewer.add_image(image, name="nuclei crop")
     widget = BoxAnnotatorWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Box annotator")
-    panel = FinetunePanel(widget)
+    panel = widget.make_finetune_panel()
     viewer.window.add_dock_widget(panel, name="Fine-tune")
     if labels is not None:
         widget.annotator.labels.data[...] = labels
@@ -118,12 +118,12 @@ def test_finetuning_from_the_panel_saves_lists_and_switches_to_the_new_model(
     assert changed and all(k.startswith(("mask_decoder.", "prompt_encoder.")) for k in changed)
 
     # The model list holds it under its card name; the annotator switched to it.
-    combo = widget.model_combo
-    assert combo.currentData() == str(path)
-    assert combo.currentText() == "Fine-tuned: nuclei-crop (from litemedsam)"
-    assert combo.itemText(combo.count() - 1) == "Choose file..."
+    choice = widget.model_choice
+    assert choice.value == str(path)
+    assert choice.current_choice == "Fine-tuned: nuclei-crop (from litemedsam)"
+    assert choice.native.itemText(choice.native.count() - 1) == "Choose file..."
     qtbot.waitUntil(
-        lambda: annotator.predictor is not None and annotator.model_label == combo.currentText(),
+        lambda: annotator.predictor is not None and annotator.model_label == choice.current_choice,
         timeout=MODEL_TIMEOUT_MS,
     )
     in_use = annotator.predictor.model.state_dict()
@@ -148,12 +148,12 @@ def test_cancel_saves_nothing_and_changes_nothing(
     predictor, label, entries = (
         annotator.predictor,
         annotator.model_label,
-        widget.model_combo.count(),
+        len(widget.model_choice.choices),
     )
     panel.steps_spin.setValue(60)
 
     assert panel.start()
-    worker = panel._worker
+    worker = panel.runner.worker
     qtbot.waitUntil(lambda: panel.progress_bar.value() >= 1, timeout=MODEL_TIMEOUT_MS)
     with qtbot.waitSignal(worker.paused, timeout=MODEL_TIMEOUT_MS):
         worker.pause()
@@ -172,7 +172,7 @@ def test_cancel_saves_nothing_and_changes_nothing(
     assert panel.status_label.text() == "Fine-tuning cancelled; nothing was saved."
     assert not model_dir.exists() or not any(model_dir.iterdir())
     assert annotator.predictor is predictor and annotator.model_label == label
-    assert widget.model_combo.count() == entries
+    assert len(widget.model_choice.choices) == entries
     assert np.array_equal(annotator.labels.data, labels)
     assert panel.start_button.isEnabled() and not panel.cancel_button.isEnabled()
     close(qtbot, widget, panel)

@@ -219,7 +219,7 @@ def test_the_next_item_is_encoded_ahead_and_reused(make_napari_viewer, qtbot, tm
         ),
         timeout=MODEL_TIMEOUT_MS,
     )
-    assert annotator._encoded == {0, 1, 2, 3, 4}  # the neighbours within two slices
+    assert annotator.scheduler.encoded == {0, 1, 2, 3, 4}  # the neighbours within two slices
 
     # Which slices of which image really ran the encoder (not found in the cache)?
     predictor = annotator.predictor
@@ -241,10 +241,10 @@ def test_the_next_item_is_encoded_ahead_and_reused(make_napari_viewer, qtbot, tm
     qtbot.waitUntil(lambda: annotator.labels.data[2].any(), timeout=MODEL_TIMEOUT_MS)
     wait_idle(qtbot, annotator)
     # Only the new neighbours were encoded (in the background), never the slice of the box.
-    s2_key = annotator._token
+    s2_key = annotator.image_key
     assert s2_key[0] == "series-item" and s2_key[1].endswith("s2.tif")
     assert sorted(z for key, z in encoded_keys if key == s2_key) == [0, 1, 3, 4]
-    assert annotator._encoded == {0, 1, 2, 3, 4}
+    assert annotator.scheduler.encoded == {0, 1, 2, 3, 4}
     assert dice(annotator.labels.data[2] > 0, truth) > 0.8
     close(widget, qtbot)
 

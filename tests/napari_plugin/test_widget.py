@@ -23,6 +23,7 @@ from napari_helpers import (
     wait_idle,
 )
 from napari_swinlitemedsam._napari.widget import SHORTCUTS, BoxAnnotatorWidget
+from napari_swinlitemedsam.annotation.jobs import JobKind
 from napari_swinlitemedsam.io.samples import load_sample
 
 # Two large, well separated nuclei of the sample. Segmented headless from their reference boxes,
@@ -76,7 +77,7 @@ def test_drawn_box_gives_the_objects_mask_without_freezing_the_window(
     assert dice(labels == object_id, truth) > MIN_DSC
     # The widget gives exactly what the inference API gives for the same box (same embedding).
     predictor = annotator.predictor
-    predictor.set_encoded(predictor.encode(sample.image, key=(annotator._token, None)))
+    predictor.set_encoded(predictor.encode(sample.image, key=(annotator.image_key, None)))
     assert np.array_equal(labels == object_id, predictor.predict(box[None]).masks[0])
     # The box's edge takes its label's colour, and painting continues that object.
     np.testing.assert_allclose(
@@ -102,7 +103,7 @@ def test_drawn_box_gives_the_objects_mask_without_freezing_the_window(
     # show a gap as long as that work itself (the first decode job includes the encoding).
     # Loading the model (importing its modules, reading the weights) may hold Python's GIL for
     # longer stretches; that gap is reported, and bounded more loosely.
-    on_slice = [gap for gap, before, after in meter.gaps() if before == after == "decode"]
+    on_slice = [gap for gap, before, after in meter.gaps() if before == after == JobKind.DECODE]
     print(
         f"\ntime to first mask {first_mask_s:.2f} s (open widget, load model, encode, decode); "
         f"encode + decode {model_work_s:.2f} s; longest event-loop stall while encoding "
@@ -204,7 +205,7 @@ def test_removing_the_image_or_closing_the_viewer_mid_run(make_napari_viewer, qt
     # A second viewer, closed while a slice is being encoded.
     other = open_annotator(make_napari_viewer, sample)
     second = other[2]
-    qtbot.waitUntil(lambda: second.runner.kind == "encode", timeout=MODEL_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: second.runner.kind is JobKind.ENCODE, timeout=MODEL_TIMEOUT_MS)
     other[0].close()
     assert second.image is None
     qtbot.waitUntil(
@@ -249,20 +250,19 @@ def test_masks_can_go_into_a_labels_layer_the_user_chooses(make_napari_viewer, q
     viewer.add_image(sample.image, name="nuclei2d")
     mine = viewer.add_labels(np.zeros(sample.image.shape, np.uint16), name="my labels")
     mine.data[5:9, 5:9] = 7
-    viewer.add_labels(np.zeros((10, 10), np.uint8), name="wrong shape")
+    wrong = viewer.add_labels(np.zeros((10, 10), np.uint8), name="wrong shape")
     widget = BoxAnnotatorWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Box annotator")
     annotator = widget.annotator
     created = annotator.labels
     assert created is not mine and created.name == "nuclei2d masks"
 
-    widget.labels_combo.setCurrentIndex(widget.labels_combo.findText("my labels"))
-    widget._labels_chosen()
+    widget.labels_choice.value = mine  # the magicgui chooser attaches on its own
     assert annotator.labels is mine
     assert annotator.state.next_object_id(int(mine.data.max())) == 8
-    widget.labels_combo.setCurrentIndex(widget.labels_combo.findText("wrong shape"))
-    widget._labels_chosen()
+    widget.labels_choice.value = wrong
     assert annotator.labels is mine  # refused, with the reason in the status line
+    assert widget.labels_choice.value is mine
     assert "shaped like the image" in widget.status_label.text()
 
     # The shortcuts are bound on this viewer, work, and are none of napari's defaults.

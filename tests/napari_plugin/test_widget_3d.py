@@ -18,8 +18,10 @@ from napari_helpers import (
     wait_idle,
 )
 from napari_swinlitemedsam._napari.widget import BoxAnnotatorWidget
+from napari_swinlitemedsam.annotation.jobs import JobKind
+from napari_swinlitemedsam.inference.generators import run_to_end
 from napari_swinlitemedsam.inference.pipeline import volume_to_uint8
-from napari_swinlitemedsam.inference.volume import propagate_from_key_slices, run_to_end
+from napari_swinlitemedsam.inference.volume import propagate_from_key_slices
 from napari_swinlitemedsam.io.samples import load_sample
 
 FIRST, LAST = 27, 43
@@ -62,7 +64,7 @@ def test_box_on_a_slice_then_propagation_through_the_stack(make_napari_viewer, q
     # Propagate: slices are written as they arrive, not all at the end.
     widget.propagate_button.click()
     qtbot.waitUntil(lambda: len(slices_with(labels.data, 1)) > 1, timeout=MODEL_TIMEOUT_MS)
-    assert annotator.runner.kind == "propagate"
+    assert annotator.runner.kind is JobKind.PROPAGATE
     wait_idle(qtbot, annotator)
     propagated = labels.data.copy()
     assert slices_with(propagated, 1) == set(range(depth))
@@ -73,7 +75,7 @@ def test_box_on_a_slice_then_propagation_through_the_stack(make_napari_viewer, q
     volume = volume_to_uint8(image)
     headless = run_to_end(
         propagate_from_key_slices(
-            annotator.predictor, volume, {KEY: box}, volume_key=annotator._token
+            annotator.predictor, volume, {KEY: box}, volume_key=annotator.image_key
         )
     )
     for z in range(depth):

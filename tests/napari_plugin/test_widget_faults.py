@@ -11,8 +11,15 @@ import pytest
 
 import napari_swinlitemedsam._napari.annotator as annotator_module
 from gated_segmenter import gated_predictor
-from napari_helpers import MODEL_TIMEOUT_MS, draw_rectangle, no_worker_threads, wait_idle
+from napari_helpers import (
+    MODEL_TIMEOUT_MS,
+    click_without_dragging,
+    draw_rectangle,
+    no_worker_threads,
+    wait_idle,
+)
 from napari_swinlitemedsam._napari.widget import BoxAnnotatorWidget
+from napari_swinlitemedsam.annotation import slice_work
 from napari_swinlitemedsam.io.samples import load_sample
 
 WAIT_MS = 60_000
@@ -30,7 +37,7 @@ def models(monkeypatch):
     """Two gated stand-in models, served by name instead of loading weights."""
     served = {"litemedsam": gated_predictor(0), "other": gated_predictor(1)}
     monkeypatch.setattr(
-        annotator_module, "load_predictor", lambda name, *args, **kwargs: (served[name], 0.0)
+        slice_work, "load_predictor", lambda name, *args, **kwargs: (served[name], 0.0)
     )
     return served
 
@@ -262,4 +269,25 @@ def test_a_propagation_that_dies_half_way_leaves_the_masks_as_they_were(
         6
     }
     assert (annotator.labels.data == 7).sum() == 100
+    finish(qtbot, widget)
+
+
+def test_a_click_without_dragging_adds_no_object_and_says_why(
+    make_napari_viewer, qtbot, image, models, errors
+):
+    viewer, widget, annotator = open_widget(make_napari_viewer, image)
+    wait_idle(qtbot, annotator, timeout=WAIT_MS)
+    click_without_dragging(annotator.boxes, (40.0, 30.0))
+    assert len(annotator.boxes.data) == 1  # napari drew its speck of a rectangle
+    assert annotator.state.objects == {} and annotator.scheduler.idle
+    status = widget.status_label.text()
+    assert status.startswith("No object added:") and "click without dragging" in status
+    assert not annotator.labels.data.any()
+
+    # A box dragged partly off the image is clipped to it and segmented.
+    draw_rectangle(annotator.boxes, [100, 110, 140, 150])
+    wait_idle(qtbot, annotator, timeout=WAIT_MS)
+    (obj,) = annotator.state.objects.values()
+    assert obj.boxes[None].tolist() == [100, 110, 127, 127]
+    assert annotator.labels.data.any() and errors == []
     finish(qtbot, widget)

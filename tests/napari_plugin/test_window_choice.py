@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import napari_swinlitemedsam._napari.annotator as annotator_module
 from napari_helpers import wait_idle
 from napari_swinlitemedsam._napari.widget import WINDOW_CHOICES, BoxAnnotatorWidget
-from napari_swinlitemedsam._napari.workers import prepare_image
+from napari_swinlitemedsam.annotation import slice_work
+from napari_swinlitemedsam.annotation.slice_work import prepare_image
 from napari_swinlitemedsam.inference.intensity import to_uint8
 from napari_swinlitemedsam.io.samples import load_sample
 from stub_segmenter import stub_predictor
@@ -32,26 +32,30 @@ def recorded(monkeypatch):
         return encode(images)
 
     predictor.model.encode = recording
-    monkeypatch.setattr(
-        annotator_module, "load_predictor", lambda *args, **kwargs: (predictor, 0.0)
-    )
+    monkeypatch.setattr(slice_work, "load_predictor", lambda *args, **kwargs: (predictor, 0.0))
     return predictor, inputs
 
 
 def choose(widget, window) -> None:
-    index = widget.window_combo.findData(window)
-    assert index >= 0, window
-    widget.window_combo.setCurrentIndex(index)
-    widget.window_combo.activated.emit(index)
+    assert window in [value for _, value in WINDOW_CHOICES], window
+    widget.window_choice.value = window
+
+
+def as_array(prepared) -> np.ndarray:
+    """The whole prepared stack (the annotator keeps a lazy VolumeSlices)."""
+    return np.stack([prepared[z] for z in range(len(prepared))])
 
 
 def test_prepare_image_applies_the_window():
     ct = load_sample("head_ct").image[15:18]
-    np.testing.assert_array_equal(prepare_image(ct, True, "brain"), to_uint8(ct, window="brain"))
-    np.testing.assert_array_equal(prepare_image(ct, True, None), to_uint8(ct))  # auto: W400
+    brain = as_array(prepare_image(ct, True, "brain"))
+    np.testing.assert_array_equal(brain, to_uint8(ct, window="brain"))
+    auto = as_array(prepare_image(ct, True, None))
+    np.testing.assert_array_equal(auto, to_uint8(ct))  # auto: W400
     bounds = (-50.0, 150.0)
-    np.testing.assert_array_equal(prepare_image(ct, True, bounds), to_uint8(ct, window=bounds))
-    assert not np.array_equal(prepare_image(ct, True, "brain"), prepare_image(ct, True, None))
+    custom = as_array(prepare_image(ct, True, bounds))
+    np.testing.assert_array_equal(custom, to_uint8(ct, window=bounds))
+    assert not np.array_equal(brain, auto)
 
 
 def test_window_choice_changes_encoder_input_and_cache_key(make_napari_viewer, qtbot, recorded):
@@ -70,23 +74,25 @@ def test_window_choice_changes_encoder_input_and_cache_key(make_napari_viewer, q
         "brain",
     ]
     viewer.dims.set_current_step(0, KEY)
-    qtbot.waitUntil(lambda: KEY in annotator._encoded, timeout=60_000)
+    qtbot.waitUntil(lambda: KEY in annotator.scheduler.encoded, timeout=60_000)
     wait_idle(qtbot, annotator)
-    auto_key, auto_input = annotator._token, inputs[-1]
-    np.testing.assert_array_equal(annotator._image_u8, to_uint8(ct))
+    auto_key, auto_input = annotator.scheduler.image_key, inputs[-1]
+    np.testing.assert_array_equal(as_array(annotator._image_u8), to_uint8(ct))
 
     choose(widget, "brain")
-    assert annotator.window == "brain" and annotator._token != auto_key
-    qtbot.waitUntil(lambda: KEY in annotator._encoded, timeout=60_000)
+    assert annotator.window == "brain" and annotator.scheduler.image_key != auto_key
+    qtbot.waitUntil(lambda: KEY in annotator.scheduler.encoded, timeout=60_000)
     wait_idle(qtbot, annotator)
-    np.testing.assert_array_equal(annotator._image_u8, to_uint8(ct, window="brain"))
+    np.testing.assert_array_equal(as_array(annotator._image_u8), to_uint8(ct, window="brain"))
     assert not np.allclose(inputs[-1].numpy(), auto_input.numpy())  # the encoder saw W80
 
     choose(widget, "displayed")  # the layer's contrast limits at the moment of choosing
     assert annotator.window == tuple(image.contrast_limits) == (-100.0, 300.0)
     qtbot.waitUntil(lambda: annotator._image_u8 is not None, timeout=60_000)
     wait_idle(qtbot, annotator)
-    np.testing.assert_array_equal(annotator._image_u8, to_uint8(ct, window=(-100.0, 300.0)))
+    np.testing.assert_array_equal(
+        as_array(annotator._image_u8), to_uint8(ct, window=(-100.0, 300.0))
+    )
 
     choose(widget, None)  # back to auto: the first key again, so its encodings are reused
-    assert annotator._token == auto_key
+    assert annotator.scheduler.image_key == auto_key

@@ -341,7 +341,7 @@ def test_loss_log_drops_rows_after_the_resumed_step(tmp_path):
 
 
 def test_finetune_yields_progress_can_be_cancelled_and_saves_a_model_card(tmp_path):
-    from napari_swinlitemedsam.inference.volume import run_to_end
+    from napari_swinlitemedsam.inference.generators import run_to_end
     from napari_swinlitemedsam.model.checkpoint import read_state_dict
     from napari_swinlitemedsam.training.finetune import (
         FinetuneError,

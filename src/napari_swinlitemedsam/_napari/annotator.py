@@ -1,12 +1,11 @@
-"""The annotator: layers, model jobs and bookkeeping behind the Box annotator widget (no widgets).
+"""The annotator: layers and model jobs behind the Box annotator widget (no widgets).
 
-One :class:`Annotator` per dock widget. It owns the predictor, a :class:`JobRunner` that runs one
-model job at a time, the layers it created (boxes, masks, clicks) and an
-:class:`AnnotatorState`. Layer events only record what must be (re)decoded and call
-:meth:`Annotator.schedule`, which starts the next job when the runner is idle:
-load model > prepare image > decode queued boxes > propagate > encode the current slice >
-prefetch (lowest priority, one slice per job: the neighbouring slices of a stack, then whatever
-:attr:`Annotator.background` offers, e.g. the next image of a series).
+One :class:`Annotator` per dock widget, composed of an ``AnnotatorState`` (which box belongs to
+which object) and a ``SliceScheduler`` (what to run next), both headless, a :class:`JobRunner`
+that runs the scheduler's typed jobs one at a time (their work is in ``annotation.slice_work``),
+and the :class:`AnnotationLayers` of the image. Layer events tell the scheduler what changed and
+call :meth:`Annotator.schedule`; results come back on the GUI thread and enter the masks layer
+through ``Labels.data_setitem`` (one undo step each).
 """
 
 from __future__ import annotations
@@ -19,72 +18,79 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info
 
 from napari_swinlitemedsam._napari import layer_io
-from napari_swinlitemedsam._napari.annotator_jobs import SliceJobs
-from napari_swinlitemedsam._napari.workers import (
-    DecodeRequest,
-    JobProgress,
-    JobRunner,
-    load_predictor,
-    prepare_image,
-)
+from napari_swinlitemedsam._napari.annotation_layers import AnnotationLayers
+from napari_swinlitemedsam._napari.workers import JobProgress, JobRunner
+from napari_swinlitemedsam.annotation import jobs, slice_work
 from napari_swinlitemedsam.annotation.annotator_state import AnnotatorState, SliceKey
 from napari_swinlitemedsam.annotation.failure_messages import explain_failure
+from napari_swinlitemedsam.annotation.jobs import JobKind
+from napari_swinlitemedsam.annotation.scheduler import (
+    BackgroundSource,
+    Situation,
+    SliceScheduler,
+    plural,
+    slice_text,
+)
 
 FINISHED_ACTIONS = ("added", "changed", "removed")
 
 
-class Annotator(SliceJobs):
+class Annotator:
     """Box -> mask annotation on one image layer of ``viewer``; reports through ``on_status``."""
 
     def __init__(self, viewer, on_status: Callable[[str], None] = lambda text: None) -> None:
         self.viewer = viewer
         self.on_status = on_status
         self.runner = JobRunner(on_idle=self.schedule, on_error=self._job_failed)
+        self.progress = JobProgress(self.runner)
+        self.state = AnnotatorState()
+        self.scheduler = SliceScheduler(self.state)
         self.predictor = None
         self.model_label = ""
-        self._model_request: tuple[str, str, str] | None = None
+        self.model_source: jobs.LoadModelJob | None = None  # what the predictor was loaded from
         self.disk_cache = None  # DiskEmbeddingCache given to every predictor loaded
-        #: Lowest-priority work when nothing else is to do: a callable returning None or
-        #: ``(job, args, on_return)`` for one short job (one slice encode or one file read).
-        self.background: Callable[[], tuple | None] | None = None
-        self.prefetch_radius = 2  # neighbouring slices of a stack encoded ahead
-        self._slice_direction = 1
-        self._last_slice: SliceKey = None
         self.overwrite = False
         self.extend_object = False
-        self.state = AnnotatorState()
-        self.image: Image | None = None
-        self.boxes = self.labels = self.points = None
+        self.layers: AnnotationLayers | None = None
         self.active_object: int | None = None
         self.last_decode_seconds: float | None = None
         self.last_error = ""
         self._image_u8: np.ndarray | None = None
-        self._token = ""
-        self._image_key = ""
+        self._image_key: Hashable = ""  # the pixels' identity; the cache key adds the window
         self.window = None  # intensity window for the model (see set_window)
-        self._pending: dict[SliceKey, set[int]] = {}
-        self._propagate_queue: list[int] = []
-        self._encoded: set[SliceKey] = set()
         self._undo_group = layer_io.UndoGroup()
-        self.progress = JobProgress(self.runner)
         self._syncing = False
-        self._stalled = False  # automatic work failed: wait for the user before trying again
+        self._starters = {
+            jobs.LoadModelJob: self._start_model_load,
+            jobs.PrepareJob: self._start_prepare,
+            jobs.EncodeJob: self._start_encode,
+            jobs.PrefetchJob: self._start_encode,
+            jobs.DecodeJob: self._start_decode,
+            jobs.PropagateJob: self._start_propagation,
+            jobs.BackgroundJob: self._start_background,
+        }
         viewer.layers.events.removed.connect(self._on_layer_removed)
         viewer.dims.events.current_step.connect(self._on_slice_changed)
 
     # ----------------------------------------------------------------- model and image
     def set_model(
-        self, name_or_path: str, device: str = "auto", label: str = "", disk_cache=None
+        self,
+        name_or_path: str,
+        device: str = "auto",
+        label: str = "",
+        disk_cache=None,
+        precision: str = "fp32",
     ) -> None:
         """Load another model in the background; queued boxes wait for it.
 
-        ``disk_cache``: a DiskEmbeddingCache for this and later models (None keeps the current one).
+        ``disk_cache``: a DiskEmbeddingCache for this and later models (None keeps the current
+        one). ``precision``: of the image encoder, ``"fp32"`` or ``"bf16"``.
         """
         if disk_cache is not None:
             self.disk_cache = disk_cache
         self.predictor = None
-        self._encoded.clear()
-        self._model_request = (str(name_or_path), device, label or str(name_or_path))
+        label = label or str(name_or_path)
+        self.scheduler.model_chosen(jobs.LoadModelJob(str(name_or_path), device, label, precision))
         self.user_acted()
 
     def set_disk_cache(self, disk_cache) -> None:
@@ -92,6 +98,14 @@ class Annotator(SliceJobs):
         self.disk_cache = disk_cache
         if self.predictor is not None:
             self.predictor.disk_cache = disk_cache
+
+    def add_background(self, source: BackgroundSource) -> None:
+        """Offer ``source``'s jobs when nothing else is to do (lowest priority, one at a time)."""
+        self.scheduler.background.append(source)
+
+    def remove_background(self, source: BackgroundSource) -> None:
+        if source in self.scheduler.background:
+            self.scheduler.background.remove(source)
 
     def attach(
         self,
@@ -104,73 +118,76 @@ class Annotator(SliceJobs):
 
         ``image_key``: identifies the pixels in the predictor's cache (slices are cached under
         ``(image_key, z)``), so slices encoded ahead under the same key are reused; default: a
-        new key. ``prepared``: the image as :func:`prepare_image` maps it, when already known.
+        new key. ``prepared``: the image as :func:`~.slice_work.prepare_image` maps it, when
+        already known.
 
         Raises :class:`ImageLayerError` (and keeps annotating the current image) when the image
         cannot be annotated or ``labels`` is not shaped like it.
         """
-        shape = layer_io.spatial_shape(image)
-        if labels is not None and tuple(labels.data.shape) != shape:
-            raise layer_io.ImageLayerError(
-                f"the labels layer '{labels.name}' has shape {tuple(labels.data.shape)}, "
-                f"the image {shape}; choose a labels layer shaped like the image (or a new one)"
-            )
+        AnnotationLayers.check(image, labels)  # refused before the current image is let go
         previous_labels = self.labels
         self.detach()
         self._image_key = uuid.uuid4().hex if image_key is None else image_key
-        self.image, self._token = image, self._windowed_key()
+        self.layers = AnnotationLayers(self.viewer, image, labels)
         self._image_u8 = prepared
-        self.labels = (
-            labels
-            if labels is not None
-            else self.viewer.add_layer(layer_io.make_labels_layer(image))
-        )
+        self.scheduler.attach(self._windowed_key())
         if self.labels is not previous_labels:
             self.state.forget_issued_ids()  # ids count from the new layer's own maximum
-        self.points = self.viewer.add_layer(layer_io.make_points_layer(image))
-        self.boxes = self.viewer.add_layer(layer_io.make_box_layer(image))
-        self.boxes.events.data.connect(self._on_boxes_changed)
-        self.boxes.events.features.connect(self._on_boxes_pasted)
-        self.points.events.data.connect(self._on_clicks_changed)
-        image.events.data.connect(self._on_image_data_changed)
+        self.layers.connect(
+            self._on_boxes_changed,
+            self._on_boxes_pasted,
+            self._on_clicks_changed,
+            self._on_image_data_changed,
+        )
         self.viewer.layers.selection.active = self.boxes
         self.boxes.mode = "add_rectangle"
+        self.scheduler.slice_shown(self.current_slice())
         self.user_acted()
 
     def detach(self) -> None:
         """Stop annotating the current image; its layers stay in the viewer."""
-        if self.image is None:
+        if self.layers is None:
             return
-        if self.runner.kind not in ("load", "prefetch"):  # still wanted; prefetch checks keys
-            self.runner.cancel()
+        if self.runner.kind not in (JobKind.LOAD_MODEL, JobKind.PREFETCH, JobKind.BACKGROUND):
+            self.runner.cancel()  # a model load is still wanted; prefetches check their key
         self._undo_group.close()
-        for layer, handler in (
-            (self.boxes, self._on_boxes_changed),
-            (self.points, self._on_clicks_changed),
-            (self.image, self._on_image_data_changed),
-        ):
-            if layer is not None:
-                layer.events.data.disconnect(handler)
-        if self.boxes is not None:
-            self.boxes.events.features.disconnect(self._on_boxes_pasted)
-        self.image = self.boxes = self.labels = self.points = None
-        self._image_u8, self._token, self.active_object = None, "", None
-        self._last_slice, self._slice_direction = None, 1
-        self._pending.clear()
-        self._propagate_queue.clear()
-        self._encoded.clear()
+        self.layers.disconnect()
+        self.layers = None
+        self._image_u8, self.active_object = None, None
+        self.scheduler.detach()
         self.state.reset()
 
     @property
+    def image(self) -> Image | None:
+        return None if self.layers is None else self.layers.image
+
+    @property
+    def labels(self) -> Labels | None:
+        return None if self.layers is None else self.layers.labels
+
+    @property
+    def boxes(self):
+        return None if self.layers is None else self.layers.boxes
+
+    @property
+    def points(self):
+        return None if self.layers is None else self.layers.points
+
+    @property
+    def image_key(self) -> Hashable | None:
+        """What identifies the annotated pixels in the predictor's cache (None: no image)."""
+        return self.scheduler.image_key
+
+    @property
     def is_stack(self) -> bool:
-        return self.image is not None and len(layer_io.spatial_shape(self.image)) == 3
+        return self.layers is not None and self.layers.is_stack
 
     def current_slice(self) -> SliceKey:
         """The slice shown in the viewer (``None`` for a 2D image)."""
-        if not self.is_stack:
-            return None
-        z = self.image.world_to_data(self.viewer.dims.point)[0]
-        return int(np.clip(np.floor(z + 0.5), 0, self.image.data.shape[0] - 1))
+        return None if self.layers is None else self.layers.current_slice(self.viewer)
+
+    def _depth(self) -> int | None:
+        return None if self.layers is None else self.layers.depth
 
     # ----------------------------------------------------------------- layer events
     def _on_boxes_changed(self, event) -> None:
@@ -178,11 +195,7 @@ class Annotator(SliceJobs):
             self.sync_boxes()
 
     def _on_boxes_pasted(self, event=None) -> None:
-        self.sync_boxes()  # pasting emits only a features event; syncing twice is harmless
-
-    def state_ids(self) -> list[int]:
-        """The object id of each shape of the box layer, in layer order (0 = none)."""
-        return [] if self.boxes is None else [int(i) for i in layer_io.object_ids(self.boxes)]
+        self.sync_boxes()  # syncing twice is harmless
 
     def sync_boxes(self) -> None:
         """Reconcile objects with the box layer; queue decodes, erase masks of deleted boxes."""
@@ -195,39 +208,29 @@ class Annotator(SliceJobs):
             self._syncing = False
 
     def _sync_boxes(self) -> None:
-        shape = layer_io.spatial_shape(self.image)
         extend = self.active_object if self.extend_object else None
-        sync = self.state.sync_boxes(
-            layer_io.read_boxes(self.boxes, shape), int(np.max(self.labels.data, initial=0)), extend
-        )
-        layer_io.write_box_ids(self.boxes, sync.ids, self.labels)
-        if sync.removed:
-            with self.labels.block_history():
-                for object_id, z in sync.removed:
-                    whole = object_id in sync.deleted_objects
-                    layer_io.erase_object(self.labels, object_id, None if whole else z)
-                    self._pending.get(z, set()).discard(object_id)
-        for object_id, z in sync.added + sync.moved:
-            self._pending.setdefault(z, set()).add(object_id)
+        # napari 0.9 moved the camera under ``scene``; earlier versions have ``viewer.camera``.
+        camera = self.viewer.scene.camera if hasattr(self.viewer, "scene") else self.viewer.camera
+        shapes = self.layers.read_boxes(camera.zoom)
+        sync = self.state.sync_boxes(shapes, int(np.max(self.labels.data, initial=0)), extend)
+        self.layers.apply_sync(sync)
+        self.scheduler.boxes_synced(sync)
+        for object_id, _ in sync.added + sync.moved:
             self.active_object = object_id
-        if sync.added:
-            self.labels.selected_label = sync.added[-1][0]
         if sync.changed:
             self.user_acted()
+        if sync.refused:
+            self.on_status(f"No object added: {sync.refused[-1]}")
 
     def _on_clicks_changed(self, event) -> None:
         if str(getattr(event, "action", "")) not in FINISHED_ACTIONS or self.points is None:
             return
-        for object_id, z in self.state.sync_points(layer_io.read_clicks(self.points)):
-            self._pending.setdefault(z, set()).add(object_id)
+        self.scheduler.clicks_changed(self.state.sync_points(layer_io.read_clicks(self.points)))
         self.user_acted()
 
     def _on_slice_changed(self, event=None) -> None:
         if self.is_stack:
-            current = self.current_slice()
-            if self._last_slice is not None and current != self._last_slice:
-                self._slice_direction = 1 if current > self._last_slice else -1
-            self._last_slice = current
+            self.scheduler.slice_shown(self.current_slice())
             self.user_acted()
 
     def set_window(self, window) -> None:
@@ -241,8 +244,8 @@ class Annotator(SliceJobs):
             return
         self.window = window
         if self.image is not None:
-            self._image_u8, self._token = None, self._windowed_key()
-            self._encoded.clear()
+            self._image_u8 = None
+            self.scheduler.image_changed(self._windowed_key())
         self.user_acted()
 
     def _windowed_key(self):
@@ -253,15 +256,14 @@ class Annotator(SliceJobs):
 
     def _on_image_data_changed(self, event=None) -> None:
         self._image_key = uuid.uuid4().hex
-        self._image_u8, self._token = None, self._windowed_key()
-        self._encoded.clear()
+        self._image_u8 = None
+        self.scheduler.image_changed(self._windowed_key())
         self.user_acted()
 
     def _on_layer_removed(self, event) -> None:
         layer = event.value
-        if layer is self.points:
-            self.points.events.data.disconnect(self._on_clicks_changed)
-            self.points = None
+        if layer is not None and layer is self.points:
+            self.layers.drop_points()
         elif layer is not None and layer in (self.image, self.boxes, self.labels):
             self.detach()
             self.on_status(f"'{layer.name}' was removed; choose an image to annotate")
@@ -273,26 +275,20 @@ class Annotator(SliceJobs):
         if not self.is_stack:
             show_info("Propagation needs a 3D stack; this image is 2D.")
             return
-        if object_id is None or object_id not in self.state.objects:
+        if object_id is None or not self.scheduler.propagate(object_id):
             show_info("Draw a box first (or select one): propagation follows that box's object.")
             return
-        if object_id not in self._propagate_queue:
-            self._propagate_queue.append(object_id)
         self.user_acted()
 
     def selected_object(self) -> int | None:
         """The object of the selected box, else the last object drawn or edited."""
-        if self.boxes is not None and self.boxes.selected_data:
-            ids = self.state_ids()
-            index = max(self.boxes.selected_data)
-            if index < len(ids) and ids[index] > 0:
-                return int(ids[index])
-        return self.active_object
+        selected = None if self.layers is None else self.layers.selected_object()
+        return selected if selected is not None else self.active_object
 
     def cancel(self) -> None:
         """Stop a running propagation (slices already written stay, undoable in one step)."""
-        self._propagate_queue.clear()
-        if self.runner.kind == "propagate":
+        self.scheduler.cancel_propagations()
+        if self.runner.kind is JobKind.PROPAGATE:
             self.runner.stop()
             self.on_status("Stopping propagation...")
 
@@ -300,81 +296,127 @@ class Annotator(SliceJobs):
         if self.points is not None:
             layer_io.set_click_sign(self.points, positive)
 
-    # ----------------------------------------------------------------- job scheduling
+    # ----------------------------------------------------------------- jobs
     def user_acted(self) -> None:
         """The user did something (a box, a click, another slice, image or model): work that
         failed on its own is tried again, then the most urgent job starts."""
-        self._stalled = False
+        self.scheduler.user_acted()
         self.schedule()
 
     def schedule(self) -> None:
         """Start the most urgent job if none is running."""
         if self.runner.busy:
             return
-        if self._model_request is not None:
-            return self._start_model_load()
-        if self.predictor is None:
-            if self.last_error:
-                return self.on_status(
-                    f"No model: {self.last_error}. Choose another model or device."
-                )
-            return self.on_status("Choose a model to start")
-        if self.image is None:
-            return self.on_status(f"{self.model_label} ready: choose an image layer")
-        if self._image_u8 is None:
-            return None if self._stalled else self._start_prepare()
-        current = self.current_slice()
-        while self._pending:
-            z = current if current in self._pending else next(iter(self._pending))
-            ids, boxes, points, labels = self.state.decode_request(z, sorted(self._pending.pop(z)))
-            if ids:
-                return self._start_decode(DecodeRequest(z, ids, boxes, points, labels))
-        if self._propagate_queue:
-            return self._start_propagation(self._propagate_queue.pop(0))
-        if self._stalled:
-            return None  # the status line shows what failed
-        if current not in self._encoded:
-            return self._start_encode(current)
-        count = len(self.state.objects)
-        self.on_status(f"Ready: {count} object{'s' * (count != 1)}. Draw a box to add one.")
-        self._start_prefetch(current)
+        plan = self.scheduler.next_job(
+            Situation(
+                model_label=self.model_label if self.predictor is not None else "",
+                last_error=self.last_error,
+                image_ready=self._image_u8 is not None,
+                current=self.current_slice(),
+                depth=self._depth(),
+            )
+        )
+        if plan.status is not None:
+            self.on_status(plan.status)
+        if plan.job is not None:
+            self._starters[type(plan.job)](plan.job)
 
-    def _start_model_load(self) -> None:
-        name, device, label = self._model_request
-        self._model_request = None
-        self.on_status(f"Loading {label}...")
-
+    def _start_model_load(self, job: jobs.LoadModelJob) -> None:
         def loaded(result) -> None:
-            if self._model_request is not None:
+            if self.scheduler.model_request is not None:
                 return  # another model was chosen meanwhile; it loads next
             self.predictor, seconds = result
             self.predictor.disk_cache = self.disk_cache  # it may have been set during the load
-            self.model_label, self.last_error = label, ""
-            self.on_status(f"{label} loaded in {seconds:.1f} s")
+            self.model_label, self.model_source, self.last_error = job.label, job, ""
+            self.on_status(f"{job.label} loaded in {seconds:.1f} s")
 
-        args = (name, device, self.disk_cache)
-        self.runner.start("load", load_predictor, args, on_return=loaded, on_done=self.progress.end)
-        self.progress.show(f"Loading {label}")
+        args = (job.name_or_path, job.device, self.disk_cache, job.precision)
+        self.runner.start(
+            job.kind, slice_work.load_predictor, args, on_return=loaded, on_done=self.progress.end
+        )
+        self.progress.show(f"Loading {job.label}")
 
-    def _start_prepare(self) -> None:
+    def _start_prepare(self, job: jobs.PrepareJob) -> None:
         self.on_status(f"Reading '{self.image.name}'...")
-        token = self._token
 
         def prepared(array) -> None:
-            if token == self._token:
+            if self.scheduler.is_current(job.image_key):
                 self._image_u8 = array
 
+        args = (self.image.data, self.is_stack, self.window)
+        self.runner.start(job.kind, slice_work.prepare_image, args, on_return=prepared)
+
+    def _start_encode(self, job: jobs.EncodeJob | jobs.PrefetchJob) -> None:
+        """Encode a slice into the predictor's cache (a prefetch: quietly, without a bar)."""
+
+        def encoded(result) -> None:
+            self.scheduler.slice_encoded(job.image_key, result[0])
+
+        args = (self.predictor, self._image_u8, job)
+        if job.kind is JobKind.PREFETCH:
+            return self.runner.start(job.kind, slice_work.encode_slice, args, on_return=encoded)
         self.runner.start(
-            "prepare",
-            prepare_image,
-            (self.image.data, self.is_stack, self.window),
-            on_return=prepared,
+            job.kind, slice_work.encode_slice, args, on_return=encoded, on_done=self.progress.end
         )
+        self.progress.show(f"Encoding {slice_text(job.slice_index, self._depth())}")
+
+    def _start_background(self, job: jobs.BackgroundJob) -> None:
+        self.runner.start(job.kind, job.work, job.args, on_return=job.on_return)
+
+    def _start_decode(self, job: jobs.DecodeJob) -> None:
+        args = (self.predictor, self._image_u8, job)
+        self.runner.start(job.kind, slice_work.decode_slice, args, on_return=self._decoded)
+
+    def _decoded(self, result: slice_work.DecodeResult) -> None:
+        job = result.job
+        if self.labels is None:
+            return
+        with self.labels.block_history():
+            for position in self.scheduler.masks_to_write(job):
+                object_id, mask = job.ids[position], result.masks[position]
+                layer_io.write_object_mask(
+                    self.labels, object_id, mask, job.slice_index, self.overwrite
+                )
+        self.last_decode_seconds = result.seconds
+        self.on_status(
+            f"Decoded {plural(len(job.ids), 'box', 'es')} on "
+            f"{slice_text(job.slice_index, self._depth())} in {result.seconds:.2f} s"
+        )
+
+    def _start_propagation(self, job: jobs.PropagateJob) -> None:
+        depth, object_id = self._depth(), job.object_id
+        self._undo_group.open(self.labels)
+
+        def arrived(result) -> None:
+            if not self.scheduler.is_current(job.image_key) or self.labels is None:
+                return
+            layer_io.write_object_mask(
+                self.labels, object_id, result.mask, result.z, self.overwrite
+            )
+            self._undo_group.written = True
+            self.scheduler.slice_encoded(job.image_key, result.z)
+            self.on_status(
+                f"Propagating object {object_id}: slice {result.z + 1}/{depth} "
+                f"({result.done}/{result.total})"
+            )
+            self.progress.advance(result.done, result.total)  # last: the bar may process events
+
+        def ended() -> None:
+            if self._undo_group.is_open:  # not failed (a failure took the slices back)
+                self._undo_group.close()
+                self.on_status(f"Object {object_id} propagated")
+            self.progress.end()
+
+        args = (self.predictor, self._image_u8, job)
+        self.runner.start(
+            job.kind, slice_work.propagate_object, args, on_yield=arrived, on_done=ended
+        )
+        self.progress.show(f"Propagating object {object_id}", total=depth)
 
     def _job_failed(self, error: Exception) -> None:
         """Report a failed job; a propagation's slices written so far are taken back."""
         self._undo_group.close(roll_back=True)
-        self._stalled = self.runner.kind in ("prepare", "encode", "prefetch")
+        self.scheduler.job_failed(self.runner.kind)
         self.last_error = explain_failure(error, self.runner.kind)
         self.on_status(f"Error: {self.last_error}")
         show_error(f"Box annotator: {self.last_error}")

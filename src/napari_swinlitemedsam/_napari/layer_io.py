@@ -7,6 +7,7 @@ to another object unless ``overwrite`` is on, so hand-painted objects survive ne
 
 from __future__ import annotations
 
+import math
 import warnings
 from contextlib import ExitStack
 
@@ -14,7 +15,13 @@ import numpy as np
 from napari.layers import Image, Labels, Points, Shapes
 
 from napari_swinlitemedsam.annotation.annotator_state import ClickPoint, ShapeBox, SliceKey
-from napari_swinlitemedsam.annotation.layer_coordinates import RectangleError, rectangle_to_box
+from napari_swinlitemedsam.annotation.layer_coordinates import (
+    MIN_BOX_SIDE,
+    RectangleError,
+    check_box_size,
+    point_to_pixel,
+    rectangle_to_box,
+)
 
 OBJECT_ID = "object_id"
 POSITIVE = "positive"
@@ -102,22 +109,42 @@ def set_click_sign(points: Points, positive: bool) -> None:
     points.current_face_color = POSITIVE_COLOR if positive else NEGATIVE_COLOR
 
 
-def read_boxes(shapes: Shapes, image_shape: tuple[int, ...]) -> list[ShapeBox]:
+CLICK_SCREEN_PIXELS = 4.0
+"""A rectangle narrower than this on screen is a click: napari draws a click as a rectangle
+of about 2.5 screen pixels, whatever the zoom."""
+
+
+def smallest_box_side(shapes: Shapes, zoom: float) -> int:
+    """Pixels a box of ``shapes`` must cover on a side at the canvas ``zoom`` (screen pixels per
+    world unit): :data:`MIN_BOX_SIDE`, more when zoomed out so far that a click covers more."""
+    world_per_pixel = float(np.min(np.abs(shapes.scale[-2:])))
+    if zoom <= 0 or world_per_pixel <= 0:
+        return MIN_BOX_SIDE
+    return max(MIN_BOX_SIDE, math.ceil(CLICK_SCREEN_PIXELS / (zoom * world_per_pixel)))
+
+
+def read_boxes(
+    shapes: Shapes, image_shape: tuple[int, ...], min_side: int = MIN_BOX_SIDE
+) -> list[ShapeBox]:
     """Every shape of the box layer as a :class:`ShapeBox` (box ``None`` when unusable).
 
-    ``image_shape`` is ``(H, W)`` or ``(D, H, W)``; a box off the image, or on a slice outside
-    the stack, gets ``box=None``. Non-rectangles count by their bounding box.
+    ``image_shape`` is ``(H, W)`` or ``(D, H, W)``; boxes partly outside the image are clipped to
+    it. A box off the image, on a slice outside the stack, or covering fewer than ``min_side``
+    pixels on a side after clipping gets ``box=None`` and a ``problem``. Non-rectangles count by
+    their bounding box.
     """
     ids = object_ids(shapes)
     boxes = []
     for vertices, object_id in zip(shapes.data, ids):
         try:
             z, box = rectangle_to_box(vertices, image_shape=image_shape[-2:])
-        except RectangleError:
-            boxes.append(ShapeBox(int(object_id), None, None))
+            check_box_size(box, min_side)
+        except RectangleError as error:
+            boxes.append(ShapeBox(int(object_id), None, None, str(error)))
             continue
         if z is not None and not 0 <= z < image_shape[0]:
-            boxes.append(ShapeBox(int(object_id), None, None))
+            problem = f"the box is on slice {z}, outside the stack of {image_shape[0]} slices"
+            boxes.append(ShapeBox(int(object_id), None, None, problem))
             continue
         boxes.append(ShapeBox(int(object_id), z, box))
     return boxes
@@ -161,8 +188,8 @@ def read_clicks(points: Points) -> list[ClickPoint]:
     )
     clicks = []
     for coords, positive in zip(np.asarray(points.data, dtype=np.float64), signs):
-        z = int(np.floor(coords[0] + 0.5)) if len(coords) == 3 else None
-        clicks.append(ClickPoint(z, float(coords[-1]), float(coords[-2]), bool(positive)))
+        z, x, y = point_to_pixel(coords)
+        clicks.append(ClickPoint(z, x, y, bool(positive)))
     return clicks
 
 

@@ -231,11 +231,11 @@ class SeriesPanel(QWidget):
         self.skip_done_box.setChecked(skip_done)
         self.skip_done_box.blockSignals(False)
         self.session = SeriesSession(self.viewer, self.annotator, series, skip_done, self._refresh)
+        self.annotator.add_background(self.session.background_job)
         try:
             self.session.start()
         except SeriesMoveError:
-            self.session.close()
-            self.session = None
+            self._end_session()
             self._refresh()
             return False
         self.autosave_timer.start()
@@ -327,8 +327,7 @@ class SeriesPanel(QWidget):
             return True
         if not self.session.save():
             return False
-        self.session.close()
-        self.session = None
+        self._end_session()
         self.autosave_timer.stop()
         self._refresh()
         return True
@@ -340,6 +339,10 @@ class SeriesPanel(QWidget):
             self.autosave_timer.stop()
         if self.session is None:
             return True
-        saved = self.session.close()
-        self.session = None
-        return saved
+        return self._end_session()
+
+    def _end_session(self) -> bool:
+        """Close the session (saving its masks) and stop offering its prefetch jobs."""
+        session, self.session = self.session, None
+        self.annotator.remove_background(session.background_job)
+        return session.close()

@@ -6,9 +6,10 @@ item first saves the current masks through :meth:`ImageSeries.save`; when that f
 session stays where it is and nothing is lost. Masks are also saved when the masks layer is
 removed (e.g. the viewer closes) and when the session is closed.
 
-While the user works, the session offers the annotator's lowest-priority slot one short job at a
-time: read and map the next item, then encode its first shown slice under the same cache key
-that the annotator uses once the user moves there, so that the first box on it decodes at once.
+While the user works, :meth:`SeriesSession.background_job` offers one short job at a time for the
+annotator's lowest-priority slot (the owner wires it in with ``Annotator.add_background``): read
+and map the next item, then encode its first shown slice under the same cache key that the
+annotator uses once the user moves there, so that the first box on it decodes at once.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from napari.layers import Labels
+from napari.layers import Image, Labels
 from napari.utils.notifications import show_error
 
 from napari_swinlitemedsam._napari.annotator import Annotator
-from napari_swinlitemedsam._napari.workers import encode_slice, read_and_prepare
+from napari_swinlitemedsam.annotation.jobs import BackgroundJob, PrefetchJob
 from napari_swinlitemedsam.annotation.series import ImageSeries, ItemState, neighbours_to_prefetch
+from napari_swinlitemedsam.annotation.slice_work import encode_slice, read_and_prepare
 from napari_swinlitemedsam.inference import intensity
 from napari_swinlitemedsam.io.image_files import LoadedImage
 
@@ -58,11 +60,6 @@ class _Prefetched:
     prepared: np.ndarray | None = None
     encoded: set = field(default_factory=set)
     failed: bool = False
-
-
-def _unwrapped(layer):
-    """The layer behind napari's public-only proxy (or ``layer`` itself)."""
-    return getattr(layer, "__wrapped__", layer)
 
 
 def _quietly(job: Callable) -> Callable:
@@ -107,7 +104,6 @@ class SeriesSession:
         self._replacing = False
         self._closed = False
         viewer.layers.events.removed.connect(self._on_layer_removed)
-        annotator.background = self.background_job
 
     # ------------------------------------------------------------------ moving
     def start(self) -> None:
@@ -200,8 +196,9 @@ class SeriesSession:
                 options["scale"] = loaded.spacing
             if not (loaded.data.ndim == 3 and not loaded.is_stack):
                 options["contrast_limits"] = intensity.display_range(loaded.data)
-            # A plugin's viewer may be napari's public-only proxy: keep the layers themselves.
-            image = self.viewer.add_image(
+            # The layers are made here and kept: what the viewer hands back may be napari's
+            # public-only proxy of them, which is not the layer its events carry.
+            image = Image(
                 loaded.data, name=name, rgb=loaded.data.ndim == 3 and not loaded.is_stack, **options
             )
             labels = (
@@ -209,11 +206,11 @@ class SeriesSession:
                 if saved is None
                 else saved.astype(np.uint16 if saved.max(initial=0) < 65536 else np.uint32)
             )
-            image = _unwrapped(image)
-            masks = self.viewer.add_labels(
+            masks = Labels(
                 labels, name=f"{name} masks", scale=image.scale, translate=image.translate
             )
-            masks = _unwrapped(masks)
+            self.viewer.add_layer(image)
+            self.viewer.add_layer(masks)
             z = first_slice(shape)
             if z is not None:
                 self.viewer.dims.set_current_step(0, z)
@@ -277,13 +274,13 @@ class SeriesSession:
     def _on_layer_removed(self, event) -> None:
         """The masks layer left the viewer (the user removed it, or the viewer is closing):
         keep what was painted."""
-        removed = _unwrapped(event.value) if event.value is not None else None
+        removed = event.value
         if not self._replacing and removed is not None and removed is self.labels_layer:
             self.save(event.value.data)
             self.labels_layer = None
 
     # ------------------------------------------------------------------ prefetch
-    def background_job(self) -> tuple | None:
+    def background_job(self) -> BackgroundJob | None:
         """One short job for the annotator's idle time: read the next item, then encode its
         first shown slice (under the key it will be annotated with)."""
         if self._closed or self.current is None or self.annotator.predictor is None:
@@ -314,7 +311,7 @@ class SeriesSession:
                     else:
                         cached.loaded, cached.prepared = result
 
-            return _quietly(read_and_prepare), (path,), read
+            return BackgroundJob(_quietly(read_and_prepare), (path,), read)
         if cached.failed or cached.loaded is None:
             return None
         z = first_slice(spatial_shape(cached.loaded))
@@ -324,8 +321,8 @@ class SeriesSession:
         def encoded(result) -> None:
             cached.encoded.add(z)  # also when it failed: not tried again
 
-        args = (self.annotator.predictor, cached.prepared, z, (cached.key, z))
-        return _quietly(encode_slice), args, encoded
+        args = (self.annotator.predictor, cached.prepared, PrefetchJob(cached.key, z))
+        return BackgroundJob(_quietly(encode_slice), args, encoded)
 
     @property
     def prefetched(self) -> _Prefetched | None:
@@ -334,12 +331,11 @@ class SeriesSession:
 
     # ------------------------------------------------------------------ closing
     def close(self) -> bool:
-        """Save the current masks and let go of the viewer; True when they are on disk."""
+        """Save the current masks and let go of the viewer; True when they are on disk.
+        (:meth:`background_job` offers nothing from now on.)"""
         if self._closed:
             return True
         saved = self.save()
         self._closed = True
         self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
-        if self.annotator.background == self.background_job:
-            self.annotator.background = None
         return saved

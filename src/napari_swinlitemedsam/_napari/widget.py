@@ -6,14 +6,14 @@ work runs in background threads; this widget only sets options and shows what is
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from magicgui.widgets import ComboBox, Container
 from napari.layers import Image, Labels
-from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 from qtpy.QtWidgets import (
     QCheckBox,
-    QComboBox,
     QFileDialog,
-    QFormLayout,
     QHBoxLayout,
     QLabel,
     QPushButton,
@@ -28,12 +28,17 @@ from napari_swinlitemedsam._napari.foldable_section import FoldableSection
 from napari_swinlitemedsam._napari.layer_io import ImageLayerError
 from napari_swinlitemedsam._napari.model_download_row import ModelDownloadRow
 from napari_swinlitemedsam._napari.series_panel import SeriesPanel
+from napari_swinlitemedsam._napari.workers import JobRunner
+from napari_swinlitemedsam.annotation.finetune_job import BaseModel, copy_base_model, training_pair
+from napari_swinlitemedsam.annotation.jobs import JobKind
 from napari_swinlitemedsam.annotation.model_choices import (
     BUNDLED,
     CHOOSE_FILE,
     DEVICES,
+    PRECISIONS,
     ModelChoice,
     available_models,
+    own_weights_choice,
 )
 
 NEW_LABELS = "(new layer)"
@@ -71,45 +76,79 @@ def shortcut_help() -> str:
 
 
 class BoxAnnotatorWidget(QWidget):
-    """Dock widget: image, masks layer, model, device, options, actions and status."""
+    """Dock widget: image, masks layer, model, device, precision, options, actions and status.
+
+    The form controls are magicgui widgets (``image_choice``, ``labels_choice``,
+    ``model_choice``, ``device_choice``, ``precision_choice``) in one magicgui ``Container``
+    (``form``): the layer choosers list the viewer's layers by themselves whenever
+    :meth:`reset_choices` runs (napari calls it for docked widgets when layers change; the
+    widget also asks for it). More controls go into ``form`` with ``form.append``.
+    """
 
     def __init__(self, napari_viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
         self.annotator = Annotator(napari_viewer, on_status=self._show_status)
+        self.jobs = JobRunner()  # background work of the widget itself (finding models...)
+        self._models = [BUNDLED]
         self._bound_keys: list[str] = []
         self._closed = False
+        self._refreshing = False
         self._build_ui()
         self.setToolTip(shortcut_help())
         self._bind_keys()
         # When napari deletes the window, stop the worker and release the viewer's shortcuts.
         self.destroyed.connect(lambda *_: self.close_annotator())
-        napari_viewer.layers.events.inserted.connect(self._refresh_layers)
-        napari_viewer.layers.events.removed.connect(self._refresh_layers)
+        self._layer_events = napari_viewer.layers.events
+        self._layer_events.inserted.connect(self._on_layer_inserted)
+        self._layer_events.removed.connect(self.reset_choices)
+        self._layer_events.reordered.connect(self.reset_choices)
         self._model_changed()
-        self._refresh_layers()
+        self.reset_choices()
+        if self.annotator.image is None and self.image_choice.value is not None:
+            self._attach(self.image_choice.value, None)
         # Finding the other models imports torch: done in a worker, the window stays responsive.
-        self._discovery = create_worker(available_models, _start_thread=False, _ignore_errors=True)
-        self._discovery.returned.connect(self._add_found_models)
-        self._discovery.errored.connect(
-            lambda error: show_error(f"Box annotator: could not look for other models: {error}")
+        self.jobs.start(
+            JobKind.DISCOVER_MODELS,
+            available_models,
+            (),
+            on_return=self._add_found_models,
+            on_error=self._discovery_failed,
         )
-        self._discovery.start()
 
     # ------------------------------------------------------------------ UI
     def _build_ui(self) -> None:
-        self.image_combo = QComboBox()
-        self.labels_combo = QComboBox()
-        self.model_combo = QComboBox()
-        self.model_combo.addItem(BUNDLED.label, BUNDLED.name_or_path)
-        self.model_combo.addItem(CHOOSE_FILE, None)
-        self._model_index = 0  # the entry of the model in use (a download entry is not one)
+        self.image_choice = ComboBox(label="Image", choices=self._image_layers)
+        self.labels_choice = ComboBox(label="Masks", choices=self._labels_layers, nullable=True)
+        self.model_choice = ComboBox(
+            label="Model", choices=self._model_entries, value=BUNDLED.name_or_path
+        )
+        self.device_choice = ComboBox(label="Device", choices=DEVICES, value=DEVICES[0])
+        self.precision_choice = ComboBox(label="Precision", choices=PRECISIONS, value=PRECISIONS[0])
+        self.precision_choice.tooltip = (
+            "Arithmetic of the image encoder: fp32, or bf16 (faster only on CPUs with native "
+            "bfloat16 units; slower where it is emulated)"
+        )
+        self.window_choice = ComboBox(
+            label="Intensity", choices=list(WINDOW_CHOICES), value=None, nullable=True
+        )
+        self.window_choice.tooltip = (
+            "What the model sees of the intensities: the automatic rule, a CT window, or the "
+            "image layer's contrast limits at the moment of choosing"
+        )
         self.download_row = ModelDownloadRow(self._downloaded, self)
-        self.device_combo = QComboBox()
-        self.device_combo.addItems(DEVICES)
-        self.window_combo = QComboBox()
-        for text, window in WINDOW_CHOICES:
-            self.window_combo.addItem(text, window)
+        self.form = Container(
+            widgets=[
+                self.image_choice,
+                self.labels_choice,
+                self.model_choice,
+                self.device_choice,
+                self.precision_choice,
+                self.window_choice,
+            ],
+            labels=True,
+        )
+        self.form.margins = (0, 0, 0, 0)
         self.overwrite_box = QCheckBox("New masks may overwrite other objects")
         self.key_slice_box = QCheckBox("New boxes add key slices to the active object")
         self.positive_button = QRadioButton("+ clicks")
@@ -123,16 +162,11 @@ class BoxAnnotatorWidget(QWidget):
         self.help_label.setWordWrap(True)
         self.help_label.setStyleSheet("color: gray; font-size: small;")
         self.series_panel = SeriesPanel(self.viewer, self.annotator, self)
-        self.finetune_panel = FinetunePanel(self, extra_pairs=self._series_training_pairs)
+        self.finetune_panel = self.make_finetune_panel()
+        self.finetune_panel.extra_pairs = self._series_training_pairs
         self.finetune_section = FoldableSection("Fine-tune on my labels", self.finetune_panel)
         self.setMaximumWidth(MAX_WIDTH)
 
-        form = QFormLayout()
-        form.addRow("Image", self.image_combo)
-        form.addRow("Masks", self.labels_combo)
-        form.addRow("Model", self.model_combo)
-        form.addRow("Device", self.device_combo)
-        form.addRow("Intensity", self.window_combo)
         clicks = QHBoxLayout()
         clicks.addWidget(self.positive_button)
         clicks.addWidget(self.negative_button)
@@ -140,7 +174,7 @@ class BoxAnnotatorWidget(QWidget):
         buttons.addWidget(self.propagate_button)
         buttons.addWidget(self.stop_button)
         layout = QVBoxLayout(self)
-        layout.addLayout(form)
+        layout.addWidget(self.form.native)
         layout.addWidget(self.download_row)
         layout.addWidget(self.overwrite_box)
         layout.addWidget(self.key_slice_box)
@@ -152,11 +186,11 @@ class BoxAnnotatorWidget(QWidget):
         layout.addWidget(self.help_label)
         layout.addStretch(1)
 
-        self.image_combo.activated.connect(lambda *_: self._image_chosen())
-        self.labels_combo.activated.connect(lambda *_: self._labels_chosen())
-        self.model_combo.activated.connect(lambda *_: self._model_changed())
-        self.device_combo.activated.connect(lambda *_: self._model_changed())
-        self.window_combo.activated.connect(lambda *_: self._window_chosen())
+        self.image_choice.changed.connect(self._image_chosen)
+        self.labels_choice.changed.connect(self._labels_chosen)
+        for choice in (self.model_choice, self.device_choice, self.precision_choice):
+            choice.changed.connect(self._model_changed)
+        self.window_choice.changed.connect(self._window_chosen)
         self.overwrite_box.toggled.connect(self._set_overwrite)
         self.key_slice_box.toggled.connect(self._set_key_slices)
         self.positive_button.toggled.connect(self.annotator.set_click_sign)
@@ -173,62 +207,47 @@ class BoxAnnotatorWidget(QWidget):
         self.annotator.extend_object = bool(on)
 
     # ------------------------------------------------------------------ layers
-    def _refresh_layers(self, event=None) -> None:
-        """List the viewer's images and labels; start on the first image when the widget opens or
-        an image arrives and nothing is attached (not when layers go away: closing the viewer
-        removes them all)."""
-        images = self._list_layers()
+    def _image_layers(self, widget=None) -> list[tuple[str, Image]]:
+        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Image)]
+
+    def _labels_layers(self, widget=None) -> list[tuple[str, Labels | None]]:
+        labels = [layer for layer in self.viewer.layers if isinstance(layer, Labels)]
+        return [(NEW_LABELS, None)] + [(layer.name, layer) for layer in labels]
+
+    def reset_choices(self, event=None) -> None:
+        """List the viewer's layers again, showing the image and masks being annotated."""
+        if self._closed:
+            return
+        self._refreshing = True  # choices that change on their own choose nothing
+        try:
+            self.form.reset_choices()
+            annotator = self.annotator
+            if annotator.image is not None and annotator.image in self.image_choice.choices:
+                self.image_choice.value = annotator.image
+            if annotator.labels in self.labels_choice.choices:
+                self.labels_choice.value = annotator.labels
+        finally:
+            self._refreshing = False
+
+    def _on_layer_inserted(self, event) -> None:
+        """A new image is annotated when nothing is (not while a series replaces its item)."""
+        self.reset_choices()
         session = self.series_panel.session
         if session is not None and session.replacing:
             return  # the series shows another item and attaches it itself
-        arrived = event is None or isinstance(getattr(event, "value", None), Image)
-        if (
-            self.annotator.image is None
-            and images
-            and arrived
-            and getattr(event, "type", "") != "removed"
-        ):
-            arrived_layer = getattr(event, "value", None)
-            chosen = (
-                arrived_layer
-                if isinstance(arrived_layer, Image)
-                else self.image_combo.currentData()
-            )
-            self._attach(chosen, None)
+        if self.annotator.image is None and isinstance(event.value, Image):
+            self._attach(event.value, None)
 
-    def _list_layers(self) -> list:
-        """Fill the image and labels choices; returns the image layers."""
-        images = [layer for layer in self.viewer.layers if isinstance(layer, Image)]
-        current = self.annotator.image
-        self.image_combo.blockSignals(True)
-        self.image_combo.clear()
-        for layer in images:
-            self.image_combo.addItem(layer.name, layer)
-        if current in images:
-            self.image_combo.setCurrentIndex(images.index(current))
-        self.image_combo.blockSignals(False)
-
-        labels = [layer for layer in self.viewer.layers if isinstance(layer, Labels)]
-        self.labels_combo.blockSignals(True)
-        self.labels_combo.clear()
-        self.labels_combo.addItem(NEW_LABELS, None)
-        for layer in labels:
-            self.labels_combo.addItem(layer.name, layer)
-        if self.annotator.labels in labels:
-            self.labels_combo.setCurrentIndex(labels.index(self.annotator.labels) + 1)
-        self.labels_combo.blockSignals(False)
-        return images
-
-    def _image_chosen(self) -> None:
-        image = self.image_combo.currentData()
-        if image is not None and image is not self.annotator.image:
+    def _image_chosen(self, image=None) -> None:
+        image = self.image_choice.value
+        if not self._refreshing and image is not None and image is not self.annotator.image:
             self._attach(image, None)
 
-    def _labels_chosen(self) -> None:
-        labels = self.labels_combo.currentData()
-        if self.annotator.image is not None and (
-            labels is None or labels is not self.annotator.labels
-        ):
+    def _labels_chosen(self, labels=None) -> None:
+        labels = self.labels_choice.value
+        if self._refreshing or self.annotator.image is None:
+            return
+        if labels is None or labels is not self.annotator.labels:
             self._attach(self.annotator.image, labels)
 
     def _attach(self, image: Image, labels: Labels | None) -> None:
@@ -238,11 +257,11 @@ class BoxAnnotatorWidget(QWidget):
         except ImageLayerError as error:
             self._show_status(str(error))
             show_error(str(error))
-        self._list_layers()
+        self.reset_choices()
 
     def _series_training_pairs(self) -> list:
         """``(image, labels)`` of the other items of the open series that have saved labels
-        with objects (the item on screen is taken from its layers by the fine-tune panel)."""
+        with objects (the item on screen comes from the annotator's layers)."""
         session = self.series_panel.session
         if session is None:
             return []
@@ -254,60 +273,116 @@ class BoxAnnotatorWidget(QWidget):
         return pairs
 
     # ------------------------------------------------------------------ model
-    def _add_found_models(self, choices) -> None:
-        """Offer the models found on disk (besides the bundled one), before "Choose file..."."""
-        if self._closed:
-            return
-        known = {self.model_combo.itemData(i) for i in range(self.model_combo.count())}
-        for choice in choices:
-            if choice.name_or_path not in known and choice not in known:
-                # A download entry carries its ModelChoice: its name is not loadable yet.
-                data = choice if choice.download else choice.name_or_path
-                self.model_combo.insertItem(self.model_combo.count() - 1, choice.label, data)
+    def _model_entries(self, widget=None) -> list[tuple[str, str]]:
+        # "Choose file..." last, with its own text as value (no model is called that); a None
+        # value would make magicgui move the entry to the top as its "no choice" item.
+        return [(c.label, c.name_or_path) for c in self._models] + [(CHOOSE_FILE, CHOOSE_FILE)]
 
-    def _window_chosen(self) -> None:
+    def offer_model(self, choice: ModelChoice) -> None:
+        """List ``choice`` (before "Choose file...") unless a model of that file is listed."""
+        if any(known.name_or_path == choice.name_or_path for known in self._models):
+            return
+        self._models.append(choice)
+        current = self.model_choice.value
+        self._refreshing = True  # re-listing chooses no model
+        try:
+            # magicgui appends new entries: drop "Choose file..." and list it again, last.
+            self.model_choice.choices = self._model_entries()[:-1]
+            self.model_choice.choices = self._model_entries
+            self.model_choice.value = current
+        finally:
+            self._refreshing = False
+
+    def _add_found_models(self, choices) -> None:
+        """Offer the models found on disk (besides the bundled one)."""
+        if not self._closed:
+            for choice in choices:
+                self.offer_model(choice)
+
+    def _window_chosen(self, value=None) -> None:
         """Give the model the chosen window; "as displayed" takes the image layer's contrast
         limits at the moment of choosing."""
-        window = self.window_combo.currentData()
+        window = self.window_choice.value
         if window == DISPLAYED:
             image = self.annotator.image
             window = None if image is None else tuple(image.contrast_limits)
         self.annotator.set_window(window)
 
-    def _model_changed(self) -> None:
-        name_or_path = self.model_combo.currentData()
-        label = self.model_combo.currentText()
-        if isinstance(name_or_path, ModelChoice):  # "... (download, ~N MB)": ask, then fetch
-            self.model_combo.setCurrentIndex(self._model_index)
-            self.download_row.offer(name_or_path)
+    def _discovery_failed(self, error: Exception) -> None:
+        show_error(f"Box annotator: could not look for other models: {error}")
+
+    def _model_changed(self, value=None) -> None:
+        name_or_path = self.model_choice.value
+        if self._refreshing:
             return
-        if name_or_path is None:
+        if name_or_path == CHOOSE_FILE:
             path, _ = QFileDialog.getOpenFileName(
                 self, "Model weights", "", "PyTorch weights (*.pth *.pt)"
             )
-            if not path:
+            if not path:  # back to the model in use, without loading it again
+                self._select_model_in_use()
                 return
-            self.model_combo.insertItem(self.model_combo.count() - 1, f"File: {path}", path)
-            self.model_combo.setCurrentIndex(self.model_combo.count() - 2)
-            name_or_path, label = path, f"File: {path}"
-        self._model_index = self.model_combo.currentIndex()
-        self.annotator.set_model(name_or_path, self.device_combo.currentText(), label)
+            self.offer_model(ModelChoice(f"File: {path}", path))
+            self.model_choice.value = path  # loads it through this handler
+            return
+        offered = next((c for c in self._models if c.name_or_path == name_or_path), None)
+        if offered is not None and offered.download:  # "... (download, ~N MB)": ask, then fetch
+            self._select_model_in_use()
+            self.download_row.offer(offered)
+            return
+        label = self.model_choice.current_choice
+        self.annotator.set_model(
+            name_or_path,
+            self.device_choice.value,
+            label,
+            precision=self.precision_choice.value,
+        )
+
+    def _select_model_in_use(self) -> None:
+        """Show the model in use (or being loaded) in the list again, without loading it."""
+        source = self.annotator.model_source or self.annotator.scheduler.model_request
+        self._refreshing = True
+        try:
+            self.model_choice.value = source.name_or_path if source else BUNDLED.name_or_path
+        finally:
+            self._refreshing = False
 
     def _downloaded(self, choice: ModelChoice) -> None:
         """The download entry becomes the model's entry, which is selected and loaded."""
         if self._closed:
             return
-        for index in range(self.model_combo.count()):
-            data = self.model_combo.itemData(index)
-            if isinstance(data, ModelChoice) and data.name_or_path == choice.name_or_path:
-                self.model_combo.setItemText(index, choice.label)
-                self.model_combo.setItemData(index, choice.name_or_path)
-                self.model_combo.setCurrentIndex(index)
-                break
-        else:
-            self._add_found_models([choice])
-            self.model_combo.setCurrentIndex(self.model_combo.findData(choice.name_or_path))
-        self._model_changed()
+        self._models = [c for c in self._models if c.name_or_path != choice.name_or_path]
+        self.offer_model(choice)
+        self.model_choice.value = choice.name_or_path  # loads it through _model_changed
+
+    def use_model(self, path) -> None:
+        """List a model file saved meanwhile (e.g. fine-tuned) and switch the annotator to it."""
+        choice = own_weights_choice(Path(path))
+        self.offer_model(choice)
+        self.model_choice.value = choice.name_or_path  # loads it through _model_changed
+
+    def make_finetune_panel(self, model_dir: Path | None = None) -> FinetunePanel:
+        """A "Fine-tune on my labels" panel for this annotator (the widget holds one already;
+        more may be docked on their own): it trains on the annotated layers, and the model it
+        saves is listed and used here."""
+        panel = FinetunePanel(self._annotated_pair, self._base_model, model_dir=model_dir)
+        panel.saved.connect(self.use_model)
+        return panel
+
+    def _annotated_pair(self) -> list:
+        """The annotated image and its masks as one training pair (none when unlabelled)."""
+        annotator = self.annotator
+        if annotator.image is None or annotator.labels is None:
+            return []
+        pair = training_pair(annotator.image.data, annotator.labels.data, annotator.image.rgb)
+        return [] if pair is None else [pair]
+
+    def _base_model(self) -> BaseModel | None:
+        annotator = self.annotator
+        if annotator.predictor is None or annotator.model_source is None:
+            return None
+        source = annotator.model_source
+        return copy_base_model(annotator.predictor, source.name_or_path, source.label)
 
     def set_disk_cache(self, disk_cache) -> None:
         """Read and store encoded slices in ``disk_cache`` (a DiskEmbeddingCache; None: none)."""
@@ -345,9 +420,11 @@ class BoxAnnotatorWidget(QWidget):
         self.series_panel.shut_down()  # saves the series' masks
         finetune_ended = self.finetune_panel.close_panel()
         download_ended = self.download_row.close_row()
+        self.jobs.close()
         for key in self._bound_keys:
             self.viewer.bind_key(key, None)
         self._bound_keys.clear()
-        for signal in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
-            signal.disconnect(self._refresh_layers)
+        self._layer_events.inserted.disconnect(self._on_layer_inserted)
+        self._layer_events.removed.disconnect(self.reset_choices)
+        self._layer_events.reordered.disconnect(self.reset_choices)
         return self.annotator.close() and finetune_ended and download_ended

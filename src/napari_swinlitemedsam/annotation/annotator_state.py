@@ -26,12 +26,14 @@ class ShapeBox:
 
     ``object_id``: the id stored with the shape (0 = not yet assigned, e.g. just drawn).
     ``slice_index``: see :data:`SliceKey`. ``box``: (4,) int ``[x_min, y_min, x_max, y_max]``,
-    or ``None`` for a shape that cannot be a box (off the image); such shapes get id 0.
+    or ``None`` for a shape that cannot be a box (off the image, too small); such shapes get
+    id 0, and ``problem`` says why for the user.
     """
 
     object_id: int
     slice_index: SliceKey
     box: np.ndarray | None
+    problem: str = ""
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class BoxSync:
     ``ids``: the object id of each shape, in layer order (write them back to the layer).
     ``added``/``moved``/``removed``: ``(object_id, slice_index)`` pairs.
     ``deleted_objects``: objects that lost their last box.
+    ``refused``: why each shape that is no box (off the image, too small) was left out.
     """
 
     ids: list[int]
@@ -71,6 +74,7 @@ class BoxSync:
     moved: list[tuple[int, SliceKey]]
     removed: list[tuple[int, SliceKey]]
     deleted_objects: list[int]
+    refused: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -110,9 +114,12 @@ class AnnotatorState:
         """
         claimed: dict[tuple[int, SliceKey], np.ndarray] = {}
         ids: list[int] = []
+        refused: list[str] = []
         for shape in shapes:
             if shape.box is None:
                 ids.append(0)
+                if shape.problem:
+                    refused.append(shape.problem)
                 continue
             object_id = int(shape.object_id)
             key = (object_id, shape.slice_index)
@@ -143,7 +150,7 @@ class AnnotatorState:
         deleted = sorted(oid for oid, obj in self.objects.items() if not obj.boxes)
         for object_id in deleted:
             del self.objects[object_id]
-        return BoxSync(ids, added, moved, removed, deleted)
+        return BoxSync(ids, added, moved, removed, deleted, refused)
 
     def _id_for_new_box(
         self,

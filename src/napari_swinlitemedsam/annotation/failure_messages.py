@@ -11,6 +11,8 @@ No napari and no Qt here: the annotator passes the text on to a notification and
 
 from __future__ import annotations
 
+from napari_swinlitemedsam.annotation.jobs import JobKind
+
 OUT_OF_MEMORY_MARKERS = (
     "out of memory",
     "can't allocate memory",
@@ -19,15 +21,6 @@ OUT_OF_MEMORY_MARKERS = (
     "unable to allocate",
 )
 """Substrings (lower case) of the messages torch and numpy use for a failed allocation."""
-
-JOB_NAMES = {
-    "load": "loading the model",
-    "prepare": "reading the image",
-    "encode": "encoding the slice",
-    "decode": "decoding the boxes",
-    "propagate": "propagating through the stack",
-    "prefetch": "encoding ahead",
-}
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -38,13 +31,10 @@ def is_out_of_memory(error: BaseException) -> bool:
     return any(marker in text for marker in OUT_OF_MEMORY_MARKERS)
 
 
-def explain_failure(error: BaseException, job_kind: str = "") -> str:
-    """One or two sentences for the user about ``error`` raised while running ``job_kind``.
-
-    ``job_kind`` is the runner's job name (``"encode"``, ``"propagate"``...); unknown kinds are
-    named as they are.
-    """
-    step = JOB_NAMES.get(job_kind, job_kind or "the model")
+def explain_failure(error: BaseException, job_kind: JobKind | None = None) -> str:
+    """One or two sentences for the user about ``error`` raised while running ``job_kind``
+    (None: the step is not known)."""
+    step = "the model" if job_kind is None else job_kind.value
     if is_out_of_memory(error):
         return (
             f"out of memory while {step}. Nothing was changed. Close other programs or images, "

@@ -25,6 +25,38 @@ class FinetuneFailed(Exception):
     """Fine-tuning stopped with an error (wraps errors of types a thread worker would swallow)."""
 
 
+@dataclass(frozen=True)
+class BaseModel:
+    """A copy of the model a fine-tune starts from, taken on the GUI thread.
+
+    ``state``: its state dict (tensors cloned); ``network``: its registry name; ``prompts``: its
+    prompt scheme; ``name_or_path``/``label``: what it was loaded from and how the user knows it.
+    """
+
+    state: dict
+    network: str
+    prompts: str
+    device: str
+    name_or_path: str
+    label: str
+
+
+def copy_base_model(predictor, name_or_path: str, label: str) -> BaseModel:
+    """Clone the weights of ``predictor``'s model (a BoxPredictor) for fine-tuning.
+
+    The live model is only read (its forward never writes its tensors), so the copy is safe
+    even while the annotator encodes with it in its own thread.
+    """
+    from napari_swinlitemedsam.model.registry import MODEL_SPECS
+
+    model = predictor.model
+    network = predictor.model_name
+    if network not in MODEL_SPECS:
+        network = "swin-litemedsam" if model.uses_skips else "litemedsam"
+    state = {key: value.detach().clone() for key, value in model.state_dict().items()}
+    return BaseModel(state, network, predictor.prompts, str(model.device), name_or_path, label)
+
+
 @dataclass
 class FinetuneJob:
     """Everything the worker needs, copied on the GUI thread before it starts.
@@ -103,6 +135,7 @@ def run_finetune_job(job: FinetuneJob) -> Generator:
     :data:`SAVING` leaves nothing on disk. Raises ``FinetuneError`` for unusable labels or a
     name taken meanwhile, :class:`FinetuneFailed` for errors from the model code.
     """
+    from napari_swinlitemedsam.inference.generators import relay
     from napari_swinlitemedsam.model.registry import get_spec
     from napari_swinlitemedsam.training.finetune import FinetuneError, finetune, save_finetuned
 
@@ -118,14 +151,12 @@ def run_finetune_job(job: FinetuneJob) -> Generator:
             train_encoder=job.train_encoder,
             prompts=job.prompts,
         )
-        while True:
-            try:
-                progress = next(steps)
-            except StopIteration as finished:
-                tuned = finished.value
-                break
+
+        def record(progress):
             job.losses.append(progress.loss)
-            yield progress
+            return progress
+
+        tuned = yield from relay(steps, record)
         yield SAVING
         card = dict(job.card)
         card["final_loss"] = round(job.losses[-1], 4)

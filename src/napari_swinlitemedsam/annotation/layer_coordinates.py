@@ -19,9 +19,14 @@ import math
 
 import numpy as np
 
+MIN_BOX_SIDE = 3
+"""Pixels a box must cover along each axis to become an object: napari turns a click without
+dragging into a rectangle about 2.5 screen pixels wide, which would give an object of a speck."""
+
 
 class RectangleError(ValueError):
-    """A rectangle cannot be turned into a pixel box (wrong shape, non-finite, off the image)."""
+    """A rectangle cannot be turned into a pixel box (wrong shape, non-finite, off the image,
+    too small)."""
 
 
 def rectangle_to_box(
@@ -69,6 +74,17 @@ def _covered_range(low: float, high: float) -> tuple[int, int]:
     return int(first), int(last)
 
 
+def point_to_pixel(coords: np.ndarray) -> tuple[int | None, float, float]:
+    """A napari point ``[row, col]`` or ``[z, row, col]`` (data coordinates) as the model's
+    ``(slice_index, x, y)``: ``x`` = column and ``y`` = row (pixel centres at integers, so no
+    shift), ``slice_index`` the nearest slice of a stack, ``None`` in 2D."""
+    values = np.asarray(coords, dtype=np.float64).reshape(-1)
+    if values.size not in (2, 3):
+        raise RectangleError(f"a point must be [row, col] or [z, row, col], got {values.tolist()}")
+    slice_index = math.floor(values[0] + 0.5) if values.size == 3 else None
+    return slice_index, float(values[-1]), float(values[-2])
+
+
 def clip_box(box: np.ndarray, image_shape: tuple[int, int]) -> np.ndarray:
     """Clip an inclusive (4,) xyxy box to an ``(H, W)`` image; raise if it misses the image."""
     height, width = int(image_shape[0]), int(image_shape[1])
@@ -82,6 +98,19 @@ def clip_box(box: np.ndarray, image_shape: tuple[int, int]) -> np.ndarray:
         [max(x_min, 0), max(y_min, 0), min(x_max, width - 1), min(y_max, height - 1)],
         dtype=np.int64,
     )
+
+
+def check_box_size(box: np.ndarray, min_side: int = MIN_BOX_SIDE) -> np.ndarray:
+    """Return the inclusive (4,) xyxy ``box`` unchanged, or raise :class:`RectangleError` when it
+    covers fewer than ``min_side`` pixels along either axis (a click rather than a box)."""
+    x_min, y_min, x_max, y_max = (int(v) for v in box)
+    width, height = x_max - x_min + 1, y_max - y_min + 1
+    if min(width, height) < min_side:
+        raise RectangleError(
+            f"the box covers {width}x{height} pixels, less than {min_side} on a side (a click "
+            "without dragging?); drag from corner to corner to draw a box around the object"
+        )
+    return box
 
 
 def box_to_rectangle(box: np.ndarray, slice_index: int | None = None) -> np.ndarray:

@@ -8,6 +8,9 @@ from pathlib import Path
 
 CHOOSE_FILE = "Choose file..."
 DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("fp32", "bf16")
+"""The encoder's precision choices (``BoxPredictor``'s ``precision``; spelled out here so that
+building the widget's form does not import torch)."""
 
 
 @dataclass(frozen=True)

@@ -205,9 +205,10 @@ def run_demo(args: argparse.Namespace) -> int:
     import numpy as np
 
     from napari_swinlitemedsam.evaluation.metrics import case_scores
+    from napari_swinlitemedsam.inference.generators import run_to_end
     from napari_swinlitemedsam.inference.pipeline import segment_image_2d, volume_to_uint8
     from napari_swinlitemedsam.inference.predictor import BoxPredictor
-    from napari_swinlitemedsam.inference.volume import run_to_end, segment_volume
+    from napari_swinlitemedsam.inference.volume import segment_volume
     from napari_swinlitemedsam.io.samples import load_sample
     from napari_swinlitemedsam.model.checkpoint import CheckpointError
 

@@ -218,6 +218,7 @@ def _run_finetune(args) -> int:
     import numpy as np
     from tqdm import tqdm
 
+    from napari_swinlitemedsam.inference.generators import run_to_end
     from napari_swinlitemedsam.model.checkpoint import load_model
     from napari_swinlitemedsam.training.evaluate import evaluate_model, heldout_cases
     from napari_swinlitemedsam.training.finetune import finetune, save_finetuned
@@ -254,15 +255,13 @@ def _run_finetune(args) -> int:
     )
     losses = []
     with tqdm(total=args.steps, desc="fine-tune", unit="step") as bar:
-        while True:
-            try:
-                progress = next(steps)
-            except StopIteration as finished:
-                tuned = finished.value
-                break
+
+        def show(progress) -> None:
             losses.append(progress.loss)
             bar.update(1)
             bar.set_postfix(loss=f"{progress.loss:.4f}")
+
+        tuned = run_to_end(steps, show)
     card["loss_first_10_mean"] = round(float(np.mean(losses[:10])), 4)
     card["loss_last_10_mean"] = round(float(np.mean(losses[-10:])), 4)
     if cases:

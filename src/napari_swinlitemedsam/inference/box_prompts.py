@@ -80,6 +80,20 @@ def foreground_map(image_256: np.ndarray) -> np.ndarray:
     )
 
 
+def quadrants(
+    top: int, bottom: int, left: int, right: int, mid_y: int, mid_x: int
+) -> list[tuple[int, int, int, int]]:
+    """The four quadrants of a box split at ``(mid_x, mid_y)``, as half-open
+    ``(row_start, row_stop, col_start, col_stop)`` in the order top-left, bottom-left,
+    bottom-right, top-right (the order of the point prompts in training and inference)."""
+    return [
+        (top, mid_y, left, mid_x),
+        (mid_y, bottom, left, mid_x),
+        (mid_y, bottom, mid_x, right),
+        (top, mid_y, mid_x, right),
+    ]
+
+
 def box_points(box_256, image_256: np.ndarray, rng) -> np.ndarray:
     """Four positive points sampled in the box's quadrants.
 
@@ -102,14 +116,10 @@ def box_points(box_256, image_256: np.ndarray, rng) -> np.ndarray:
     mid_x, mid_y = int((x_min + x_max) // 2), int((y_min + y_max) // 2)
     left, right = int(x_min + shift_x), int(x_max - shift_x)
     top, bottom = int(y_min + shift_y), int(y_max - shift_y)
-    quadrants = [
-        (top, mid_y, left, mid_x),
-        (mid_y, bottom, left, mid_x),
-        (mid_y, bottom, mid_x, right),
-        (top, mid_y, mid_x, right),
-    ]
     points = []
-    for row_start, row_stop, col_start, col_stop in quadrants:
+    for row_start, row_stop, col_start, col_stop in quadrants(
+        top, bottom, left, right, mid_y, mid_x
+    ):
         rows, cols = np.nonzero(foreground[row_start:row_stop, col_start:col_stop])
         if rows.size == 0:
             points.append((mid_x, mid_y))

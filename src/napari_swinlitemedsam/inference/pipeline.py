@@ -14,6 +14,7 @@ from typing import Protocol
 import numpy as np
 
 from napari_swinlitemedsam.inference import intensity
+from napari_swinlitemedsam.inference.generators import relay
 from napari_swinlitemedsam.inference.predictor import BoxPredictor
 from napari_swinlitemedsam.inference.volume import SliceResult, segment_volume
 
@@ -37,16 +38,6 @@ class CaseProgress:
     done: int
     total: int
     message: str
-
-
-def paste_masks(masks: np.ndarray) -> np.ndarray:
-    """(N, H, W) bool masks -> (H, W) labels 1..N, later masks overwriting earlier ones."""
-    count = len(masks)
-    dtype = np.uint8 if count < 256 else np.uint16
-    labels = np.zeros(masks.shape[1:], dtype=dtype)
-    for index, mask in enumerate(masks):
-        labels[mask] = index + 1
-    return labels
 
 
 def segment_image_2d(
@@ -102,14 +93,13 @@ def segment_case(
         stop_when_empty=stop_when_empty,
         volume_key=("case", case.name),
     )
-    while True:
-        try:
-            result: SliceResult = next(steps)
-        except StopIteration as finished:
-            return finished.value
-        yield CaseProgress(
+
+    def progress(result: SliceResult) -> CaseProgress:
+        return CaseProgress(
             result.done,
             result.total,
             f"{case.name}: object {result.object_index + 1}, slice {result.z} "
             f"({result.encoded_slices} slices encoded)",
         )
+
+    return (yield from relay(steps, progress))

@@ -401,5 +401,4 @@ class BoxPredictor:
             raise PredictorError(f"point_labels must be {xy.shape[:2]}, got {labels.shape}")
         if not np.isfinite(xy).all():
             raise PredictorError("points have NaN or infinite coordinates")
-        scale = 256.0 / max(original_size)
-        return (xy * scale).astype(np.float32), labels
+        return transforms.points_to_256(xy, original_size), labels

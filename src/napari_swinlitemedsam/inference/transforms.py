@@ -149,6 +149,12 @@ def boxes_to_256(boxes: np.ndarray, original_size: tuple[int, int]) -> np.ndarra
     return np.trunc(coords * frame_scale(original_size)).astype(np.int64)
 
 
+def points_to_256(points: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+    """Point prompts ``(..., 2)`` xy from original pixels into the frame, as float32 (points
+    keep their fraction, unlike boxes: the prompt encoder takes them as they are)."""
+    return (np.asarray(points, dtype=np.float64) * frame_scale(original_size)).astype(np.float32)
+
+
 def coords_from_256(coords: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
     """Frame coordinates (boxes ``(N, 4)`` xyxy, points ``(N, 2)`` xy) back to original
     pixels, as float64. For display; the inverse of :func:`boxes_to_256` up to truncation."""

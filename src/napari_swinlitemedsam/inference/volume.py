@@ -232,12 +232,3 @@ def _paste_in_order(
         for z, mask in masks.get(index, {}).items():
             segs[z][mask] = index + 1
     return segs
-
-
-def run_to_end(generator: Generator):
-    """Exhaust a progress generator and return its return value."""
-    while True:
-        try:
-            next(generator)
-        except StopIteration as finished:
-            return finished.value

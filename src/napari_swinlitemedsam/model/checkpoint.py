@@ -18,6 +18,7 @@ import torch
 
 from napari_swinlitemedsam.model.registry import MODEL_SPECS, MODEL_WEIGHTS, ModelSpec, get_spec
 from napari_swinlitemedsam.model.segmenter import PromptableSegmenter
+from napari_swinlitemedsam.storage.atomic_files import write_atomically
 
 LOGGER = logging.getLogger(__name__)
 
@@ -140,6 +141,7 @@ def _distilled_weights(model_dir: Path | None) -> tuple[Path, str]:
 
 
 def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file's bytes (read in 1 MiB blocks)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -291,13 +293,13 @@ def load_model(
     return LoadedModel(model=model, spec=spec, path=path, device=chosen, notes=notes)
 
 
+def save_torch_atomically(obj, path: str | os.PathLike, durable: bool = True) -> Path:
+    """``torch.save(obj)`` through :func:`~.storage.atomic_files.write_atomically`: a crash
+    leaves the previous file (or none), never half a file. ``durable=False`` for caches that
+    can recompute their data (no fsync)."""
+    return write_atomically(path, lambda stream: torch.save(obj, stream), durable=durable)
+
+
 def save_checkpoint(model: PromptableSegmenter, path: Path) -> None:
     """Save ``{"model": state_dict}`` atomically (write a temporary file, then rename)."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save({"model": model.state_dict()}, temporary)
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
+    save_torch_atomically({"model": model.state_dict()}, path)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from napari_swinlitemedsam.model.checkpoint import save_torch_atomically
+
 
 class TrainingStateError(ValueError):
     """A training state file is unreadable or belongs to another run."""
@@ -36,19 +38,6 @@ class TrainingState:
     settings: dict
 
 
-def atomic_torch_save(obj, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(obj, temporary)
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
-
-
 def save_state(
     path: str | os.PathLike,
     model: torch.nn.Module,
@@ -58,7 +47,7 @@ def save_state(
     settings: dict,
 ) -> None:
     """Save everything needed to continue a stage after ``step`` steps."""
-    atomic_torch_save(
+    save_torch_atomically(
         {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),

@@ -19,7 +19,6 @@ interrupted by the time budget or a crash resumes from its last checkpoint).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -30,13 +29,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_swinlitemedsam.model.checkpoint import DISTILLED_FILENAME, default_model_dir, load_model
+from napari_swinlitemedsam.model.checkpoint import (
+    DISTILLED_FILENAME,
+    default_model_dir,
+    load_model,
+    save_torch_atomically,
+    sha256_of,
+)
 from napari_swinlitemedsam.model.registry import (
     PROMPTS_BOX,
     PROMPTS_BOX_POINTS_SCRIBBLE,
     build_swin_litemedsam,
 )
-from napari_swinlitemedsam.training.checkpointing import atomic_torch_save
 from napari_swinlitemedsam.training.dataset import FrameSet
 from napari_swinlitemedsam.training.evaluate import (
     evaluate_model,
@@ -87,20 +91,12 @@ class DistillationPlan:
     max_minutes: float | None = None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def export_half(model: torch.nn.Module, path: Path) -> str:
     """Save ``{"model": state dict in float16}`` atomically, and its sha256 in ``<path>.sha256``;
     returns the sha256."""
     state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    atomic_torch_save({"model": state}, path)
-    digest = _sha256(path)
+    save_torch_atomically({"model": state}, path)
+    digest = sha256_of(path)
     path.with_name(path.name + ".sha256").write_text(f"{digest}  {path.name}\n")
     return digest
 
@@ -172,7 +168,7 @@ def prepare_student(work_dir: Path, teacher, frames: FrameSet, plan: Distillatio
             indent=2,
         )
     )
-    atomic_torch_save({"model": student.state_dict()}, init_path)
+    save_torch_atomically({"model": student.state_dict()}, init_path)
     return student
 
 

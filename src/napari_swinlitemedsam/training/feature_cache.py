@@ -22,10 +22,19 @@ class FeatureCache:
         tensors = [embedding] + (list(skips) if skips is not None else [])
         return sum(t.numel() * t.element_size() for t in tensors)
 
+    @property
+    def bytes_used(self) -> int:
+        """Bytes of the tensors held now."""
+        return self._bytes
+
     def get(self, key):
         return self._entries.get(key)
 
     def put(self, key, value) -> None:
+        """Keep ``value`` under ``key`` (replacing what it held), dropping the oldest entries
+        until it fits; a value larger than the whole budget is not kept."""
+        if key in self._entries:  # a replaced entry's bytes are no longer held
+            self._bytes -= self._size(self._entries.pop(key))
         size = self._size(value)
         if size > self.max_bytes:
             return

@@ -8,7 +8,8 @@
         if cancelled:
             steps.close()             # the original model is untouched
             break
-    # after a full run, the fine-tuned copy is the generator's return value:
+    # after a full run, the fine-tuned copy is the generator's return value
+    # (inference.generators.run_to_end drives it):
     tuned = run_to_end(finetune(model, images, labels, steps=100))
 
 The model is copied first; the copy learns Dice + BCE + IoU-MSE (:mod:`.losses`) with train-time

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from napari_swinlitemedsam.inference.box_prompts import box_scribble
+from napari_swinlitemedsam.inference.box_prompts import box_scribble, quadrants
 
 FRAME_SIZE = 256
 MAX_BOX_ENLARGEMENT = 5
@@ -76,14 +76,8 @@ def quadrant_points(mask: np.ndarray, box: np.ndarray, rng: np.random.Generator)
     """(4, 2) float32 points: one random object pixel per box quadrant (TL, BL, BR, TR)."""
     x_min, y_min, x_max, y_max = (int(v) for v in box)
     mid_x, mid_y = (x_min + x_max) // 2, (y_min + y_max) // 2
-    quadrants = (
-        (y_min, mid_y, x_min, mid_x),
-        (mid_y, y_max, x_min, mid_x),
-        (mid_y, y_max, mid_x, x_max),
-        (y_min, mid_y, mid_x, x_max),
-    )
     points = []
-    for top, bottom, left, right in quadrants:
+    for top, bottom, left, right in quadrants(y_min, y_max, x_min, x_max, mid_y, mid_x):
         rows, cols = np.nonzero(mask[top:bottom, left:right])
         if rows.size == 0:
             points.append((mid_x, mid_y))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from napari_swinlitemedsam.model.checkpoint import save_torch_atomically
 from napari_swinlitemedsam.training.teacher import DistillationTargets, compute_targets
 
 _NAMES = ("fs0", "fs1", "blocks2", "fs3", "embedding")
@@ -62,7 +63,7 @@ class TeacherCache:
         targets = targets.to("cpu")
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
-            _atomic_save(_pack(targets, key), self._path(key))
+            save_torch_atomically(_pack(targets, key), self._path(key), durable=False)
         return targets
 
 
@@ -78,13 +79,3 @@ def _pack(targets: DistillationTargets, key: str) -> dict:
 def _unpack(stored: dict) -> DistillationTargets:
     fs0, fs1, blocks2, fs3, embedding = (stored[name].float() for name in _NAMES)
     return DistillationTargets((fs0, fs1, torch.cat([blocks2, blocks2], dim=1), fs3), embedding)
-
-
-def _atomic_save(obj, path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(obj, temporary)
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
