@@ -79,9 +79,10 @@ def measure(mode: str, store: Path, written: int, propagate: int) -> dict:
     """One measurement in this process (run through a child process by ``main``)."""
     import dask.array as da
 
+    from napari_swinlitemedsam.inference.generators import run_to_end
     from napari_swinlitemedsam.inference.intensity import to_uint8
     from napari_swinlitemedsam.inference.predictor import BoxPredictor
-    from napari_swinlitemedsam.inference.volume import propagate_from_key_slices, run_to_end
+    from napari_swinlitemedsam.inference.volume import propagate_from_key_slices
     from napari_swinlitemedsam.inference.volume_slices import VolumeSlices
 
     predictor = BoxPredictor.from_pretrained("litemedsam")

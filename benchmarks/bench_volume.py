@@ -16,7 +16,7 @@ import numpy as np
 from bench_setup import VolumeCase, make_predictor
 from napari_swinlitemedsam.evaluation.metrics import dice
 from napari_swinlitemedsam.inference.generators import run_to_end
-from napari_swinlitemedsam.inference.volume import segment_volume
+from napari_swinlitemedsam.inference.volume import REFERENCE_RULES, segment_volume
 from napari_swinlitemedsam.model.segmenter import PromptableSegmenter
 from reference_style import reference_style_volume
 from report import Row
@@ -39,9 +39,9 @@ class VolumeRuns:
         self.reference_encodes = 0
 
     def ours(self, precision: str = "fp32") -> None:
-        """``segment_volume`` with a fresh predictor (empty cache)."""
+        """``segment_volume`` (the reference's schedule) with a fresh predictor (empty cache)."""
         predictor = make_predictor(self.model, self.name, precision=precision)
-        volume = segment_volume(predictor, self.case.volume, self.case.boxes)
+        volume = segment_volume(predictor, self.case.volume, self.case.boxes, rules=REFERENCE_RULES)
         self.outputs[f"ours {precision}"] = run_to_end(volume)
 
     def reference(self) -> None:

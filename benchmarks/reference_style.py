@@ -8,7 +8,8 @@ prompt-independent skip neck for every box. Nothing is reused between objects or
 This module reproduces that *schedule* with the same model, weights, preprocessing, prompts and
 post-processing as our pipeline (``napari_swinlitemedsam.inference``), so that
 
-* the masks must come out identical to ``segment_volume``'s (the benchmark checks it), and
+* the masks must come out identical to ``segment_volume``'s with ``REFERENCE_RULES`` (the
+  benchmark checks it), and
 * the time difference measures only what the schedule wastes: re-encoding, the per-box skip
   neck, one box per decoder call.
 

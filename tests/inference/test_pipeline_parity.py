@@ -12,7 +12,7 @@ from conftest import parity_fixture_paths
 from napari_swinlitemedsam.cli.main import main
 from napari_swinlitemedsam.inference.pipeline import segment_image_2d
 from napari_swinlitemedsam.inference.predictor import BoxPredictor
-from napari_swinlitemedsam.inference.volume import segment_volume
+from napari_swinlitemedsam.inference.volume import REFERENCE_RULES, segment_volume
 
 FIXTURES = parity_fixture_paths("litemedsam")
 FIXTURES_3D = [p for p in FIXTURES if np.load(p)["boxes"].shape[1] == 6]
@@ -28,7 +28,7 @@ def predictor():
 def test_volume_propagation_matches_reference_slice_by_slice(predictor, path):
     fixture = np.load(path)
     volume, boxes = fixture["imgs"], fixture["boxes"]
-    steps = segment_volume(predictor, volume, boxes, include_end_slices=True)
+    steps = segment_volume(predictor, volume, boxes, include_end_slices=True, rules=REFERENCE_RULES)
     seen_boxes = np.full(fixture["slice_boxes_256"].shape, -1, dtype=np.int64)
     pixels = np.zeros(fixture["slice_mask_pixels"].shape, dtype=np.int64)
     encoded = 0
@@ -74,6 +74,7 @@ def test_command_line_reproduces_reference_segs(tmp_path, path):
             "litemedsam",
             "--device",
             "cpu",
+            "--reference",
         ]
     )
     assert code == 0

@@ -7,8 +7,9 @@ import dask.array as da
 import numpy as np
 import pytest
 
+from napari_swinlitemedsam.inference.generators import run_to_end
 from napari_swinlitemedsam.inference.intensity import to_uint8
-from napari_swinlitemedsam.inference.volume import run_to_end, segment_volume
+from napari_swinlitemedsam.inference.volume import segment_volume
 from napari_swinlitemedsam.inference.volume_slices import SAMPLE_SLICES, VolumeSlices
 from stub_segmenter import stub_predictor
 

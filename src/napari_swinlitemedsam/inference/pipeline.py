@@ -16,7 +16,12 @@ import numpy as np
 from napari_swinlitemedsam.inference import intensity
 from napari_swinlitemedsam.inference.generators import relay
 from napari_swinlitemedsam.inference.predictor import BoxPredictor
-from napari_swinlitemedsam.inference.volume import SliceResult, segment_volume
+from napari_swinlitemedsam.inference.volume import (
+    DEFAULT_RULES,
+    PropagationRules,
+    SliceResult,
+    segment_volume,
+)
 
 
 class Case(Protocol):
@@ -76,9 +81,13 @@ def segment_case(
     predictor: BoxPredictor,
     case: Case,
     include_end_slices: bool = True,
-    stop_when_empty: bool = False,
+    stop_when_empty: bool | None = None,
+    rules: PropagationRules = DEFAULT_RULES,
 ) -> Generator[CaseProgress, None, np.ndarray]:
-    """Segment one challenge case; yields progress, returns ``segs``."""
+    """Segment one challenge case; yields progress, returns ``segs``.
+
+    3D cases propagate with ``rules`` (``volume.REFERENCE_RULES`` for the reference's
+    results); ``stop_when_empty``, when given, overrides that rule."""
     if not case.is_3d:
         yield CaseProgress(0, 1, f"{case.name}: encoding")
         segs = segment_image_2d(predictor, case.imgs, case.boxes)
@@ -92,6 +101,7 @@ def segment_case(
         include_end_slices=include_end_slices,
         stop_when_empty=stop_when_empty,
         volume_key=("case", case.name),
+        rules=rules,
     )
 
     def progress(result: SliceResult) -> CaseProgress:

@@ -12,10 +12,11 @@ Differences from the reference scripts, all deliberate:
 * ``include_end_slices=True`` (default) segments ``z_min`` and ``z_max`` themselves, as the
   organisers' fixed LiteMedSAM baseline does; ``False`` reproduces the Swin-LiteMedSAM reference,
   which stops one slice short at both ends;
-* ``stop_when_empty=True`` (off by default, the reference never stops) ends a direction as soon
-  as the object has vanished: once a slice comes back empty, further slices in that direction
-  are left empty instead of being re-prompted with the middle box, which otherwise tends to
-  paint unrelated structures beyond the object's end;
+* the per-slice rules (next box, mask clean-up, when to stop) are a
+  :class:`~.propagation_rules.PropagationRules`: ``rules=REFERENCE_RULES`` is the reference
+  schedule exactly and stays the default for 3D boxes (``DEFAULT_RULES``); key slices default
+  to :data:`~.propagation_rules.KEY_SLICE_RULES`, measured to do better on real volumes
+  (``docs/pipeline.md``);
 * :func:`propagate_from_key_slices` lets several boxes on different slices guide one object.
 
 Long work is a generator: it yields :class:`SliceResult` after every decoded slice (so a GUI
@@ -31,7 +32,23 @@ import numpy as np
 
 from napari_swinlitemedsam.inference import transforms
 from napari_swinlitemedsam.inference.predictor import BoxPredictor, PredictorError
+from napari_swinlitemedsam.inference.propagation_rules import (
+    DEFAULT_RULES,
+    KEY_SLICE_RULES,
+    REFERENCE_RULES,
+    PropagationRules,
+)
 from napari_swinlitemedsam.inference.volume_slices import VolumeSlices
+
+__all__ = [
+    "DEFAULT_RULES",
+    "KEY_SLICE_RULES",
+    "REFERENCE_RULES",
+    "PropagationRules",
+    "SliceResult",
+    "propagate_from_key_slices",
+    "segment_volume",
+]
 
 
 @dataclass(frozen=True)
@@ -66,6 +83,7 @@ class _Track:
     stop: int  # inclusive
     step: int
     mid_box: np.ndarray  # (4,) original pixels, inclusive
+    is_3d_box: bool = True  # mid_box's x/y extent bounds the object on every slice
     previous: np.ndarray | None = None  # (H, W) bool mask of the previous slice
     ended: bool = False
 
@@ -120,20 +138,25 @@ def segment_volume(
     volume: np.ndarray,
     boxes: np.ndarray,
     include_end_slices: bool = True,
-    stop_when_empty: bool = False,
+    stop_when_empty: bool | None = None,
     volume_key: Hashable | None = None,
+    rules: PropagationRules = DEFAULT_RULES,
 ) -> Generator[SliceResult, None, np.ndarray]:
     """Segment N 3D boxes in a (D, H, W) uint8 stack; returns (D, H, W) labels 1..N.
 
     Later boxes overwrite earlier ones where they overlap, like the reference.
+    ``rules=REFERENCE_RULES`` (with ``include_end_slices`` as the reference in question has
+    it) reproduces the reference exactly; ``stop_when_empty``, when given, overrides that rule.
     """
+    if stop_when_empty is not None:
+        rules = rules.with_options(stop_when_empty=stop_when_empty)
     # A VolumeSlices (lazy stack) is read slice by slice; anything else becomes an array.
     volume = volume if isinstance(volume, VolumeSlices) else np.asarray(volume)
     if len(volume.shape) != 3:
         raise PredictorError(f"a volume must be (D, H, W), got shape {volume.shape}")
     checked = check_boxes_3d(boxes, volume.shape[0])
     up, down = _tracks_for_boxes(checked, volume.shape[0], include_end_slices)
-    masks = yield from _run_tracks(predictor, volume, up, down, stop_when_empty, volume_key)
+    masks = yield from _run_tracks(predictor, volume, up, down, rules, volume_key)
     return _paste_in_order(masks, len(checked), volume.shape)
 
 
@@ -143,13 +166,17 @@ def propagate_from_key_slices(
     key_boxes: dict[int, np.ndarray],
     z_range: tuple[int, int] | None = None,
     volume_key: Hashable | None = None,
+    rules: PropagationRules = KEY_SLICE_RULES,
 ) -> Generator[SliceResult, None, dict[int, np.ndarray]]:
     """Segment one object from boxes drawn on several key slices.
 
     Between two neighbouring key slices each half of the gap is filled from its nearer key
     slice; beyond the outermost key slices the object is followed until it vanishes (or
     ``z_range`` ends, default the whole stack). Returns ``{z: (H, W) bool mask}``.
+    Key-slice boxes are 2D, so ``clamp_to_box`` has nothing to clamp to; the object is always
+    followed only until it vanishes (``stop_when_empty`` is forced on).
     """
+    rules = rules.with_options(stop_when_empty=True)
     if not key_boxes:
         raise PredictorError("propagation needs at least one box on a key slice")
     depth = volume.shape[0]
@@ -162,11 +189,11 @@ def propagate_from_key_slices(
         above = keys[position + 1] if position + 1 < len(keys) else None
         top = high if above is None else (z + above) // 2
         bottom = low if below is None else (below + z) // 2 + 1
-        tracks_up.append(_Track(0, z, max(top, z), +1, box))
+        tracks_up.append(_Track(0, z, max(top, z), +1, box, is_3d_box=False))
         if z - 1 >= bottom:
-            tracks_down.append(_Track(0, z - 1, bottom, -1, box))
+            tracks_down.append(_Track(0, z - 1, bottom, -1, box, is_3d_box=False))
     results = yield from _run_tracks(
-        predictor, volume, tracks_up, tracks_down, stop_when_empty=True, volume_key=volume_key
+        predictor, volume, tracks_up, tracks_down, rules=rules, volume_key=volume_key
     )
     return results.get(0, {})
 
@@ -176,7 +203,7 @@ def _run_tracks(
     volume: np.ndarray,
     up: list[_Track],
     down: list[_Track],
-    stop_when_empty: bool,
+    rules: PropagationRules,
     volume_key: Hashable | None,
 ) -> Generator[SliceResult, None, dict[int, dict[int, np.ndarray]]]:
     """Run an upward sweep over ``up`` tracks, then a downward sweep over ``down`` tracks."""
@@ -198,29 +225,39 @@ def _run_tracks(
                 continue
             encoded_slice = predictor.encode(volume[z], key=(key, z))
             encoded.add(z)
-            boxes_256 = np.stack([_box_for(t, z, encoded_slice, masks) for t in active])
+            boxes_256 = np.stack([_box_for(t, z, encoded_slice, masks, rules) for t in active])
             prediction = predictor.predict_256(boxes_256, encoded_slice, slice_index=z)
-            for track, mask, box in zip(active, prediction.masks, boxes_256):
+            for track, mask, box, score in zip(
+                active, prediction.masks, boxes_256, prediction.scores
+            ):
+                previous = masks.get(track.index, {}).get(z - track.step)
+                mask = rules.clean(mask, previous)
+                # The starting (key) slice is always kept; the user's own box is no guess.
+                followed = not (track.step > 0 and z == track.start)
+                if followed and rules.ends(mask, previous, float(score)):
+                    mask = np.zeros_like(mask)
+                    track.ended = True
                 masks.setdefault(track.index, {})[z] = mask
                 track.previous = mask
-                if stop_when_empty and not mask.any() and z != track.start:
+                if rules.stop_when_empty and not mask.any() and followed:
                     track.ended = True
                 done += 1
                 yield SliceResult(track.index, z, mask, done, total, len(encoded), box)
     return masks
 
 
-def _box_for(track: _Track, z: int, encoded_slice, masks) -> np.ndarray:
+def _box_for(track: _Track, z: int, encoded_slice, masks, rules: PropagationRules) -> np.ndarray:
     """The 256-frame box for ``track`` on slice ``z``."""
     size = encoded_slice.original_size
+    start_box = transforms.boxes_to_256(track.mid_box[None], size)[0].astype(np.float64)
     if z != track.start or track.step < 0:
         previous = masks.get(track.index, {}).get(z - track.step)
         if previous is not None and previous.any():
-            mask_256 = transforms.mask_to_256(previous.astype(np.uint8) * (track.index + 1))
-            box = transforms.mask_to_box_256(mask_256)
+            limit = start_box if track.is_3d_box else None
+            box = rules.next_box_256(previous, track.index + 1, limit)
             if box is not None:
-                return np.asarray(box, dtype=np.float64)
-    return transforms.boxes_to_256(track.mid_box[None], size)[0].astype(np.float64)
+                return box
+    return start_box
 
 
 def _paste_in_order(
