@@ -34,12 +34,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from napari_swinlitemedsam.evaluation.metrics import dice, normalized_surface_dice  # noqa: E402
 from napari_swinlitemedsam.evaluation.simulated_annotator import simulate_object  # noqa: E402
 from napari_swinlitemedsam.inference.disk_cache import DiskEmbeddingCache  # noqa: E402
+from napari_swinlitemedsam.inference.generators import run_to_end
 from napari_swinlitemedsam.inference.predictor import BoxPredictor  # noqa: E402
 from napari_swinlitemedsam.inference.volume import (  # noqa: E402
     DEFAULT_RULES,
     KEY_SLICE_RULES,
     REFERENCE_RULES,
-    run_to_end,
     segment_volume,
 )
 from propagation_cases import load_volumes, objects  # noqa: E402

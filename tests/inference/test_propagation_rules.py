@@ -7,13 +7,13 @@ import pytest
 
 from napari_swinlitemedsam.evaluation.metrics import dice
 from napari_swinlitemedsam.inference import transforms
+from napari_swinlitemedsam.inference.generators import run_to_end
 from napari_swinlitemedsam.inference.volume import (
     DEFAULT_RULES,
     KEY_SLICE_RULES,
     REFERENCE_RULES,
     PropagationRules,
     propagate_from_key_slices,
-    run_to_end,
     segment_volume,
 )
 from threshold_predictor import ThresholdPredictor

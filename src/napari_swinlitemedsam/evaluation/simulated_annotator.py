@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from napari_swinlitemedsam.evaluation.metrics import dice
+from napari_swinlitemedsam.inference.generators import run_to_end
 from napari_swinlitemedsam.inference.volume import (
     KEY_SLICE_RULES,
     PropagationRules,
     propagate_from_key_slices,
-    run_to_end,
 )
 
 
