@@ -51,6 +51,7 @@ class Settings:
     """How long each section runs."""
 
     repeats: int
+    warmup: int  # untimed rounds before the timed ones (0 in quick mode: figures are indicative)
     matmul_size: int
     volume_objects: int
     volume_slices: int | None  # None: the whole 60-slice stack
@@ -66,6 +67,7 @@ class Settings:
 
 FULL = Settings(
     repeats=7,
+    warmup=1,
     matmul_size=2048,
     volume_objects=5,
     volume_slices=None,
@@ -79,7 +81,8 @@ FULL = Settings(
     peer_repeats=3,
 )
 QUICK = Settings(
-    repeats=2,
+    repeats=1,
+    warmup=0,
     matmul_size=1024,
     volume_objects=3,
     volume_slices=3,
@@ -135,9 +138,13 @@ def run(
     started = time.perf_counter()
     steps = {
         "encoder": lambda: encoder_section(
-            built, settings.repeats, settings.matmul_size, with_onnx=not quick
+            built,
+            settings.repeats,
+            settings.matmul_size,
+            with_onnx=not quick,
+            warmup=settings.warmup,
         ),
-        "decode": lambda: decoder_section(built, settings.repeats),
+        "decode": lambda: decoder_section(built, settings.repeats, warmup=settings.warmup),
         "volume": lambda: volume_section(
             built, nuclei_case(settings.volume_objects, settings.volume_slices), repeats=1
         ),
@@ -152,6 +159,7 @@ def run(
             settings.peer_repeats,
             settings.peer_size,
             figures.get("encoder", {}).get("swin-litemedsam", {}).get("fp32"),
+            warmup=settings.warmup,
         ),
     }
     for section, step in steps.items():
