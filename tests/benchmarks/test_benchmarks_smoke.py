@@ -80,8 +80,13 @@ def test_volume_labels_agree_with_reference_style(quick_run):
 @pytest.mark.slow
 def test_fast_paths_stay_close_to_fp32(quick_run):
     _, figures = quick_run
+    native_bf16 = figures["machine"]["native_bf16"]
     for name in ("swin-litemedsam", "litemedsam"):
-        assert figures["volume"][name]["bf16"]["agreement"] > 0.9
+        # quick mode runs the 3D bf16 case only where bfloat16 is native (see run_benchmarks)
+        assert ("bf16" in figures["volume"][name]) == bool(native_bf16)
+        if native_bf16:
+            assert figures["volume"][name]["bf16"]["agreement"] > 0.9
+        assert figures["accuracy"][f"{name} nuclei2d"]["bf16 encoder"]["agreement"] > 0.9
     lite = figures["accuracy"]["litemedsam nuclei2d"]
     assert abs(lite["bf16 encoder"]["dsc_change"]) < 0.05
     assert lite["fp16 cached features"]["agreement"] > 0.99
