@@ -9,7 +9,7 @@ flipped pixel, so a slice's box may move by a pixel and its mask by a few bounda
 Exact equality stays for the same code on the same data (determinism tests).
 
 The DSC floor sits between what rounding does and what a defect does on small objects: one
-flipped pixel costs a 250-pixel nucleus 0.004, a mask shifted by two pixels costs it about 0.1. On
+flipped pixel costs a 250-pixel nucleus 0.002, a mask shifted by two pixels costs it about 0.1. On
 a large object (50,000 pixels on swin_parity_2d) the same 2-pixel shift costs only 0.004, so
 there the floor guards against gross defects only; the logit-level parity tests
 (tests/model) are the fine check.
