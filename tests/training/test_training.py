@@ -313,6 +313,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow  # twelve training steps, two resumes
 def test_a_few_training_steps_lower_the_loss_and_checkpoints_resume_exactly(tmp_path, one_thread):
     frames = disc_frame_set()
     settings = StageSettings(
@@ -352,7 +353,7 @@ def test_loss_log_drops_rows_after_the_resumed_step(tmp_path):
 # ---------------------------------------------------------------- fine-tuning
 
 
-def test_finetune_yields_progress_can_be_cancelled_and_saves_a_model_card(tmp_path):
+def test_finetune_yields_progress_can_be_cancelled_and_saves_a_model_card(tmp_path, one_thread):
     from napari_swinlitemedsam.inference.generators import run_to_end
     from napari_swinlitemedsam.model.checkpoint import read_state_dict
     from napari_swinlitemedsam.training.finetune import (
@@ -362,7 +363,6 @@ def test_finetune_yields_progress_can_be_cancelled_and_saves_a_model_card(tmp_pa
         save_finetuned,
     )
 
-    torch.set_num_threads(1)
     model = tiny_segmenter()
     original = {k: v.clone() for k, v in model.state_dict().items()}
     images, labels = disc_frames(2)
