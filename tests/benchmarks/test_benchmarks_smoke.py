@@ -25,9 +25,10 @@ BENCH_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
 # Same arithmetic, other summation order inside the matrix products (the blocking depends on
 # the batch and on the CPU's kernels): logits differ by float32 rounding, ~1e-6 of their range,
 # so only pixels whose logit is that close to 0 can flip (on an AVX2-only AMD EPYC, 1 pixel of
-# the 16 Swin-LiteMedSAM masks did: lowest DSC 0.99999; elsewhere none). One flipped pixel costs a 250-pixel nucleus 0.002 of DSC; a real
-# schedule defect (box off by a few pixels, prompts of another box, another slice's skip
-# features) costs several hundredths. 0.99 lies between the two.
+# the 16 Swin-LiteMedSAM masks did: lowest DSC 0.99999; elsewhere none). One flipped pixel
+# costs a 250-pixel nucleus 0.002 of DSC; a real schedule defect (box off by a few pixels,
+# prompts of another box, another slice's skip features) costs several hundredths. 0.99 lies
+# between the two.
 MIN_OBJECT_DSC = 0.99
 
 
