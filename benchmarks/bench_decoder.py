@@ -5,7 +5,9 @@ nuclei on it (inclusive, original pixels). For 1, 4 and 16 boxes per decoder cal
 box covers everything ``BoxPredictor.predict_256`` does: the box-derived points and scribble
 (Swin-LiteMedSAM), the decoder, the resize of the logits to the original size and the
 threshold. The reference-style figure decodes one box per call and recomputes the skip neck for
-it (Swin-LiteMedSAM), everything else equal. Masks of both must be identical.
+it (Swin-LiteMedSAM), everything else equal. The masks of both are compared object by object
+(differing pixels, lowest DSC; see ``mask_agreement``): batched and one-box calls round
+differently on some CPUs, so a pixel on the threshold may flip.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from bench_setup import make_predictor
+from mask_agreement import describe, mask_agreement
 from napari_swinlitemedsam.inference import transforms
 from napari_swinlitemedsam.io.samples import load_sample
 from napari_swinlitemedsam.model.segmenter import PromptableSegmenter
@@ -72,16 +75,18 @@ class ReferenceDecoder:
         )
 
 
-def decoder_section(models: dict[str, PromptableSegmenter], repeats: int) -> tuple[list[Row], dict]:
+def decoder_section(
+    models: dict[str, PromptableSegmenter], repeats: int, warmup: int = 1
+) -> tuple[list[Row], dict]:
     image, boxes, z = slice_with_boxes(max(BATCHES))
     rows, figures = [], {}
     for name, model in models.items():
-        model_rows, figures[name] = _decode_model(name, model, image, boxes, z, repeats)
+        model_rows, figures[name] = _decode_model(name, model, image, boxes, z, repeats, warmup)
         rows += model_rows
     return rows, figures
 
 
-def _decode_model(name, model, image, boxes, z, repeats) -> tuple[list[Row], dict]:
+def _decode_model(name, model, image, boxes, z, repeats, warmup) -> tuple[list[Row], dict]:
     predictor = make_predictor(model, name)
     encoded = predictor.encode(image)
     boxes_256 = transforms.boxes_to_256(boxes, encoded.original_size)
@@ -91,13 +96,13 @@ def _decode_model(name, model, image, boxes, z, repeats) -> tuple[list[Row], dic
         for n in BATCHES
     }
     fns["reference x1"] = lambda: reference.masks(boxes_256[:1])
-    timings = measure_interleaved(fns, repeats)
+    timings = measure_interleaved(fns, repeats, warmup)
     ours = predictor.predict_256(boxes_256, encoded, slice_index=z).masks
-    equal = bool(np.array_equal(ours, reference.masks(boxes_256)))
+    agreement = mask_agreement(ours, reference.masks(boxes_256))
     per_box = {key: timings[key].scaled(1 / int(key.rsplit("x", 1)[1])) for key in timings}
     ref = per_box["reference x1"].median
     figures = {key: t.median for key, t in per_box.items()}
-    figures["masks_equal"] = equal
+    figures["agreement"] = agreement
     neck = "skip neck recomputed per box" if model.uses_skips else "no skip neck"
     rows = [
         Row(
@@ -123,10 +128,10 @@ def _decode_model(name, model, image, boxes, z, repeats) -> tuple[list[Row], dic
     rows.append(
         Row(
             SECTION,
-            f"{name}: masks ours == reference-style",
-            str(equal),
+            f"{name}: masks ours vs reference-style",
+            describe(agreement),
             f"{len(boxes_256)} boxes on slice {z}",
-            {"equal": equal},
+            agreement,
         )
     )
     return rows, figures

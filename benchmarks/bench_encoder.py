@@ -2,9 +2,10 @@
 
 For each model the variants (float32, bfloat16 autocast, one thread, ONNX Runtime when it is
 installed, and for Swin-LiteMedSAM the plain attention formulation) run interleaved with a
-float32 and a bfloat16 matrix product of two large square matrices. The "floor" of a variant
-is its FLOP count (torch's counter on our own model) divided by the matrix-product rate of its
-precision: the time the encoder would take if every FLOP ran at matmul speed. ``x floor`` is latency / floor.
+float32 and a bfloat16 matrix product of two large square matrices. The "floor" of a variant is
+its FLOP count (torch's counter on our own model) divided by the matrix-product rate of its
+precision: the time the encoder would take if every FLOP ran at matmul speed. ``x floor`` is
+latency / floor.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ def encoder_section(
     repeats: int,
     matmul_size: int = 2048,
     with_onnx: bool = True,
+    warmup: int = 1,
 ) -> tuple[list[Row], dict]:
     """Rows for section 1 and the raw figures (``{"matmul": ..., model: {...}}``).
 
@@ -103,7 +105,7 @@ def encoder_section(
         if with_onnx and onnx_available():
             run, onnx_difference[name] = onnx_encode_fn(model, name, images)
             fns[f"{name} fp32 onnxruntime"] = run
-    timings = measure_interleaved(fns, repeats)
+    timings = measure_interleaved(fns, repeats, warmup)
     rate = {
         "fp32": products[torch.float32] * matmul_flops(matmul_size) / timings["matmul fp32"].median,
         "bf16": products[torch.bfloat16]

@@ -135,7 +135,8 @@ def memory_section(slices: int, size: int, runs: list[dict]) -> tuple[list[Row],
                 f"{slices}×{size}² volume, {result['model']} ({label})",
                 f"peak RSS {result['peak_rss'] / MIB:.0f} MiB",
                 f"after model load {result['rss_after_model'] / MIB:.0f} MiB; cache "
-                f"{result['cache_bytes'] / MIB:.0f} MiB in {result['cache_entries']} slices (budget "
+                f"{result['cache_bytes'] / MIB:.0f} MiB in {result['cache_entries']} slices "
+                "(budget "
                 f"{result['cache_budget_bytes'] / MIB:.0f} MiB; unbounded it would be "
                 f"{unbounded / MIB:.0f} MiB); {fmt_seconds(result['seconds_per_slice'])}/slice",
                 result,
@@ -145,7 +146,7 @@ def memory_section(slices: int, size: int, runs: list[dict]) -> tuple[list[Row],
 
 
 def peer_section(
-    repeats: int, image_size: int, swin_fp32_s: float | None
+    repeats: int, image_size: int, swin_fp32_s: float | None, warmup: int = 1
 ) -> tuple[list[Row], dict]:
     """SAM ViT-B image encoder (random weights) at ``image_size``², fp32 and bf16."""
     section = "6 peer"
@@ -163,7 +164,7 @@ def peer_section(
 
         return forward
 
-    timings = measure_interleaved({"fp32": run("fp32"), "bf16": run("bf16")}, repeats)
+    timings = measure_interleaved({"fp32": run("fp32"), "bf16": run("bf16")}, repeats, warmup)
     fp32, bf16 = timings["fp32"], timings["bf16"]
     params = sum(p.numel() for p in model.parameters())
     versus = ""

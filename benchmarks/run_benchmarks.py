@@ -7,8 +7,8 @@ Usage:
 
 Sections: ``encoder`` (1: latency per slice vs the matmul floor), ``decode`` (2: box -> mask
 with a cached slice, batched and one at a time, vs reference-style), ``volume`` (3: multi-object
-3D case vs a reference-style pipeline, equal labels required), ``startup`` (4), ``memory``
-(5: a 300-slice 512² volume through the bounded cache), ``peer`` (6: SAM ViT-B at 1024²),
+3D case vs a reference-style pipeline, labels compared object by object), ``startup`` (4),
+``memory`` (5: a 300-slice 512² volume through the bounded cache), ``peer`` (6: SAM ViT-B at 1024²),
 ``accuracy`` (DSC change of the bf16 and float16-cache paths on the bundled real images).
 
 Swin-LiteMedSAM runs with deterministic synthetic weights (see ``bench_setup``), LiteMedSAM with
@@ -17,6 +17,9 @@ its real weights. Every figure is a median over repetitions, with its minimum an
 machine, torch version, threads and the load average before and after are printed with the
 table: on a shared machine, compare ratios from one run rather than absolute times across runs.
 See docs/performance.md for a full run and its reading.
+
+Quick mode skips the bf16 run of section 3 on a CPU without native bfloat16: emulated, one bf16
+encode costs ~18 float32 ones, and the 2D accuracy section still runs bf16 on both models.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class Settings:
     """How long each section runs."""
 
     repeats: int
+    warmup: int  # untimed rounds before the timed ones (0 in quick mode: figures are indicative)
     matmul_size: int
     volume_objects: int
     volume_slices: int | None  # None: the whole 60-slice stack
@@ -66,6 +70,7 @@ class Settings:
 
 FULL = Settings(
     repeats=7,
+    warmup=1,
     matmul_size=2048,
     volume_objects=5,
     volume_slices=None,
@@ -79,7 +84,8 @@ FULL = Settings(
     peer_repeats=3,
 )
 QUICK = Settings(
-    repeats=2,
+    repeats=1,
+    warmup=0,
     matmul_size=1024,
     volume_objects=3,
     volume_slices=3,
@@ -135,11 +141,18 @@ def run(
     started = time.perf_counter()
     steps = {
         "encoder": lambda: encoder_section(
-            built, settings.repeats, settings.matmul_size, with_onnx=not quick
+            built,
+            settings.repeats,
+            settings.matmul_size,
+            with_onnx=not quick,
+            warmup=settings.warmup,
         ),
-        "decode": lambda: decoder_section(built, settings.repeats),
+        "decode": lambda: decoder_section(built, settings.repeats, warmup=settings.warmup),
         "volume": lambda: volume_section(
-            built, nuclei_case(settings.volume_objects, settings.volume_slices), repeats=1
+            built,
+            nuclei_case(settings.volume_objects, settings.volume_slices),
+            repeats=1,
+            with_bf16=not quick or bool(figures["machine"]["native_bf16"]),
         ),
         "accuracy": lambda: accuracy_section(
             built, settings.accuracy_boxes_2d, settings.accuracy_samples_3d
@@ -152,6 +165,7 @@ def run(
             settings.peer_repeats,
             settings.peer_size,
             figures.get("encoder", {}).get("swin-litemedsam", {}).get("fp32"),
+            warmup=settings.warmup,
         ),
     }
     for section, step in steps.items():

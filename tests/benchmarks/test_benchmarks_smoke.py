@@ -1,8 +1,12 @@
 """The benchmark suite's short mode runs, and its fast paths give the reference-style masks.
 
 Nothing here asserts a speed: the checks are that every section produces its figures, that our
-pipeline and decoder give exactly the labels and masks of the reference-style schedule built
-from the same model, and that the bf16 / float16-cache paths stay close to float32.
+pipeline and decoder give the labels and masks of the reference-style schedule built from the
+same model (within float32 rounding, see ``MIN_OBJECT_DSC``), and that the bf16 /
+float16-cache paths stay close to float32.
+
+The quick run encodes a few dozen slices (bf16 included, which CPUs without native bfloat16
+emulate slowly), so every test that reads it is in the ``slow`` tier.
 """
 
 from __future__ import annotations
@@ -16,6 +20,16 @@ import pytest
 import torch
 
 BENCH_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
+
+# Our schedule decodes all boxes of a slice in one call, the reference style one box per call.
+# Same arithmetic, other summation order inside the matrix products (the blocking depends on
+# the batch and on the CPU's kernels): logits differ by float32 rounding, ~1e-6 of their range,
+# so only pixels whose logit is that close to 0 can flip (on an AVX2-only AMD EPYC, 1 pixel of
+# the 16 Swin-LiteMedSAM masks did: lowest DSC 0.99999; elsewhere none). One flipped pixel
+# costs a 250-pixel nucleus 0.002 of DSC; a real schedule defect (box off by a few pixels,
+# prompts of another box, another slice's skip features) costs several hundredths. 0.99 lies
+# between the two.
+MIN_OBJECT_DSC = 0.99
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +46,7 @@ def quick_run(bench):
     return bench.run(quick=True)
 
 
+@pytest.mark.slow
 def test_every_section_reports(quick_run, bench):
     rows, figures = quick_run
     sections = {row.section.split()[0] for row in rows}
@@ -44,30 +59,41 @@ def test_every_section_reports(quick_run, bench):
         assert figures["encoder"]["flops"][name] > 50e9  # both encoders are 75-105 GFLOPs
 
 
-def test_decoder_masks_equal_reference_style(quick_run):
+@pytest.mark.slow
+def test_decoder_masks_agree_with_reference_style(quick_run):
     _, figures = quick_run
     for name in ("swin-litemedsam", "litemedsam"):
-        assert figures["decode"][name]["masks_equal"] is True
+        agreement = figures["decode"][name]["agreement"]
+        assert agreement["min_object_dsc"] >= MIN_OBJECT_DSC, (name, agreement)
 
 
-def test_volume_labels_equal_reference_style(quick_run):
+@pytest.mark.slow
+def test_volume_labels_agree_with_reference_style(quick_run):
     _, figures = quick_run
     for name in ("swin-litemedsam", "litemedsam"):
         volume = figures["volume"][name]
-        assert volume["masks_equal"] is True
+        # a flipped pixel may move the box carried to the next slice by one pixel: same floor
+        assert volume["agreement"]["min_object_dsc"] >= MIN_OBJECT_DSC, (name, volume)
         # three objects on every slice of the short stack: reference re-encodes per object
         assert volume["encodes_reference"] == 3 * volume["encodes_ours"]
 
 
+@pytest.mark.slow
 def test_fast_paths_stay_close_to_fp32(quick_run):
     _, figures = quick_run
+    native_bf16 = figures["machine"]["native_bf16"]
     for name in ("swin-litemedsam", "litemedsam"):
-        assert figures["volume"][name]["bf16"]["agreement"] > 0.9
+        # quick mode runs the 3D bf16 case only where bfloat16 is native (see run_benchmarks)
+        assert ("bf16" in figures["volume"][name]) == bool(native_bf16)
+        if native_bf16:
+            assert figures["volume"][name]["bf16"]["agreement"] > 0.9
+        assert figures["accuracy"][f"{name} nuclei2d"]["bf16 encoder"]["agreement"] > 0.9
     lite = figures["accuracy"]["litemedsam nuclei2d"]
     assert abs(lite["bf16 encoder"]["dsc_change"]) < 0.05
     assert lite["fp16 cached features"]["agreement"] > 0.99
 
 
+@pytest.mark.slow
 def test_memory_probe_stays_within_cache_budget(quick_run):
     _, figures = quick_run
     (result,) = figures["memory"].values()
@@ -86,5 +112,8 @@ def test_reference_style_attention_matches_ours(bench):
         with plain_attention(model):
             plain = model.image_encoder(images)[0]
         again = model.image_encoder(images)[0]
-    np.testing.assert_allclose(ours.numpy(), plain.numpy(), atol=1e-4)
+    # Two formulations of the same attention: float32 rounding differs, ~2e-6 of the output
+    # range measured on an AVX2 CPU; the bound leaves 10x for other kernels.
+    scale = float(plain.abs().max())
+    np.testing.assert_allclose(ours.numpy(), plain.numpy(), rtol=0, atol=2.5e-5 * scale)
     assert torch.equal(ours, again)  # the plain formulation is gone after the block

@@ -1,6 +1,9 @@
 """End-to-end parity of our 2D/3D pipelines with the reference LiteMedSAM scripts.
 
 Runs over every LiteMedSAM fixture; the inputs, boxes and expected ``segs`` come from the file.
+The reference ran other code, possibly on another CPU: masks are compared with the tolerances
+of tests/tolerances.py (a pixel on the threshold may flip, a carried box may move by a pixel),
+never bit for bit.
 """
 
 from __future__ import annotations
@@ -13,10 +16,15 @@ from napari_swinlitemedsam.cli.main import main
 from napari_swinlitemedsam.inference.pipeline import segment_image_2d
 from napari_swinlitemedsam.inference.predictor import BoxPredictor
 from napari_swinlitemedsam.inference.volume import REFERENCE_RULES, segment_volume
+from tolerances import BOX_SHIFT_PIXELS, assert_labels_agree
 
 FIXTURES = parity_fixture_paths("litemedsam")
 FIXTURES_3D = [p for p in FIXTURES if np.load(p)["boxes"].shape[1] == 6]
 FIXTURES_2D = [p for p in FIXTURES if np.load(p)["boxes"].shape[1] == 4]
+# A 3D fixture propagates through dozens of slices, one real encode each: the slow tier.
+FIXTURE_PARAMS = [
+    pytest.param(p, marks=pytest.mark.slow) if p in FIXTURES_3D else p for p in FIXTURES
+]
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +32,7 @@ def predictor():
     return BoxPredictor.from_pretrained("litemedsam", device="cpu")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", FIXTURES_3D, ids=[p.name for p in FIXTURES_3D])
 def test_volume_propagation_matches_reference_slice_by_slice(predictor, path):
     fixture = np.load(path)
@@ -41,9 +50,14 @@ def test_volume_propagation_matches_reference_slice_by_slice(predictor, path):
         seen_boxes[result.object_index, result.z] = result.box_256
         pixels[result.object_index, result.z] = result.mask.sum()
         encoded = result.encoded_slices
-    np.testing.assert_array_equal(seen_boxes, fixture["slice_boxes_256"])
-    np.testing.assert_array_equal(pixels, fixture["slice_mask_pixels"])
-    np.testing.assert_array_equal(segs, fixture["segs"])
+    expected_boxes = fixture["slice_boxes_256"]
+    # the same slices visited for every object, their boxes within a pixel of the reference's
+    np.testing.assert_array_equal(seen_boxes >= 0, expected_boxes >= 0)
+    assert np.abs(seen_boxes - expected_boxes).max() <= BOX_SHIFT_PIXELS
+    # per slice, the mask area within 1 % (+2 pixels) of the reference's: boundary flips only
+    expected_pixels = fixture["slice_mask_pixels"]
+    assert np.all(np.abs(pixels - expected_pixels) <= 0.01 * expected_pixels + 2)
+    assert_labels_agree(segs, fixture["segs"])
     # each slice encoded once, whatever the number of objects
     processed = (fixture["slice_boxes_256"] >= 0).all(axis=2).any(axis=0)
     assert encoded == processed.sum()
@@ -53,10 +67,10 @@ def test_volume_propagation_matches_reference_slice_by_slice(predictor, path):
 def test_2d_case_matches_reference(predictor, path):
     fixture = np.load(path)
     segs = segment_image_2d(predictor, fixture["imgs"], fixture["boxes"])
-    np.testing.assert_array_equal(segs, fixture["segs"])
+    assert_labels_agree(segs, fixture["segs"])
 
 
-@pytest.mark.parametrize("path", FIXTURES, ids=[p.name for p in FIXTURES])
+@pytest.mark.parametrize("path", FIXTURE_PARAMS, ids=[p.name for p in FIXTURES])
 def test_command_line_reproduces_reference_segs(tmp_path, path):
     fixture = np.load(path)
     name = ("3D_" if fixture["boxes"].shape[1] == 6 else "2D_") + path.stem + ".npz"
@@ -79,4 +93,4 @@ def test_command_line_reproduces_reference_segs(tmp_path, path):
     )
     assert code == 0
     with np.load(tmp_path / "out" / name) as result:
-        np.testing.assert_array_equal(result["segs"], fixture["segs"])
+        assert_labels_agree(result["segs"], fixture["segs"])

@@ -85,8 +85,10 @@ def test_prompt_embeddings_and_logits_match_reference(swin_run, suffix):
 def test_final_mask_matches_reference_where_logits_are_decisive(swin_run):
     """Crop + bilinear resize + threshold of our logits gives the reference mask.
 
-    Pixels whose reference logit is within our measured logit error of 0 may flip; there
-    are only a handful and the test reports how many were excluded.
+    Pixels whose logit is within twice our measured logit error of 0 may flip. They must stay
+    under 1 % of the mask (35 pixels of 51,441 at the largest error the logit check above
+    allows, 1.8e-4), so the check covers the mask whatever the CPU's rounding; the former bound,
+    < 50 pixels, was a count picked from one run.
     """
     fixture, _, _, outputs = swin_run
     height, width = (int(v) for v in fixture["original_size"])
@@ -106,7 +108,7 @@ def test_final_mask_matches_reference_where_logits_are_decisive(swin_run):
         )
         ambiguous = np.abs(resized) <= 2 * error
         assert (mask != expected)[~ambiguous].sum() == 0
-        assert ambiguous.sum() < 50
+        assert ambiguous.sum() < 0.01 * expected.sum(), int(ambiguous.sum())
 
 
 @pytest.mark.parametrize(

@@ -80,6 +80,7 @@ def close(qtbot, widget, panel):
     qtbot.waitUntil(no_worker_threads, timeout=MODEL_TIMEOUT_MS)
 
 
+@pytest.mark.slow  # fine-tunes the real LiteMedSAM
 def test_finetuning_from_the_panel_saves_lists_and_switches_to_the_new_model(
     make_napari_viewer, qtbot, model_dir, crop
 ):

@@ -18,6 +18,9 @@ from napari_swinlitemedsam._napari.widget import BoxAnnotatorWidget
 from napari_swinlitemedsam.io.samples import load_sample
 from screenshot_paths import screenshot_path
 
+# Shown windows and real encodes of many boxes and slices, to regenerate the docs images.
+pytestmark = pytest.mark.slow
+
 WINDOW = (1400, 860)
 NUCLEI_2D = (175, 149, 88, 71, 166, 106, 121, 49)  # large nuclei in rows 195-462, columns 149-483
 

@@ -303,6 +303,7 @@ def test_the_annotate_command_opens_a_series_with_a_disk_cache(
         prepare_annotate(build_parser().parse_args(["annotate", "-o", str(outdir)]))
 
 
+@pytest.mark.slow  # a shown window and real encodes, for the docs image
 def test_screenshot_of_a_series_being_labelled(
     make_napari_viewer, qtbot, nuclei, tmp_path, monkeypatch
 ):

@@ -8,6 +8,7 @@ The stack is the bundled 3D nuclei sample cut to the 17 slices around one nucleu
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from napari_helpers import (
     MODEL_TIMEOUT_MS,
@@ -38,6 +39,7 @@ def slices_with(labels: np.ndarray, object_id: int) -> set[int]:
     return {int(z) for z in np.flatnonzero((labels == object_id).any(axis=(1, 2)))}
 
 
+@pytest.mark.slow  # real encodes of 17 slices
 def test_box_on_a_slice_then_propagation_through_the_stack(make_napari_viewer, qtbot):
     sample = load_sample("nuclei3d")
     image = sample.image[FIRST : LAST + 1]

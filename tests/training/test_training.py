@@ -282,7 +282,11 @@ def test_emulated_skip_path_reproduces_the_teacher_decoder(teacher):
         context = SkipContext(torch.randn(1, 128, 128, 128), torch.randn(1, 256, 64, 64))
         got, _ = student.mask_decoder(embedding, position, sparse, dense, context)
     assert torch.allclose(got, expected, atol=0.1)
-    assert torch.equal(got > 0, expected > 0)
+    # Another computation of the same upscaling: a pixel may threshold the other way only
+    # where the teacher's logit is within the measured difference of 0.
+    error = float((got - expected).abs().max())
+    flipped = (got > 0) != (expected > 0)
+    assert bool((expected[flipped].abs() <= error).all())
 
 
 # ---------------------------------------------------------------- the stage loop
@@ -300,8 +304,17 @@ def fixed_batch_loss(model, frames) -> float:
     return float(losses.segmentation_loss(logits, iou, batch.targets).total)
 
 
-def test_a_few_training_steps_lower_the_loss_and_checkpoints_resume_exactly(tmp_path):
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (exact resume compares reductions), restored afterwards."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.slow  # twelve training steps, two resumes
+def test_a_few_training_steps_lower_the_loss_and_checkpoints_resume_exactly(tmp_path, one_thread):
     frames = disc_frame_set()
     settings = StageSettings(
         stage="joint", steps=6, lr=1e-3, warmup_steps=1, objects_per_image=2, checkpoint_every=2
@@ -340,7 +353,7 @@ def test_loss_log_drops_rows_after_the_resumed_step(tmp_path):
 # ---------------------------------------------------------------- fine-tuning
 
 
-def test_finetune_yields_progress_can_be_cancelled_and_saves_a_model_card(tmp_path):
+def test_finetune_yields_progress_can_be_cancelled_and_saves_a_model_card(tmp_path, one_thread):
     from napari_swinlitemedsam.inference.generators import run_to_end
     from napari_swinlitemedsam.model.checkpoint import read_state_dict
     from napari_swinlitemedsam.training.finetune import (
@@ -350,7 +363,6 @@ def test_finetune_yields_progress_can_be_cancelled_and_saves_a_model_card(tmp_pa
         save_finetuned,
     )
 
-    torch.set_num_threads(1)
     model = tiny_segmenter()
     original = {k: v.clone() for k, v in model.state_dict().items()}
     images, labels = disc_frames(2)
