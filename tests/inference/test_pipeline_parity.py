@@ -21,7 +21,11 @@ FIXTURES_2D = [p for p in FIXTURES if np.load(p)["boxes"].shape[1] == 4]
 
 @pytest.fixture(scope="module")
 def predictor():
-    return BoxPredictor.from_pretrained("litemedsam", device="cpu")
+    # The reference ran torch float32; the runtime this machine would choose is tested in
+    # tests/inference/test_runtime_choice.py.
+    return BoxPredictor.from_pretrained(
+        "litemedsam", device="cpu", runtime="torch", precision="fp32"
+    )
 
 
 @pytest.mark.parametrize("path", FIXTURES_3D, ids=[p.name for p in FIXTURES_3D])
@@ -74,6 +78,10 @@ def test_command_line_reproduces_reference_segs(tmp_path, path):
             "litemedsam",
             "--device",
             "cpu",
+            "--runtime",
+            "torch",
+            "--precision",
+            "fp32",
         ]
     )
     assert code == 0
