@@ -110,6 +110,10 @@ class BoxAnnotatorWidget(QWidget):
         self.window_combo = QComboBox()
         for text, window in WINDOW_CHOICES:
             self.window_combo.addItem(text, window)
+        # What runs the encoder once a model is loaded: runtime, precision and why (measured on
+        # this machine, cached, forced); see inference/runtime_choice.py.
+        self.encoder_label = QLabel("-")
+        self.encoder_label.setWordWrap(True)
         self.overwrite_box = QCheckBox("New masks may overwrite other objects")
         self.key_slice_box = QCheckBox("New boxes add key slices to the active object")
         self.positive_button = QRadioButton("+ clicks")
@@ -133,6 +137,7 @@ class BoxAnnotatorWidget(QWidget):
         form.addRow("Model", self.model_combo)
         form.addRow("Device", self.device_combo)
         form.addRow("Intensity", self.window_combo)
+        form.addRow("Encoder", self.encoder_label)
         clicks = QHBoxLayout()
         clicks.addWidget(self.positive_button)
         clicks.addWidget(self.negative_button)
@@ -165,6 +170,9 @@ class BoxAnnotatorWidget(QWidget):
 
     def _show_status(self, text: str) -> None:
         self.status_label.setText(text)
+        predictor = getattr(getattr(self, "annotator", None), "predictor", None)
+        choice = getattr(predictor, "runtime_choice", None)
+        self.encoder_label.setText(choice.describe() if choice is not None else "-")
 
     def _set_overwrite(self, on: bool) -> None:
         self.annotator.overwrite = bool(on)

@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 import torch
@@ -163,6 +164,14 @@ EMULATED_BF16_SLOWDOWN = {
 }
 
 
+class CheckablePredictor(Protocol):
+    """What the self-check needs of a predictor (``BoxPredictor`` has it)."""
+
+    def set_image(self, image: np.ndarray) -> Any: ...
+
+    def predict(self, boxes: np.ndarray) -> Any: ...
+
+
 @dataclass(frozen=True)
 class CheckCase:
     """One slice of the self-check: ``image`` (H, W) and ``boxes`` (N, 4) xyxy inclusive."""
@@ -221,7 +230,7 @@ def agreement_problem(candidate: Candidate, reference, result) -> str | None:
 
 def measure(
     candidates: Sequence[Candidate],
-    make_predictor: Callable[[Candidate], object],
+    make_predictor: Callable[[Candidate], CheckablePredictor],
     cases: Sequence[CheckCase],
     rounds: int = ROUNDS,
     clock: Callable[[], float] = time.perf_counter,
@@ -328,14 +337,18 @@ def read_cached(path: Path) -> RuntimeChoice | None:
 def write_cached(path: Path, choice: RuntimeChoice) -> None:
     """Store ``choice``; a cache that cannot be written only costs a re-measurement."""
     data = json.dumps(asdict(choice), indent=1).encode()
+
+    def write(stream: BinaryIO) -> None:
+        stream.write(data)
+
     with contextlib.suppress(OSError):
-        write_atomically(path, lambda stream: stream.write(data), durable=False)
+        write_atomically(path, write, durable=False)
 
 
 def choose_runtime(
     model: torch.nn.Module,
     model_name: str,
-    make_predictor: Callable[[Candidate], object] | None,
+    make_predictor: Callable[[Candidate], CheckablePredictor] | None,
     precision: str = "auto",
     runtime: str = "auto",
     cpu: CpuDescription | None = None,
