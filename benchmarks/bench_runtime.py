@@ -22,6 +22,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from bench_setup import prompts_of
 from napari_swinlitemedsam.inference.cpu_features import describe_cpu
@@ -182,3 +183,29 @@ def _emulated_bf16_row(model, name, image, figures: dict) -> Row:
         f"**{slowdown:.1f}x slower** (one encode each, no warm-up)",
         {"slowdown": slowdown},
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python benchmarks/bench_runtime.py [--models litemedsam] [--repeats 3] [--emulated-bf16]``:
+    this section alone, printed as a Markdown table with the CPU line."""
+    import argparse
+
+    from bench_setup import MODEL_NAMES, build_model
+    from report import markdown_table
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(MODEL_NAMES))
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--emulated-bf16", action="store_true")
+    args = parser.parse_args(argv)
+    models = {name: build_model(name) for name in args.models.split(",") if name}
+    rows, figures = runtime_section(models, args.repeats, args.emulated_bf16)
+    print(f"CPU: {figures['cpu']}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(markdown_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

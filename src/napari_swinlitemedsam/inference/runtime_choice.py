@@ -156,11 +156,11 @@ def emulated_bf16_message(model_name: str, cpu: CpuDescription) -> str:
     )
 
 
-# Encoder seconds bf16 / fp32 on an AVX2-only AMD EPYC (2 threads), from
-# `python benchmarks/run_benchmarks.py --sections encoder` (docs/performance.md).
+# Encoder seconds bf16 / fp32 on an AVX2-only AMD EPYC (2 threads): LiteMedSAM 18.6x in the
+# benchmark smoke run that found the trap, Swin-LiteMedSAM 9-13x (docs/performance.md).
 EMULATED_BF16_SLOWDOWN = {
-    "litemedsam": "about 15x slower",
-    "swin-litemedsam": "about 15x slower",
+    "litemedsam": "about 19x slower",
+    "swin-litemedsam": "about 10x slower",
 }
 
 
@@ -241,7 +241,7 @@ def measure(
     encoder that way; ``candidates[0]`` must be the torch fp32 baseline. Round r encodes case
     ``r % len(cases)`` with every candidate in turn (interleaved, so that load on the machine
     hits all alike); round 0 is a warm-up (ONNX export, allocator); a candidate's time is its
-    fastest later round. A candidate that fails is rejected with its error.
+    fastest later round of encode + decode. A candidate that fails is rejected with its error.
     """
     if candidates[0] != BASELINE:
         raise ValueError("the first candidate must be torch fp32, the reference of the check")
@@ -262,8 +262,10 @@ def measure(
             try:
                 started = clock()
                 predictor.set_image(case.image)
-                elapsed = clock() - started
+                # The decode is timed too: it copies the masks to the host, which waits for an
+                # asynchronous (CUDA) encoder; it runs in float32 torch for every candidate.
                 result = predictor.predict(case.boxes)
+                elapsed = clock() - started
             except (RuntimeError, ValueError, MemoryError) as error:
                 if candidate == BASELINE:
                     raise
