@@ -366,7 +366,7 @@ def choose_runtime(
     cache folder and the bundled samples; tests inject their own.
     """
     cpu = cpu if cpu is not None else describe_cpu()
-    device = next(model.parameters()).device
+    device = next(model.parameters(), torch.empty(0)).device  # no parameters: a CPU stand-in
     installed = onnx_available() if onnx_installed is None else onnx_installed
     found = candidates_for(precision, runtime, device, cpu, installed)
     summary = cpu.summary()
