@@ -9,7 +9,9 @@ Sections: ``encoder`` (1: latency per slice vs the matmul floor), ``decode`` (2:
 with a cached slice, batched and one at a time, vs reference-style), ``volume`` (3: multi-object
 3D case vs a reference-style pipeline, labels compared object by object), ``startup`` (4),
 ``memory`` (5: a 300-slice 512² volume through the bounded cache), ``peer`` (6: SAM ViT-B at 1024²),
-``accuracy`` (DSC change of the bf16 and float16-cache paths on the bundled real images).
+``accuracy`` (DSC change of the bf16 and float16-cache paths on the bundled real images),
+``runtime`` (7: what precision/runtime "auto" choose here, their gain over torch fp32 and the
+self-check's cost; full runs only).
 
 Swin-LiteMedSAM runs with deterministic synthetic weights (see ``bench_setup``), LiteMedSAM with
 its real weights. Every figure is a median over repetitions, with its minimum and spread
@@ -40,13 +42,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_accuracy import accuracy_section
 from bench_decoder import decoder_section
 from bench_encoder import encoder_section
+from bench_runtime import runtime_section
 from bench_setup import MODEL_NAMES, build_model, nuclei_case
 from bench_system import memory_section, peer_section, startup_section
 from bench_volume import volume_section
 from napari_swinlitemedsam.inference.precision import native_bf16_cpu
 from report import Row, as_json_ready, markdown_table
 
-SECTIONS = ("encoder", "decode", "volume", "startup", "memory", "peer", "accuracy")
+SECTIONS = ("encoder", "decode", "volume", "startup", "memory", "peer", "accuracy", "runtime")
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,8 @@ class Settings:
     memory_runs: tuple[dict, ...]
     peer_size: int
     peer_repeats: int
+    runtime_repeats: int  # 0: no runtime section (it exports and self-checks each model)
+    emulated_bf16: bool
 
 
 FULL = Settings(
@@ -82,6 +87,8 @@ FULL = Settings(
     memory_runs=({}, {"precision": "bf16", "feature_dtype": "fp16"}),
     peer_size=1024,
     peer_repeats=3,
+    runtime_repeats=5,
+    emulated_bf16=True,
 )
 QUICK = Settings(
     repeats=1,
@@ -97,6 +104,8 @@ QUICK = Settings(
     memory_runs=({"cache_mib": 32, "feature_dtype": "fp16"},),
     peer_size=256,
     peer_repeats=1,
+    runtime_repeats=0,
+    emulated_bf16=False,
 )
 
 
@@ -161,6 +170,7 @@ def run(
         "memory": lambda: memory_section(
             settings.memory_slices, settings.memory_size, list(settings.memory_runs)
         ),
+        "runtime": lambda: runtime_section(built, settings.runtime_repeats, settings.emulated_bf16),
         "peer": lambda: peer_section(
             settings.peer_repeats,
             settings.peer_size,
@@ -169,7 +179,7 @@ def run(
         ),
     }
     for section, step in steps.items():
-        if section not in sections:
+        if section not in sections or (section == "runtime" and not settings.runtime_repeats):
             continue
         began = time.perf_counter()
         new_rows, figures[section] = step()

@@ -6,12 +6,14 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 DATA_DIR = Path(__file__).parent / "data"
 
 
 def parity_fixture_paths(model: str | None = None) -> list[Path]:
-    """Every ``*_parity_*.npz`` in tests/data, optionally only those whose ``model`` field matches."""
+    """Every ``*_parity_*.npz`` in tests/data, optionally only those whose ``model`` field
+    matches."""
     paths = sorted(DATA_DIR.glob("*_parity_*.npz"))
     if model is None:
         return paths
@@ -42,3 +44,17 @@ def fixture_state_dict(fixture: np.lib.npyio.NpzFile):
 
         return torch.load(bundled_litemedsam_path(), map_location="cpu", weights_only=True)
     raise ValueError(f"unknown weights recipe {weights!r} in fixture")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _runtime_files_in_a_temporary_folder(tmp_path_factory):
+    """The runtime self-check's decisions and the exported ONNX graphs go to a temporary
+    folder of this test session, never to the user's cache folder."""
+    from napari_swinlitemedsam.inference import runtime_choice
+    from napari_swinlitemedsam.inference.onnx_encoder import EXPORT_DIR_ENV
+
+    folder = tmp_path_factory.mktemp("runtime-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runtime_choice, "default_choice_dir", lambda: folder / "runtime-choice")
+        patch.setenv(EXPORT_DIR_ENV, str(folder / "onnx"))
+        yield folder

@@ -70,7 +70,7 @@ def test_native_bf16_flag_reads_cpu_flags(tmp_path):
     assert native_bf16_cpu(info) is True
     info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2\n")
     assert native_bf16_cpu(info) is False
-    assert native_bf16_cpu(tmp_path / "missing") is None
+    # Without /proc/cpuinfo PyTorch's detection decides: see test_runtime_choice.py
 
 
 @pytest.fixture(scope="module")

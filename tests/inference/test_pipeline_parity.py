@@ -29,7 +29,11 @@ FIXTURE_PARAMS = [
 
 @pytest.fixture(scope="module")
 def predictor():
-    return BoxPredictor.from_pretrained("litemedsam", device="cpu")
+    # The reference ran torch float32; the runtime this machine would choose is tested in
+    # tests/inference/test_runtime_choice.py.
+    return BoxPredictor.from_pretrained(
+        "litemedsam", device="cpu", runtime="torch", precision="fp32"
+    )
 
 
 @pytest.mark.slow
@@ -89,6 +93,10 @@ def test_command_line_reproduces_reference_segs(tmp_path, path):
             "--device",
             "cpu",
             "--reference",
+            "--runtime",
+            "torch",
+            "--precision",
+            "fp32",
         ]
     )
     assert code == 0

@@ -16,7 +16,9 @@ from napari_swinlitemedsam.inference.volume import segment_volume
 
 @pytest.fixture(scope="module")
 def predictor():
-    return BoxPredictor.from_pretrained("litemedsam", device="cpu")
+    return BoxPredictor.from_pretrained(
+        "litemedsam", device="cpu", runtime="torch", precision="fp32"
+    )
 
 
 def _disc_image(dtype=np.uint8, low=10, high=200, size=64):

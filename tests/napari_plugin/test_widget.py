@@ -85,6 +85,10 @@ def test_drawn_box_gives_the_objects_mask_without_freezing_the_window(
     )
     assert annotator.labels.selected_label == object_id
     assert widget.status_label.text().startswith("Ready: 1 object")
+    # The widget names what runs the encoder (chosen for this machine by from_pretrained).
+    choice = predictor.runtime_choice
+    assert widget.encoder_label.text() == choice.describe()
+    assert choice.label == f"{predictor.runtime} {predictor.precision}"
 
     # A - click inside the box re-runs the decoder for that object with the click added.
     before_click = labels == object_id

@@ -79,12 +79,12 @@ class Annotator:
         device: str = "auto",
         label: str = "",
         disk_cache=None,
-        precision: str = "fp32",
+        precision: str = "auto",
     ) -> None:
         """Load another model in the background; queued boxes wait for it.
 
         ``disk_cache``: a DiskEmbeddingCache for this and later models (None keeps the current
-        one). ``precision``: of the image encoder, ``"fp32"`` or ``"bf16"``.
+        one). ``precision``: of the image encoder, ``"auto"``, ``"fp32"`` or ``"bf16"``.
         """
         if disk_cache is not None:
             self.disk_cache = disk_cache

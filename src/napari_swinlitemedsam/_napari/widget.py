@@ -126,8 +126,9 @@ class BoxAnnotatorWidget(QWidget):
         self.device_choice = ComboBox(label="Device", choices=DEVICES, value=DEVICES[0])
         self.precision_choice = ComboBox(label="Precision", choices=PRECISIONS, value=PRECISIONS[0])
         self.precision_choice.tooltip = (
-            "Arithmetic of the image encoder: fp32, or bf16 (faster only on CPUs with native "
-            "bfloat16 units; slower where it is emulated)"
+            "Arithmetic of the image encoder: auto (bf16 only on CPUs with native bfloat16 "
+            "units and where masks agree; fp32 elsewhere), fp32, or bf16 (slower where it is "
+            "emulated)"
         )
         self.window_choice = ComboBox(
             label="Intensity", choices=list(WINDOW_CHOICES), value=None, nullable=True
@@ -149,6 +150,11 @@ class BoxAnnotatorWidget(QWidget):
             labels=True,
         )
         self.form.margins = (0, 0, 0, 0)
+        # What runs the encoder once a model is loaded: runtime, precision and why (measured on
+        # this machine, cached, forced); see inference/runtime_choice.py.
+        self.encoder_label = QLabel("-")
+        self.encoder_label.setWordWrap(True)
+        self.encoder_label.setToolTip("The image encoder's runtime and precision, and why")
         self.overwrite_box = QCheckBox("New masks may overwrite other objects")
         self.key_slice_box = QCheckBox("New boxes add key slices to the active object")
         self.positive_button = QRadioButton("+ clicks")
@@ -175,6 +181,10 @@ class BoxAnnotatorWidget(QWidget):
         buttons.addWidget(self.stop_button)
         layout = QVBoxLayout(self)
         layout.addWidget(self.form.native)
+        encoder_row = QHBoxLayout()
+        encoder_row.addWidget(QLabel("Encoder:"))
+        encoder_row.addWidget(self.encoder_label, 1)
+        layout.addLayout(encoder_row)
         layout.addWidget(self.download_row)
         layout.addWidget(self.overwrite_box)
         layout.addWidget(self.key_slice_box)
@@ -199,6 +209,9 @@ class BoxAnnotatorWidget(QWidget):
 
     def _show_status(self, text: str) -> None:
         self.status_label.setText(text)
+        predictor = getattr(getattr(self, "annotator", None), "predictor", None)
+        choice = getattr(predictor, "runtime_choice", None)
+        self.encoder_label.setText(choice.describe() if choice is not None else "-")
 
     def _set_overwrite(self, on: bool) -> None:
         self.annotator.overwrite = bool(on)

@@ -44,13 +44,13 @@ class JobKind(enum.Enum):
 @dataclass(frozen=True)
 class LoadModelJob:
     """Load weights (a registry name or a ``.pth`` path) onto ``device``, the image encoder
-    running in ``precision`` (``"fp32"`` or ``"bf16"``)."""
+    running in ``precision`` (``"auto"``, ``"fp32"`` or ``"bf16"``)."""
 
     kind: ClassVar[JobKind] = JobKind.LOAD_MODEL
     name_or_path: str
     device: str
     label: str
-    precision: str = "fp32"
+    precision: str = "auto"
 
 
 @dataclass(frozen=True)

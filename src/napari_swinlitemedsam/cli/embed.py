@@ -153,8 +153,8 @@ def embed_inputs(
 def run_embed(args: argparse.Namespace) -> int:
     """The ``embed`` subcommand: 0 on success, 1 when some files failed, 2 for bad arguments."""
     from napari_swinlitemedsam.annotation.series import SeriesError, list_series_items
+    from napari_swinlitemedsam.cli.main import load_predictor
     from napari_swinlitemedsam.inference.disk_cache import DiskCacheError
-    from napari_swinlitemedsam.inference.predictor import BoxPredictor
     from napari_swinlitemedsam.model.checkpoint import CheckpointError
 
     try:
@@ -168,12 +168,7 @@ def run_embed(args: argparse.Namespace) -> int:
 
         return run_embed_on_cluster(args, paths, cache)
     try:
-        predictor = BoxPredictor.from_pretrained(
-            args.model,
-            device=args.device,
-            precision=getattr(args, "precision", "fp32"),
-            runtime=getattr(args, "runtime", "torch"),
-        )
+        predictor = load_predictor(args)
     except (CheckpointError, ValueError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -34,26 +34,46 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     parser.add_argument(
         "--precision",
-        default="fp32",
-        choices=("fp32", "bf16"),
-        help="bf16 runs the encoder 2-2.5x faster on CPUs with native bfloat16 but can change "
-        "masks (see docs/performance.md); default: fp32",
+        default="auto",
+        choices=("auto", "fp32", "bf16"),
+        help="auto: bf16 only where the CPU computes it natively and a one-time check on this "
+        "machine shows equal masks, else fp32; bf16 on other CPUs is emulated and many times "
+        "slower (a warning says so); default: auto",
     )
     parser.add_argument(
         "--runtime",
-        default="torch",
-        choices=("torch", "onnxruntime"),
-        help="onnxruntime runs the encoder with ONNX Runtime (installed separately; fp32 only; "
-        "faster for LiteMedSAM, slower for Swin-LiteMedSAM here); default: torch",
+        default="auto",
+        choices=("auto", "torch", "onnxruntime"),
+        help="auto: the fastest runtime whose masks equal torch fp32's, measured once per model "
+        "and machine; onnxruntime runs the encoder with ONNX Runtime (fp32 only); default: auto",
     )
 
 
 def model_options(args: argparse.Namespace) -> dict:
     """The predictor options chosen on the command line (``--precision``, ``--runtime``)."""
     return {
-        "precision": getattr(args, "precision", "fp32"),
-        "runtime": getattr(args, "runtime", "torch"),
+        "precision": getattr(args, "precision", "auto"),
+        "runtime": getattr(args, "runtime", "auto"),
     }
+
+
+def load_predictor(args: argparse.Namespace):
+    """``BoxPredictor.from_pretrained`` with the command line's options; prints one line
+    naming the encoder's runtime and precision, and any warning as one line (no source
+    excerpt), both on stderr so that piped output stays clean."""
+    import warnings
+
+    from napari_swinlitemedsam.inference.predictor import BoxPredictor
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        predictor = BoxPredictor.from_pretrained(
+            args.model, device=args.device, **model_options(args)
+        )
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    print(f"encoder: {predictor.runtime_choice.describe()}", file=sys.stderr)
+    return predictor
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -207,7 +227,6 @@ def run_demo(args: argparse.Namespace) -> int:
     from napari_swinlitemedsam.evaluation.metrics import case_scores
     from napari_swinlitemedsam.inference.generators import run_to_end
     from napari_swinlitemedsam.inference.pipeline import segment_image_2d, volume_to_uint8
-    from napari_swinlitemedsam.inference.predictor import BoxPredictor
     from napari_swinlitemedsam.inference.volume import segment_volume
     from napari_swinlitemedsam.io.samples import load_sample
     from napari_swinlitemedsam.model.checkpoint import CheckpointError
@@ -215,11 +234,9 @@ def run_demo(args: argparse.Namespace) -> int:
     sample = load_sample(args.sample)
     try:
         started = time.perf_counter()
-        predictor = BoxPredictor.from_pretrained(
-            args.model, device=args.device, **model_options(args)
-        )
+        predictor = load_predictor(args)
         loaded_in = time.perf_counter() - started
-    except CheckpointError as error:
+    except (CheckpointError, ValueError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     labels = sample.labels

@@ -1,14 +1,16 @@
-"""An optional ONNX Runtime backend for the encoder step (``BoxPredictor(runtime="onnxruntime")``).
+"""The ONNX Runtime backend for the encoder step (``BoxPredictor(runtime="onnxruntime")``).
 
-ONNX Runtime is not a dependency: ``pip install onnxruntime onnx`` to use it. The encoder step
-of a model (``PromptableSegmenter.encode``: the image encoder and, for Swin-LiteMedSAM, the skip
-neck) is exported once per set of weights to an ``.onnx`` file in a cache folder and run on
-ORT's CPU provider with all graph optimisations. Outputs equal torch's float32 outputs to a few
-1e-6 (masks can differ in pixels whose logit is that close to 0).
+onnxruntime and onnx are dependencies; ``runtime="auto"`` uses this backend where the self-check
+of :mod:`.runtime_choice` finds it faster than torch with equal masks. The encoder step of a
+model (``PromptableSegmenter.encode``: the image encoder and, for Swin-LiteMedSAM, the skip
+neck) is exported from our own modules once per set of weights (the file name carries the
+weights fingerprint, so new weights get a new graph) to an ``.onnx`` file in a cache folder,
+and run on ORT's CPU provider with all graph optimisations. Outputs equal torch's float32
+outputs to a few 1e-6 (masks can differ in pixels whose logit is that close to 0).
 
 Whether it pays depends on the model and the CPU; ``benchmarks/run_benchmarks.py`` measures it
-(on the 2-core development machine it ran LiteMedSAM's TinyViT encoder faster than PyTorch and
-Swin-LiteMedSAM's encoder slower; see ``docs/performance.md``).
+(on the 2-core development machines it ran LiteMedSAM's TinyViT encoder about twice as fast as
+PyTorch and Swin-LiteMedSAM's encoder no faster; see ``docs/performance.md``).
 """
 
 from __future__ import annotations

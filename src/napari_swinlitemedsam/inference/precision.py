@@ -1,15 +1,17 @@
 """Numeric precision of the encoder and of the encoded slices a predictor keeps.
 
-Two independent choices, both off by default (float32 everywhere):
+Two independent choices. The encoder precision defaults to ``"auto"`` (bf16 only where the CPU
+computes it natively and a measured check holds, see :mod:`.runtime_choice`); the storage dtype
+defaults to float32.
 
 ``precision="bf16"``
     The image encoder (and Swin-LiteMedSAM's skip neck, which runs with it) computes under
     bfloat16 autocast: matrix products and convolutions in bfloat16, with float32 kept where
     autocast keeps it, on a channels-last input. On CPUs with native bfloat16 units
     (AVX512-BF16 or AMX: AMD Zen 4 and later, Intel Sapphire Rapids and later) this is several
-    times faster; on CPUs without them it is emulated and *slower* than float32
-    (:func:`native_bf16_cpu` tells which). Masks change slightly (``docs/performance.md`` gives
-    the measured DSC change); the decoder always runs in float32.
+    times faster; on CPUs without them it is emulated and many times *slower* than float32
+    (:func:`native_bf16_cpu` tells which). Masks change slightly (``docs/performance.md``
+    gives the measured DSC change); the decoder always runs in float32.
 ``feature_dtype=torch.float16``
     Encoded slices are stored in float16, which halves the memory per cached slice (a
     Swin-LiteMedSAM slice: 16 MiB -> 8 MiB), so twice as many slices fit in the same cache
@@ -23,9 +25,11 @@ from pathlib import Path
 
 import torch
 
+from napari_swinlitemedsam.inference.cpu_features import CPUINFO, describe_cpu
 from napari_swinlitemedsam.model.segmenter import ImageFeatures
 
 PRECISIONS = ("fp32", "bf16")
+PRECISION_OPTIONS = ("auto", *PRECISIONS)  # "auto": chosen by :mod:`.runtime_choice`
 FEATURE_DTYPES = (None, torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -82,18 +86,9 @@ def stored_features(features: ImageFeatures, dtype: torch.dtype | None) -> Image
     return features.to(features.embedding.device, target)
 
 
-def native_bf16_cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
+def native_bf16_cpu(cpuinfo: Path = CPUINFO) -> bool | None:
     """Whether this CPU has native bfloat16 units (AVX512-BF16 or AMX-BF16).
 
-    ``None`` when it cannot be told (no ``/proc/cpuinfo``, i.e. not Linux).
+    ``None`` when it cannot be told (see :mod:`.cpu_features`).
     """
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return None
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[1].split())
-            break
-    return bool({"avx512_bf16", "amx_bf16"} & flags)
+    return describe_cpu(cpuinfo).native_bf16

@@ -11,8 +11,10 @@ Coordinates: boxes are ``(N, 4)`` ``[x_min, y_min, x_max, y_max]`` in original p
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Hashable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,6 +32,13 @@ from napari_swinlitemedsam.inference.precision import (
     stored_features,
 )
 from napari_swinlitemedsam.inference.prompt_random import RandomSource
+from napari_swinlitemedsam.inference.runtime_choice import (
+    Candidate,
+    EmulatedBf16Warning,
+    RuntimeChoice,
+    choose_runtime,
+    emulated_bf16_message,
+)
 from napari_swinlitemedsam.model.checkpoint import load_model
 from napari_swinlitemedsam.model.registry import PROMPTS_BOX, PROMPTS_BOX_POINTS_SCRIBBLE
 from napari_swinlitemedsam.model.segmenter import PromptableSegmenter
@@ -67,7 +76,8 @@ def check_boxes(boxes: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
         array = array[None]
     if array.ndim != 2 or array.shape[1] != 4:
         raise PredictorError(
-            f"boxes must be an (N, 4) array of [x_min, y_min, x_max, y_max], got shape {array.shape}"
+            "boxes must be an (N, 4) array of [x_min, y_min, x_max, y_max], "
+            f"got shape {array.shape}"
         )
     if not np.isfinite(array).all():
         bad = np.flatnonzero(~np.isfinite(array).all(axis=1)).tolist()
@@ -126,12 +136,17 @@ class BoxPredictor:
         disk_cache: optional second cache level on disk, keyed by the pixels' content and
             consulted after ``cache``; features then come in its storage dtype whether just
             encoded or read back, so warm and cold runs give the same masks.
-        precision: ``"fp32"`` or ``"bf16"`` (encoder under bfloat16 autocast; fast only on
-            CPUs with native bfloat16, see :mod:`.precision`).
+        precision: ``"auto"``, ``"fp32"`` or ``"bf16"`` (encoder under bfloat16 autocast;
+            fast only on CPUs with native bfloat16, see :mod:`.precision`; on other CPUs an
+            :class:`EmulatedBf16Warning` says how much slower it is).
         feature_dtype: dtype of the encoded slices kept in the cache (None: float32;
             ``torch.float16`` halves their memory).
-        runtime: ``"torch"`` or ``"onnxruntime"`` (optional package; the encoder step is
-            exported once per weights, see :mod:`.onnx_encoder`; float32 only).
+        runtime: ``"auto"``, ``"torch"`` or ``"onnxruntime"`` (optional package; the encoder
+            step is exported once per weights, see :mod:`.onnx_encoder`; float32 only).
+
+    "auto" here measures nothing: with several candidates it means torch fp32. The measured
+    choice (:mod:`.runtime_choice`) is made by :meth:`from_pretrained`; ``runtime_choice``
+    tells what runs and why.
     """
 
     def __init__(
@@ -142,14 +157,19 @@ class BoxPredictor:
         model_name: str = "",
         max_batch: int = 16,
         disk_cache: DiskEmbeddingCache | None = None,
-        precision: str = "fp32",
+        precision: str = "auto",
         feature_dtype: torch.dtype | None = None,
-        runtime: str = "torch",
+        runtime: str = "auto",
     ) -> None:
-        self.precision = check_precision(precision)
-        if runtime != "torch" and precision != "fp32":
+        if runtime not in ("auto", "torch") and precision not in ("auto", "fp32"):
             raise ValueError(f"runtime={runtime!r} runs float32 only; use precision='fp32'")
-        self.runtime = check_runtime(runtime)
+        self.runtime_choice: RuntimeChoice = choose_runtime(
+            model, model_name, None, precision, runtime
+        )
+        self.precision = check_precision(self.runtime_choice.precision)
+        self.runtime = check_runtime(self.runtime_choice.runtime)
+        if precision == "bf16" and model.device.type == "cpu":
+            self._warn_if_bf16_is_emulated(model_name)
         self._onnx_encoder: OnnxEncoder | None = None
         self.feature_dtype = check_feature_dtype(feature_dtype)
         if max_batch < 1:
@@ -171,21 +191,52 @@ class BoxPredictor:
         name_or_path: str = "litemedsam",
         device: str = "auto",
         cache_bytes: int = 1 << 30,
+        precision: str = "auto",
+        runtime: str = "auto",
+        runtime_choice_dir: Path | None = None,
         **options,
     ) -> BoxPredictor:
         """Load weights by name or path (offline) and wrap them in a predictor.
 
-        ``options`` (``max_batch``, ``precision``, ``feature_dtype``, ``runtime``, ...) go to
-        the constructor.
+        ``precision``/``runtime`` "auto" run the self-check of :mod:`.runtime_choice` the first
+        time this model is used on this machine (a few encodes of the bundled samples; the
+        decision is kept in ``runtime_choice_dir``, default the user cache folder).
+        ``options`` (``max_batch``, ``feature_dtype``, ...) go to the constructor.
         """
         loaded = load_model(name_or_path, device=device)
-        return cls(
-            loaded.model,
-            loaded.spec.prompts,
+        model, prompts, name = loaded.model, loaded.spec.prompts, loaded.spec.name
+        tried: dict[Candidate, BoxPredictor] = {}
+
+        def make(candidate: Candidate) -> BoxPredictor:
+            tried[candidate] = cls(
+                model, prompts, None, name, precision=candidate.precision, runtime=candidate.runtime
+            )
+            return tried[candidate]
+
+        choice = choose_runtime(
+            model, name, make, precision, runtime, choice_dir=runtime_choice_dir
+        )
+        predictor = cls(
+            model,
+            prompts,
             EmbeddingCache(cache_bytes),
-            loaded.spec.name,
+            name,
+            precision=choice.precision if precision == "auto" else precision,
+            runtime=choice.runtime if runtime == "auto" else runtime,
             **options,
         )
+        predictor.runtime_choice = choice
+        chosen = tried.get(Candidate(choice.runtime, choice.precision))
+        if chosen is not None:  # keep the ONNX session the self-check already opened
+            predictor._onnx_encoder = chosen._onnx_encoder
+        return predictor
+
+    def _warn_if_bf16_is_emulated(self, model_name: str) -> None:
+        from napari_swinlitemedsam.inference.cpu_features import describe_cpu
+
+        cpu = describe_cpu()
+        if cpu.native_bf16 is not True:
+            warnings.warn(emulated_bf16_message(model_name, cpu), EmulatedBf16Warning, stacklevel=3)
 
     @property
     def encoder_identity(self) -> str:

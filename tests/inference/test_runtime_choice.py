@@ -1,0 +1,279 @@
+"""Precision and runtime chosen by the machine: CPU detection, candidates, the self-check's
+decision and its cache. CPUs are injected as /proc/cpuinfo text, never read from the host;
+timings come from a fake clock, so no test depends on the speed of the machine running it."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+from napari_swinlitemedsam.inference import cpu_features, runtime_choice
+from napari_swinlitemedsam.inference.cpu_features import describe_cpu, parse_cpuinfo
+from napari_swinlitemedsam.inference.embedding_cache import EmbeddingCache
+from napari_swinlitemedsam.inference.onnx_encoder import onnx_available
+from napari_swinlitemedsam.inference.predictor import BoxPredictor, Prediction
+from napari_swinlitemedsam.inference.runtime_choice import (
+    BASELINE,
+    Candidate,
+    CheckCase,
+    EmulatedBf16Warning,
+    candidates_for,
+    choose_runtime,
+    measure,
+    pick,
+)
+from napari_swinlitemedsam.model.registry import PROMPTS_BOX, build_litemedsam
+from stub_segmenter import CountingSegmenter
+
+EPYC_AVX2 = (
+    "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\n"
+    "flags\t\t: fpu sse sse2 avx avx2 fma bmi2\n"
+)
+SAPPHIRE_RAPIDS = (
+    "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n"
+    "flags\t\t: fpu avx2 avx512f avx512_vnni avx512_bf16 amx_bf16 amx_tile\n"
+)
+ZEN4 = "model name\t: AMD Ryzen 9 7950X\nflags\t\t: avx2 avx512f avx512_bf16\n"
+NO_FLAGS = "processor\t: 0\nmodel name\t: Some CPU\n"
+CPU = torch.device("cpu")
+ORT = Candidate("onnxruntime", "fp32")
+BF16 = Candidate("torch", "bf16")
+
+
+def test_native_bf16_is_read_from_the_flags():
+    assert parse_cpuinfo(EPYC_AVX2).native_bf16 is False
+    assert parse_cpuinfo(SAPPHIRE_RAPIDS).native_bf16 is True
+    assert parse_cpuinfo(ZEN4).native_bf16 is True
+    assert parse_cpuinfo(NO_FLAGS).native_bf16 is None
+    assert parse_cpuinfo(EPYC_AVX2).model == "AMD EPYC 7B13"
+    assert "no native bf16" in parse_cpuinfo(EPYC_AVX2).summary()
+
+
+def test_without_cpuinfo_torch_detection_decides_and_unknown_stays_unknown(tmp_path):
+    missing = tmp_path / "cpuinfo"
+    native = describe_cpu(missing, lambda: {"avx2": True, "amx_bf16": True, "architecture": "x86"})
+    assert native.native_bf16 is True
+    assert describe_cpu(missing, lambda: {"avx2": True, "avx512_bf16": False}).native_bf16 is False
+    assert describe_cpu(missing, lambda: None).native_bf16 is None
+    missing.write_text(SAPPHIRE_RAPIDS)  # cpuinfo, where readable, comes first
+    assert describe_cpu(missing, lambda: {"amx_bf16": False}).native_bf16 is True
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "onnx", "precision", "runtime", "expected"),
+    [
+        (EPYC_AVX2, False, "auto", "auto", [BASELINE]),  # this machine's kind: fp32 only
+        (EPYC_AVX2, True, "auto", "auto", [BASELINE, ORT]),
+        (NO_FLAGS, True, "auto", "auto", [BASELINE, ORT]),  # unknown => no bf16
+        (SAPPHIRE_RAPIDS, True, "auto", "auto", [BASELINE, ORT, BF16]),
+        (SAPPHIRE_RAPIDS, True, "fp32", "auto", [BASELINE, ORT]),
+        (SAPPHIRE_RAPIDS, True, "auto", "torch", [BASELINE, BF16]),
+        (EPYC_AVX2, True, "bf16", "auto", [BF16]),  # forced: allowed, with a warning
+        (EPYC_AVX2, True, "auto", "onnxruntime", [ORT]),
+        (EPYC_AVX2, True, "fp32", "torch", [BASELINE]),
+    ],
+)
+def test_candidates(cpuinfo, onnx, precision, runtime, expected):
+    found = candidates_for(precision, runtime, CPU, parse_cpuinfo(cpuinfo), onnx)
+    assert found == expected
+
+
+def test_unknown_options_are_refused():
+    with pytest.raises(ValueError, match="precision"):
+        candidates_for("fp16", "auto", CPU, parse_cpuinfo(EPYC_AVX2), False)
+    with pytest.raises(ValueError, match="runtime"):
+        candidates_for("auto", "tensorrt", CPU, parse_cpuinfo(EPYC_AVX2), False)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class FakePredictor:
+    """Encodes in ``seconds`` of the fake clock; its masks are a box mask, optionally shrunk
+    by ``shrink`` pixels, and its logits are offset by ``logit_error``."""
+
+    clock: FakeClock
+    seconds: float
+    shrink: int = 0
+    logit_error: float = 0.0
+    fails: bool = False
+
+    def set_image(self, image):
+        if self.fails:
+            raise RuntimeError("kernel not available")
+        self.clock.now += self.seconds
+        self.shape = image.shape
+
+    def predict(self, boxes):
+        masks = np.zeros((len(boxes), *self.shape), bool)
+        for mask, (x0, y0, x1, y1) in zip(masks, boxes.astype(int), strict=True):
+            s = self.shrink
+            mask[y0 + s : y1 + 1 - s, x0 + s : x1 + 1 - s] = True
+        logits = np.linspace(-10, 10, 256 * 256, dtype=np.float32).reshape(1, 256, 256)
+        logits = np.repeat(logits, len(boxes), axis=0) + self.logit_error
+        return Prediction(masks, np.ones(len(boxes)), logits, boxes)
+
+
+_SHARED_CLOCK = FakeClock()  # the fake predictors of _choose advance it; measure reads it
+
+
+def _fake_clock_measure(candidates, make_predictor, cases):
+    return measure(candidates, make_predictor, cases, clock=_SHARED_CLOCK)
+
+
+CASES = [CheckCase(np.zeros((120, 120), np.uint8), np.array([[10.0, 10, 109, 109]]))]
+
+
+def _measure(variants):
+    clock = FakeClock()
+    predictors = {c: FakePredictor(clock, **options) for c, options in variants.items()}
+    return measure(list(variants), predictors.__getitem__, CASES, clock=clock)
+
+
+def test_a_faster_runtime_that_agrees_is_chosen():
+    seconds, rejected = _measure({BASELINE: {"seconds": 2.0}, ORT: {"seconds": 1.0}})
+    assert seconds == {"torch fp32": 2.0, "onnxruntime fp32": 1.0}
+    assert rejected == {}
+    assert pick(seconds, rejected) == ORT
+
+
+def test_a_gain_within_the_noise_keeps_torch_fp32():
+    seconds, rejected = _measure({BASELINE: {"seconds": 2.0}, ORT: {"seconds": 1.9}})
+    assert pick(seconds, rejected) == BASELINE
+
+
+def test_faster_but_different_masks_or_logits_are_rejected():
+    # 100x100 box shrunk by 2 px on each side: DSC = 2*96²/(100²+96²) = 0.9796 < 0.98
+    seconds, rejected = _measure({BASELINE: {"seconds": 2.0}, BF16: {"seconds": 0.5, "shrink": 2}})
+    assert "DSC" in rejected["torch bf16"]
+    assert pick(seconds, rejected) == BASELINE
+    # float32 runtimes must also keep their logits within 1e-3 of the range (20 here)
+    seconds, rejected = _measure(
+        {BASELINE: {"seconds": 2.0}, ORT: {"seconds": 0.5, "logit_error": 0.05}}
+    )
+    assert "logits" in rejected["onnxruntime fp32"]
+    # ... which bf16 is not held to: 8 bits of mantissa cannot meet a float32 bound
+    seconds, rejected = _measure(
+        {BASELINE: {"seconds": 2.0}, BF16: {"seconds": 0.5, "logit_error": 0.05}}
+    )
+    assert pick(seconds, rejected) == BF16
+
+
+def test_a_runtime_that_fails_is_left_out():
+    seconds, rejected = _measure({BASELINE: {"seconds": 2.0}, ORT: {"seconds": 1, "fails": 1}})
+    assert "kernel not available" in rejected["onnxruntime fp32"]
+    assert pick(seconds, rejected) == BASELINE
+
+
+class _Model(torch.nn.Module):
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.full((2,), value))
+
+
+def _choose(model, tmp_path, made, cpuinfo=SAPPHIRE_RAPIDS, onnx=True, **options):
+    clock = _SHARED_CLOCK
+    speeds = {BASELINE: 2.0, ORT: 1.5, BF16: 0.8}
+
+    def make(candidate):
+        made.append(candidate)
+        return FakePredictor(clock, speeds[candidate])
+
+    return choose_runtime(
+        model,
+        "m",
+        make,
+        cpu=parse_cpuinfo(cpuinfo),
+        onnx_installed=onnx,
+        choice_dir=tmp_path,
+        cases=lambda: CASES,
+        **options,
+    )
+
+
+def test_the_decision_is_measured_once_and_cached_per_weights(tmp_path, monkeypatch):
+    monkeypatch.setattr(runtime_choice, "measure", _fake_clock_measure)
+    made = []
+    first = _choose(_Model(1.0), tmp_path, made)
+    assert (first.label, first.how) == ("torch bf16", "measured")
+    assert first.describe() == "torch bf16 (measured, 2.50x torch fp32)"
+    assert len(made) == 3
+    again = _choose(_Model(1.0), tmp_path, made)
+    assert (again.label, again.how, len(made)) == ("torch bf16", "cached", 3)
+    _choose(_Model(2.0), tmp_path, made)  # new weights: measured again
+    assert len(made) == 6
+    (tmp_path / next(p.name for p in tmp_path.iterdir())).write_text("{not json")
+    _choose(_Model(1.0), tmp_path, made)  # unreadable decision: measured again, no error
+    assert len(made) >= 9
+    stored = [json.loads(p.read_text()) for p in tmp_path.glob("*.json")]
+    assert all(entry["runtime"] in ("torch", "onnxruntime") for entry in stored)
+
+
+def test_one_candidate_or_a_forced_choice_measures_nothing(tmp_path):
+    made = []
+    avx2 = _choose(_Model(1.0), tmp_path, made, cpuinfo=EPYC_AVX2, onnx=False)
+    assert (avx2.label, avx2.how) == ("torch fp32", "only candidate")
+    forced = _choose(_Model(1.0), tmp_path, made, precision="bf16")
+    assert (forced.label, forced.how) == ("torch bf16", "forced")
+    assert made == [] and not list(tmp_path.iterdir())
+
+
+def test_the_bare_constructor_never_measures_and_defaults_to_torch_fp32():
+    predictor = BoxPredictor(CountingSegmenter(), PROMPTS_BOX, EmbeddingCache())
+    assert (predictor.runtime, predictor.precision) == ("torch", "fp32")
+    assert predictor.runtime_choice.how in ("only candidate", "not measured")
+
+
+def _stub_cpu(monkeypatch, text):
+    monkeypatch.setattr(cpu_features, "describe_cpu", lambda *a, **k: parse_cpuinfo(text))
+
+
+def test_explicit_bf16_on_an_emulating_cpu_warns_with_the_slowdown(monkeypatch):
+    _stub_cpu(monkeypatch, EPYC_AVX2)
+    with pytest.warns(EmulatedBf16Warning, match=r"emulated.*slower than fp32"):
+        predictor = BoxPredictor(CountingSegmenter(), PROMPTS_BOX, precision="bf16")
+    assert predictor.precision == "bf16"  # a warning, not a refusal
+    _stub_cpu(monkeypatch, SAPPHIRE_RAPIDS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EmulatedBf16Warning)
+        BoxPredictor(CountingSegmenter(), PROMPTS_BOX, precision="bf16")
+
+
+@pytest.mark.skipif(not onnx_available(), reason="onnxruntime and onnx are not installed")
+def test_real_self_check_onnxruntime_agrees_with_torch(tmp_path):
+    """The real check on a random-weight LiteMedSAM: ONNX Runtime's masks and logits must
+    pass the float32 bounds (whichever is faster on the machine running the test)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = build_litemedsam().eval()
+    rng = np.random.default_rng(0)
+    cases = [CheckCase(rng.integers(0, 256, (96, 128), np.uint8), np.array([[10, 10, 90, 70]]))]
+
+    def make(candidate):
+        return BoxPredictor(
+            model, PROMPTS_BOX, None, "random", runtime=candidate.runtime, precision="fp32"
+        )
+
+    choice = choose_runtime(
+        model,
+        "random",
+        make,
+        precision="fp32",
+        cpu=parse_cpuinfo(EPYC_AVX2),
+        choice_dir=tmp_path,
+        cases=lambda: cases,
+    )
+    assert choice.how == "measured"
+    assert choice.rejected == {}
+    assert set(choice.seconds) == {"torch fp32", "onnxruntime fp32"}
