@@ -72,7 +72,8 @@ def test_huge_sparse_ids_are_counted():
 
 def test_units():
     assert volume_unit("µm", 3) == "µm³" and volume_unit("mm", 2) == "mm²"
-    assert volume_unit(None, 3) == "voxel"
+    assert volume_unit(None, 3, scaled=False) == "voxel"
+    assert volume_unit(None, 3) == "unit³"  # spacing without a named unit
     with pytest.raises(ValueError, match="positive"):
         object_table(np.ones((2, 2, 2), np.uint8), spacing=(1, 0, 1))
 
@@ -84,6 +85,8 @@ def test_bookkeeping_merge_split_unclassify():
     objects.note([4], Provenance.PAINTED)
     objects.merge(4, 1)  # 4 had no class: takes 1's; provenance both
     assert objects.class_of(4) == 2 and objects.provenance_of(4) == Provenance.BOTH
+    assert objects.class_of(1) == 2  # kept: undoing the pixel merge brings object 1 back
+    objects.forget(1)
     assert objects.class_of(1) == 0 and objects.provenance_of(1) is None
     objects.split(4, 9)
     assert objects.class_of(9) == 2

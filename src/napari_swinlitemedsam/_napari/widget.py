@@ -23,10 +23,13 @@ from qtpy.QtWidgets import (
 )
 
 from napari_swinlitemedsam._napari.annotator import Annotator
+from napari_swinlitemedsam._napari.class_list_panel import CLASS_KEYS, ClassListPanel
 from napari_swinlitemedsam._napari.finetune_panel import FinetunePanel
 from napari_swinlitemedsam._napari.foldable_section import FoldableSection
 from napari_swinlitemedsam._napari.layer_io import ImageLayerError
 from napari_swinlitemedsam._napari.model_download_row import ModelDownloadRow
+from napari_swinlitemedsam._napari.object_panel import ObjectPanel
+from napari_swinlitemedsam._napari.series_classes import SeriesClasses
 from napari_swinlitemedsam._napari.series_panel import SeriesPanel
 from napari_swinlitemedsam.annotation.model_choices import (
     BUNDLED,
@@ -55,6 +58,7 @@ SHORTCUTS = (
     ("Shift-K", "new boxes add key slices to the active object (on/off)"),
     ("Shift-O", "let new masks overwrite other objects (on/off)"),
     ("Shift-C", "switch clicks between + (add) and - (remove)"),
+    ("Alt-1..Alt-9", "make the 1st..9th class active (Alt-0: none)"),
 )
 """Viewer shortcuts the widget binds; none of them is a napari default."""
 
@@ -125,6 +129,15 @@ class BoxAnnotatorWidget(QWidget):
         self.series_panel = SeriesPanel(self.viewer, self.annotator, self)
         self.finetune_panel = FinetunePanel(self, extra_pairs=self._series_training_pairs)
         self.finetune_section = FoldableSection("Fine-tune on my labels", self.finetune_panel)
+        self.class_panel = ClassListPanel()
+        self.object_panel = ObjectPanel(self.viewer, self.annotator, self.class_panel)
+        classes_body = QWidget()
+        classes_layout = QVBoxLayout(classes_body)
+        classes_layout.setContentsMargins(0, 0, 0, 0)
+        classes_layout.addWidget(self.class_panel)
+        classes_layout.addWidget(self.object_panel)
+        self.classes_section = FoldableSection("Classes and objects", classes_body)
+        self.series_panel.series_classes = SeriesClasses(self.class_panel, self.object_panel)
         self.setMaximumWidth(MAX_WIDTH)
 
         form = QFormLayout()
@@ -147,6 +160,7 @@ class BoxAnnotatorWidget(QWidget):
         layout.addLayout(clicks)
         layout.addLayout(buttons)
         layout.addWidget(self.series_panel)
+        layout.addWidget(self.classes_section)
         layout.addWidget(self.finetune_section)
         layout.addWidget(self.status_label)
         layout.addWidget(self.help_label)
@@ -323,6 +337,8 @@ class BoxAnnotatorWidget(QWidget):
             "Shift-O": lambda viewer: self.overwrite_box.toggle(),
             "Shift-C": lambda viewer: self._toggle_click_sign(),
         }
+        for number, key in enumerate(CLASS_KEYS):
+            actions[key] = lambda viewer, n=number: self.class_panel.pick_by_key(n)
         for key, action in actions.items():
             try:
                 self.viewer.bind_key(key, action)
@@ -345,6 +361,7 @@ class BoxAnnotatorWidget(QWidget):
         self.series_panel.shut_down()  # saves the series' masks
         finetune_ended = self.finetune_panel.close_panel()
         download_ended = self.download_row.close_row()
+        self.object_panel.close_panel()
         for key in self._bound_keys:
             self.viewer.bind_key(key, None)
         self._bound_keys.clear()

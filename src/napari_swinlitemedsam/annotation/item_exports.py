@@ -28,6 +28,16 @@ from napari_swinlitemedsam.io.object_exports import (
     table_text,
 )
 
+NIFTI_UNITS = {"mm": "mm", "micron": "µm", "meter": "m"}
+
+
+def image_length_unit(image: LoadedImage | None) -> str | None:
+    """The length unit of ``image.spacing``: a NIfTI header's spatial unit (``"mm"`` when it
+    says none, NIfTI's usual meaning), else None (unknown)."""
+    if image is None or image.header is None or not hasattr(image.header, "get_xyzt_units"):
+        return None
+    return NIFTI_UNITS.get(image.header.get_xyzt_units()[0], "mm")
+
 
 def table_records(
     labels: np.ndarray,

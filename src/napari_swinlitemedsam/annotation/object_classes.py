@@ -65,17 +65,19 @@ class ObjectClasses:
                     self.provenance[key] = merged
 
     def forget(self, object_id: int) -> None:
-        """The object is gone (deleted)."""
+        """Drop what is known about ``object_id`` (a widget keeps it instead while the deletion
+        can still be undone)."""
         self.classes.pop(int(object_id), None)
         self.provenance.pop(int(object_id), None)
 
     def merge(self, keep: int, absorbed: int) -> None:
         """``absorbed`` became part of ``keep``: ``keep`` keeps its class (or takes the absorbed
-        one's when it had none), provenance is the union."""
+        one's when it had none), provenance is the union. The absorbed id's entry stays, so that
+        undoing the pixel edit brings it back with its class; ids no longer in the labels are
+        left out of tables and exports anyway."""
         if int(keep) not in self.classes and int(absorbed) in self.classes:
             self.classes[int(keep)] = self.classes[int(absorbed)]
         both = combine(self.provenance.get(int(keep)), self.provenance.get(int(absorbed)))
-        self.forget(absorbed)
         if both is not None:
             self.provenance[int(keep)] = both
 

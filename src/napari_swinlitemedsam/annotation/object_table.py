@@ -64,11 +64,14 @@ class ObjectRow:
         }
 
 
-def volume_unit(unit: str | None, ndim: int) -> str:
-    """The unit of a voxel's volume (``"mm"`` -> ``"mm³"``, 2D: ``"mm²"``); ``"voxel"`` without
-    a length unit."""
-    if not unit or unit in ("pixel", "px"):
+def volume_unit(unit: str | None, ndim: int, scaled: bool = True) -> str:
+    """The unit of a voxel's volume (``"mm"`` -> ``"mm³"``, 2D: ``"mm²"``). Unscaled maps count
+    ``"voxel"``/``"pixel"``; scaled ones without a named length unit say ``"unit³"`` (the unit of
+    the spacing, whatever it is)."""
+    if not scaled:
         return "voxel" if ndim == 3 else "pixel"
+    if not unit or unit in ("pixel", "px"):
+        unit = "unit"
     cubed = CUBED.get(str(unit), f"{unit}³")
     return cubed if ndim == 3 else cubed.replace("³", "²")
 
@@ -103,7 +106,7 @@ def object_table(
     object_classes = object_classes or ObjectClasses()
     class_list = class_list or ClassList()
     per_voxel = voxel_size(spacing, array.ndim)
-    unit_text = volume_unit(unit if spacing is not None else None, array.ndim)
+    unit_text = volume_unit(unit, array.ndim, scaled=spacing is not None)
     ids, counts, boxes = _count_and_bound(array)
     rows = []
     for object_id, count, box in zip(ids, counts, boxes):

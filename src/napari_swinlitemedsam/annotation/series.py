@@ -34,6 +34,7 @@ import numpy as np
 from napari_swinlitemedsam.annotation.class_list import ClassList
 from napari_swinlitemedsam.annotation.item_exports import (
     exports_digest,
+    image_length_unit,
     read_item_classes,
     table_records,
     write_item_exports,
@@ -330,6 +331,7 @@ class ImageSeries:
         if label_format in ("nifti", "nrrd", "mha") and image is None:
             image = self.read(index)  # its geometry / spacing go into the file
         spacing = image.spacing if image is not None else None
+        unit = unit or image_length_unit(image)
         records = table_records(labels, objects, class_list, spacing, unit)
         digest = labels_digest(labels) + ":" + exports_digest(records)
         path = self.label_path(index)
