@@ -103,7 +103,9 @@ def test_classes_objects_actions_undo_save_and_reopen(
         (second, "mitotic", "model"),
         (40, "", "painted"),
     ]
-    voxel_volume = SPACING[0] * SPACING[1] * SPACING[2]
+    # NIfTI stores voxel sizes as float32: the layer's scale is the sample's spacing to 1e-6.
+    np.testing.assert_allclose(masks.scale, SPACING, rtol=1e-6)
+    voxel_volume = float(np.prod(masks.scale))
     for row, table_row in zip(rows, table.rows):
         count = int(np.count_nonzero(masks.data == row["object_id"]))
         assert row["voxel_count"] == count and row["volume_unit"] == "µm³"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 from napari.utils.notifications import show_info
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QItemSelectionModel, QTimer
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
     QAbstractItemView,
@@ -181,7 +181,8 @@ class ObjectPanel(QWidget):
             self._timer.start()
 
     def refresh(self) -> None:
-        """Recompute the rows from the masks layer now."""
+        """Recompute the rows from the masks layer now (the selected objects stay selected)."""
+        selected = self.selected_ids()
         self._dirty = False
         if self._labels is None:
             self.rows = []
@@ -194,7 +195,6 @@ class ObjectPanel(QWidget):
                 spacing,
                 unit,
             )
-        selected = set(self.selected_ids())
         self.table.setRowCount(len(self.rows))
         for index, row in enumerate(self.rows):
             slices = "" if row.first_slice is None else f"{row.first_slice}-{row.last_slice}"
@@ -208,11 +208,10 @@ class ObjectPanel(QWidget):
             )
             for column, text in enumerate(texts):
                 self.table.setItem(index, column, QTableWidgetItem(text))
-            if row.class_id:
+            if row.class_name:
                 colour = self.class_panel.class_list.get(row.class_id).colour
                 self.table.item(index, 1).setBackground(QColor(colour))
-            if row.object_id in selected:
-                self.table.selectRow(index)
+        self.select_ids(selected)
 
     def selected_ids(self) -> list[int]:
         """Ids of the selected rows, in the order they were selected."""
@@ -220,10 +219,15 @@ class ObjectPanel(QWidget):
         return [self.rows[r].object_id for r in rows if r < len(self.rows)]
 
     def select_ids(self, object_ids: list[int]) -> None:
+        """Select the rows of ``object_ids`` (added to one selection, as Ctrl+click does)."""
         self.table.clearSelection()
+        model, flags = (
+            self.table.selectionModel(),
+            QItemSelectionModel.Select | QItemSelectionModel.Rows,
+        )
         for index, row in enumerate(self.rows):
             if row.object_id in object_ids:
-                self.table.selectRow(index)
+                model.select(self.table.model().index(index, 0), flags)
 
     def go_to_row(self, index: int) -> None:
         """Show the object's middle slice and select its box there (and its label for painting)."""
