@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from napari.utils.key_bindings import coerce_keybinding
 
 from napari_helpers import (
     MODEL_TIMEOUT_MS,
@@ -85,7 +86,7 @@ def test_classes_objects_actions_undo_save_and_reopen(
     classes.set_active(nucleus)
     first = draw_and_wait(qtbot, annotator, truth[SLICE] == FIRST)
     viewer.layers.selection.active = annotator.boxes
-    classes.pick_by_key(2)  # Alt-2: the second class
+    viewer.keymap[coerce_keybinding("Alt-2")](viewer)  # the second class
     assert classes.active_class == mitotic
     second = draw_and_wait(qtbot, annotator, truth[SLICE] == SECOND)
     # A hand-painted object the actions must never touch.
@@ -93,8 +94,8 @@ def test_classes_objects_actions_undo_save_and_reopen(
     viewer.layers.selection.active = masks
     masks.mode = "paint"
     masks.selected_label = 40
-    masks.brush_size = 3
-    masks.paint((SLICE + 3, 5, 5), 40)
+    masks.brush_size = 7
+    masks.paint((SLICE, 6, 6), 40)
     painted_before = masks.data == 40
 
     rows = records(table)
@@ -110,6 +111,15 @@ def test_classes_objects_actions_undo_save_and_reopen(
         count = int(np.count_nonzero(masks.data == row["object_id"]))
         assert row["voxel_count"] == count and row["volume_unit"] == "µm³"
         assert table_row.volume == pytest.approx(count * voxel_volume, rel=1e-12)
+
+    # The picture for the user guide: two classes, a painted object, the table.
+    widget.series_panel.set_expanded(False)
+    viewer.layers.selection.active = annotator.boxes
+    annotator.boxes.selected_data = set()
+    viewer.reset_view()
+    qtbot.wait(300)
+    path = screenshot_path("classes_objects.png", tmp_path)
+    assert viewer.screenshot(str(path), canvas_only=False).shape[1] > 800
 
     # Clicking a row shows the object's middle slice and selects its box there.
     viewer.dims.set_current_step(0, 0)
@@ -140,9 +150,6 @@ def test_classes_objects_actions_undo_save_and_reopen(
     ]
     shown = records(table)
     labels_shown = masks.data.copy()
-
-    path = screenshot_path("classes_objects.png", tmp_path)
-    viewer.screenshot(str(path), canvas_only=False)
 
     # Save by moving to the next item and back: classes come back from the object table.
     assert widget.series_panel.go_to(1)

@@ -58,7 +58,8 @@ SHORTCUTS = (
     ("Shift-K", "new boxes add key slices to the active object (on/off)"),
     ("Shift-O", "let new masks overwrite other objects (on/off)"),
     ("Shift-C", "switch clicks between + (add) and - (remove)"),
-    ("Alt-1..Alt-9", "make the 1st..9th class active (Alt-0: none)"),
+    ("Alt-1", "make the first class active (Alt-2 .. Alt-9: the next ones)"),
+    ("Alt-0", "no active class: new boxes stay unclassified"),
 )
 """Viewer shortcuts the widget binds; none of them is a napari default."""
 
