@@ -108,3 +108,23 @@ def test_table_rows_restore_classes_and_report_unknown_ones():
     assert len(messages) == 1 and "class id 5" in messages[0] and "[2]" in messages[0]
     labels = np.array([[0, 1, 2], [3, 6, 6]])
     assert ids_without_rows(labels, [1, 2, 3]) == [6]
+
+
+@pytest.mark.parametrize("kind", ["blobs", "interleaved"])
+def test_counts_and_bounds_agree_with_numpy(kind):
+    """Counting inside boxes (blobs) and the chunked bincount (interleaved ids whose boxes all
+    cover the whole map) both give np.unique's counts and the ids' true bounding boxes."""
+    rng = np.random.default_rng(3)
+    if kind == "blobs":
+        labels = np.zeros((6, 40, 40), dtype=np.uint16)
+        for object_id in range(1, 9):
+            z, y, x = rng.integers(0, 5), rng.integers(0, 34), rng.integers(0, 34)
+            labels[z : z + 2, y : y + 6, x : x + 6] = object_id
+    else:
+        labels = rng.integers(0, 12, (6, 40, 40)).astype(np.uint16)
+    ids, counts = np.unique(labels[labels > 0], return_counts=True)
+    rows = object_table(labels)
+    assert [(r.object_id, r.voxel_count) for r in rows] == list(zip(ids.tolist(), counts.tolist()))
+    for row in rows:
+        where = np.nonzero(labels == row.object_id)
+        assert row.bounds == tuple((int(a.min()), int(a.max()) + 1) for a in where)

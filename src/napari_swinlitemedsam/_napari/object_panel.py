@@ -8,13 +8,14 @@ applied with ``Labels.data_setitem``, so Ctrl+Z on the masks layer undoes them, 
 touch other objects' pixels.
 
 New boxes get the active class of the class list the first time their id is seen. The table is
-recomputed (on the GUI thread, one ``bincount`` pass) shortly after the masks change, only
-while the panel is visible.
+recomputed in a worker thread shortly after the masks change, only while the panel is visible,
+and at once (on the GUI thread) after the panel's own actions.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from napari.qt.threading import create_worker
 from napari.utils.notifications import show_info
 from qtpy.QtCore import QItemSelectionModel, QTimer
 from qtpy.QtGui import QColor
@@ -31,6 +32,7 @@ from qtpy.QtWidgets import (
 
 from napari_swinlitemedsam._napari import layer_io
 from napari_swinlitemedsam._napari.class_list_panel import ClassListPanel
+from napari_swinlitemedsam.annotation.class_list import ClassList
 from napari_swinlitemedsam.annotation.object_classes import ObjectClasses, Provenance
 from napari_swinlitemedsam.annotation.object_edits import (
     LabelEdit,
@@ -76,6 +78,9 @@ class ObjectPanel(QWidget):
         self._boxes = None
         self._dirty = True
         self._editing = False
+        self._closed = False
+        self._generation = 0  # rows computed for an older state are not shown
+        self._worker = None
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
@@ -98,7 +103,7 @@ class ObjectPanel(QWidget):
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(REFRESH_DELAY_MS)
-        self._timer.timeout.connect(self.refresh)
+        self._timer.timeout.connect(self.refresh_in_background)
         self.table.cellClicked.connect(lambda row, column: self.go_to_row(row))
         self.delete_button.clicked.connect(lambda *_: self.delete_selected())
         self.merge_button.clicked.connect(lambda *_: self.merge_selected())
@@ -174,7 +179,7 @@ class ObjectPanel(QWidget):
     # ------------------------------------------------------------------ the table
     def schedule_refresh(self, event=None) -> None:
         self._dirty = True
-        if self.isVisible():
+        if self.isVisible() and not self._closed:
             self._timer.start()
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
@@ -182,21 +187,51 @@ class ObjectPanel(QWidget):
         if self._dirty:
             self._timer.start()
 
+    def _table_job(self) -> tuple:
+        """``object_table``'s arguments for the masks now shown (bookkeeping copied, so a
+        background run sees one consistent state)."""
+        spacing, unit = layer_spacing(self._labels, self.unit_hint)
+        class_list = ClassList(self.class_panel.class_list)
+        return np.asarray(self._labels.data), self.objects.copy(), class_list, spacing, unit
+
     def refresh(self) -> None:
-        """Recompute the rows from the masks layer now (the selected objects stay selected)."""
-        selected = self.selected_ids()
+        """Recompute the rows from the masks layer now, on this thread (after an action)."""
+        self._generation += 1
         self._dirty = False
+        self._show_rows(
+            self._generation, [] if self._labels is None else object_table(*self._table_job())
+        )
+
+    def refresh_in_background(self) -> None:
+        """Recompute the rows in a worker thread (after the masks changed): a large stack takes
+        a second or more. One run at a time; a change during a run starts another after it."""
+        if self._worker is not None:
+            self._dirty = True
+            return
         if self._labels is None:
-            self.rows = []
-        else:
-            spacing, unit = layer_spacing(self._labels, self.unit_hint)
-            self.rows = object_table(
-                np.asarray(self._labels.data),
-                self.objects,
-                self.class_panel.class_list,
-                spacing,
-                unit,
-            )
+            return self.refresh()
+        self._generation += 1
+        self._dirty = False
+        generation = self._generation
+        worker = create_worker(object_table, *self._table_job(), _start_thread=False)
+        worker.returned.connect(lambda rows: self._show_rows(generation, rows))
+        worker.errored.connect(lambda error: show_info(f"Object table not updated: {error}"))
+        worker.finished.connect(self._worker_finished)
+        self._worker = worker
+        worker.start()
+
+    def _worker_finished(self) -> None:
+        self._worker = None
+        if self._dirty and not self._closed:
+            self.schedule_refresh()
+
+    def _show_rows(self, generation: int, rows: list[ObjectRow]) -> None:
+        """Fill the table (the selected objects stay selected); results of older runs are
+        dropped."""
+        if generation != self._generation or self._closed:
+            return
+        selected = self.selected_ids()
+        self.rows = rows
         self.table.setRowCount(len(self.rows))
         for index, row in enumerate(self.rows):
             slices = "" if row.first_slice is None else f"{row.first_slice}-{row.last_slice}"
@@ -331,5 +366,7 @@ class ObjectPanel(QWidget):
         return self._run(assign)
 
     def close_panel(self) -> None:
+        """Stop listening; a table run in flight finishes on its own (it only reads)."""
+        self._closed = True
         self.viewer.layers.events.inserted.disconnect(self._layers_changed)
         self._timer.stop()

@@ -1,8 +1,9 @@
 """One row per object of a label map: class, slices spanned, voxel count, physical volume.
 
 The table is computed from the label array itself (never from bookkeeping alone), so painted
-objects and ids of a loaded label file appear too. Counting uses ``np.bincount`` and bounding
-boxes ``scipy.ndimage.find_objects`` (one pass each); label maps with very large sparse ids are
+objects and ids of a loaded label file appear too. Bounding boxes come from
+``scipy.ndimage.find_objects`` (one pass, no copy); voxels are counted inside each box (or, when
+boxes overlap a lot, by a chunked ``np.bincount``). Label maps with very large sparse ids are
 first renumbered with ``np.unique`` so the work stays proportional to the number of voxels.
 """
 
@@ -150,16 +151,26 @@ def _count_and_bound(array: np.ndarray) -> tuple[list[int], list[int], list[tupl
         # bincount and find_objects take uint8..uint32 / signed ids as they are (no copy).
         safe = array.dtype.kind in "iu" and array.dtype != np.uint64
         values, compact = None, array if safe else array.astype(np.intp)
-    counts = np.bincount(compact.ravel())
-    boxes = ndimage.find_objects(compact)
-    ids, found_counts, found_boxes = [], [], []
-    for index, box in enumerate(boxes, start=1):
-        if box is None:
-            continue
-        ids.append(int(values[index]) if values is not None else index)
-        found_counts.append(int(counts[index]))
-        found_boxes.append(box)
-    return ids, found_counts, found_boxes
+    boxes = ndimage.find_objects(compact)  # one pass in C, no copy of the map
+    present = [(index, box) for index, box in enumerate(boxes, start=1) if box is not None]
+    box_voxels = sum(int(np.prod([s.stop - s.start for s in box])) for _, box in present)
+    if box_voxels <= _SPARSE_FACTOR * compact.size:  # compact objects: count inside each box
+        counts = [int(np.count_nonzero(compact[box] == index)) for index, box in present]
+    else:  # boxes overlap a lot (long thin objects): one chunked bincount, bounded memory
+        histogram = _chunked_bincount(compact, len(boxes) + 1)
+        counts = [int(histogram[index]) for index, _ in present]
+    ids = [int(values[index]) if values is not None else index for index, _ in present]
+    return ids, counts, [box for _, box in present]
+
+
+def _chunked_bincount(array: np.ndarray, length: int, chunk_voxels: int = 1 << 22) -> np.ndarray:
+    """``np.bincount(array.ravel(), minlength=length)`` without converting the whole map to
+    intp at once (8 bytes per voxel)."""
+    flat = array.reshape(-1)
+    total = np.zeros(length, dtype=np.int64)
+    for start in range(0, flat.size, chunk_voxels):
+        total += np.bincount(flat[start : start + chunk_voxels], minlength=length)
+    return total
 
 
 def ids_without_rows(labels: np.ndarray, table_ids: Sequence[int]) -> list[int]:
