@@ -33,10 +33,13 @@ NIFTI_UNITS = {"mm": "mm", "micron": "µm", "meter": "m"}
 
 def image_length_unit(image: LoadedImage | None) -> str | None:
     """The length unit of ``image.spacing``: a NIfTI header's spatial unit (``"mm"`` when it
-    says none, NIfTI's usual meaning), else None (unknown)."""
-    if image is None or image.header is None or not hasattr(image.header, "get_xyzt_units"):
+    says none, NIfTI's usual meaning), ``"mm"`` for other medical volumes (DICOM, NRRD, MHA
+    geometry is in mm), else None (unknown)."""
+    if image is None:
         return None
-    return NIFTI_UNITS.get(image.header.get_xyzt_units()[0], "mm")
+    if image.header is not None and hasattr(image.header, "get_xyzt_units"):
+        return NIFTI_UNITS.get(image.header.get_xyzt_units()[0], "mm")
+    return "mm" if getattr(image, "geometry", None) is not None else None
 
 
 def table_records(
