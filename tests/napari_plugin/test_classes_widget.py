@@ -20,6 +20,7 @@ from napari_helpers import (
 )
 from napari_swinlitemedsam._napari.widget import BoxAnnotatorWidget
 from napari_swinlitemedsam.annotation.class_list import ClassList
+from napari_swinlitemedsam.io.image_files import read_image
 from napari_swinlitemedsam.io.label_files import load_labels
 from napari_swinlitemedsam.io.object_exports import load_object_table
 from napari_swinlitemedsam.io.samples import load_sample
@@ -157,8 +158,9 @@ def test_classes_objects_actions_undo_save_and_reopen(
     assert widget.series_panel.go_to(0)
     assert records(table) == shown
     assert widget.series_panel.close_series()
-    np.testing.assert_array_equal(load_labels(outdir / "a.nii.gz", "nifti"), labels_shown)
-    semantic = load_labels(outdir / "a_semantic.nii.gz", "nifti")
+    image = read_image(folder / "a.nii.gz")  # labels are read in the image's display order
+    np.testing.assert_array_equal(load_labels(outdir / "a.nii.gz", "nifti", image), labels_shown)
+    semantic = load_labels(outdir / "a_semantic.nii.gz", "nifti", image)
     np.testing.assert_array_equal(semantic, np.where(labels_shown == keep, mitotic, 0))
     saved_rows = load_object_table(outdir / "a_objects.csv")
     assert [(r["object_id"], r["class_id"]) for r in saved_rows] == [(keep, mitotic), (40, 0)]
