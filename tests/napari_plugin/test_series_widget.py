@@ -139,7 +139,16 @@ def test_labels_survive_moving_closing_and_reopening_the_series(
     again.series_panel.skip_done_box.setChecked(True)
     assert again.series_panel.step(-1) is False and resumed.current == 1
     close(again, qtbot)
-    assert sorted(p.name for p in outdir.iterdir()) == ["a.tif", "b.tif", "series_progress.json"]
+    # Each item: instance map, semantic map, object table (no class list: none was made).
+    assert sorted(p.name for p in outdir.iterdir()) == [
+        "a.tif",
+        "a_objects.csv",
+        "a_semantic.tif",
+        "b.tif",
+        "b_objects.csv",
+        "b_semantic.tif",
+        "series_progress.json",
+    ]
 
 
 def test_a_failed_save_does_not_move_and_loses_nothing(

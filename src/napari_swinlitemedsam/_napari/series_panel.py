@@ -53,6 +53,7 @@ class SeriesPanel(QWidget):
         self.viewer = viewer
         self.annotator = annotator
         self.session: SeriesSession | None = None
+        self.series_classes = None  # set by the widget: classes saved with each item
         self._build_ui()
         self.autosave_timer = QTimer(self)
         self.autosave_timer.setInterval(AUTOSAVE_MS)
@@ -232,6 +233,9 @@ class SeriesPanel(QWidget):
         self.skip_done_box.blockSignals(False)
         self.session = SeriesSession(self.viewer, self.annotator, series, skip_done, self._refresh)
         self.annotator.add_background(self.session.background_job)
+        if self.series_classes is not None:
+            self.series_classes.series_opened(series)
+            self.session.classes = self.series_classes
         try:
             self.session.start()
         except SeriesMoveError:
@@ -328,6 +332,8 @@ class SeriesPanel(QWidget):
         if not self.session.save():
             return False
         self._end_session()
+        if self.series_classes is not None:
+            self.series_classes.series_closed()
         self.autosave_timer.stop()
         self._refresh()
         return True

@@ -103,6 +103,7 @@ class SeriesSession:
         self._prefetched: _Prefetched | None = None
         self._replacing = False
         self._closed = False
+        self.classes = None  # a SeriesClasses: object classes saved and restored per item
         viewer.layers.events.removed.connect(self._on_layer_removed)
 
     # ------------------------------------------------------------------ moving
@@ -158,6 +159,8 @@ class SeriesSession:
         if self.current is not None:
             self.direction = 1 if index > self.current else -1
         self._show(index, loaded, prepared, key, saved)
+        if self.classes is not None:
+            self.classes.item_shown(self.series, index, saved, loaded)
         try:
             self.series.go_to(index)
         except OSError as error:
@@ -247,7 +250,8 @@ class SeriesSession:
             self.last_saved = False
             return True  # nothing painted and nothing saved before: no empty file
         try:
-            self.last_saved = self.series.save(index, np.asarray(labels), self.loaded)
+            options = {} if self.classes is None else self.classes.save_options()
+            self.last_saved = self.series.save(index, np.asarray(labels), self.loaded, **options)
         except Exception as error:  # noqa: BLE001 - disk full, read-only folder, bad labels...
             show_error(
                 f"Masks of {self.series.names[index]} could NOT be saved to "

@@ -23,10 +23,13 @@ from qtpy.QtWidgets import (
 )
 
 from napari_swinlitemedsam._napari.annotator import Annotator
+from napari_swinlitemedsam._napari.class_list_panel import CLASS_KEYS, ClassListPanel
 from napari_swinlitemedsam._napari.finetune_panel import FinetunePanel
 from napari_swinlitemedsam._napari.foldable_section import FoldableSection
 from napari_swinlitemedsam._napari.layer_io import ImageLayerError
 from napari_swinlitemedsam._napari.model_download_row import ModelDownloadRow
+from napari_swinlitemedsam._napari.object_panel import ObjectPanel
+from napari_swinlitemedsam._napari.series_classes import SeriesClasses
 from napari_swinlitemedsam._napari.series_panel import SeriesPanel
 from napari_swinlitemedsam._napari.workers import JobRunner
 from napari_swinlitemedsam.annotation.finetune_job import BaseModel, copy_base_model, training_pair
@@ -60,6 +63,8 @@ SHORTCUTS = (
     ("Shift-K", "new boxes add key slices to the active object (on/off)"),
     ("Shift-O", "let new masks overwrite other objects (on/off)"),
     ("Shift-C", "switch clicks between + (add) and - (remove)"),
+    ("Alt-1", "make the first class active (Alt-2 .. Alt-9: the next ones)"),
+    ("Alt-0", "no active class: new boxes stay unclassified"),
 )
 """Viewer shortcuts the widget binds; none of them is a napari default."""
 
@@ -171,6 +176,15 @@ class BoxAnnotatorWidget(QWidget):
         self.finetune_panel = self.make_finetune_panel()
         self.finetune_panel.extra_pairs = self._series_training_pairs
         self.finetune_section = FoldableSection("Fine-tune on my labels", self.finetune_panel)
+        self.class_panel = ClassListPanel()
+        self.object_panel = ObjectPanel(self.viewer, self.annotator, self.class_panel)
+        classes_body = QWidget()
+        classes_layout = QVBoxLayout(classes_body)
+        classes_layout.setContentsMargins(0, 0, 0, 0)
+        classes_layout.addWidget(self.class_panel)
+        classes_layout.addWidget(self.object_panel)
+        self.classes_section = FoldableSection("Classes and objects", classes_body)
+        self.series_panel.series_classes = SeriesClasses(self.class_panel, self.object_panel)
         self.setMaximumWidth(MAX_WIDTH)
 
         clicks = QHBoxLayout()
@@ -191,6 +205,7 @@ class BoxAnnotatorWidget(QWidget):
         layout.addLayout(clicks)
         layout.addLayout(buttons)
         layout.addWidget(self.series_panel)
+        layout.addWidget(self.classes_section)
         layout.addWidget(self.finetune_section)
         layout.addWidget(self.status_label)
         layout.addWidget(self.help_label)
@@ -411,6 +426,8 @@ class BoxAnnotatorWidget(QWidget):
             "Shift-O": lambda viewer: self.overwrite_box.toggle(),
             "Shift-C": lambda viewer: self._toggle_click_sign(),
         }
+        for number, key in enumerate(CLASS_KEYS):
+            actions[key] = lambda viewer, n=number: self.class_panel.pick_by_key(n)
         for key, action in actions.items():
             try:
                 self.viewer.bind_key(key, action)
@@ -434,6 +451,7 @@ class BoxAnnotatorWidget(QWidget):
         finetune_ended = self.finetune_panel.close_panel()
         download_ended = self.download_row.close_row()
         self.jobs.close()
+        self.object_panel.close_panel()
         for key in self._bound_keys:
             self.viewer.bind_key(key, None)
         self._bound_keys.clear()

@@ -12,7 +12,9 @@ the last saved labels, so that
   for correction;
 * saving labels that did not change since the last save does not touch the file;
 * every write (labels and the progress file) is atomic: a crash or kill mid-save leaves the
-  previous file intact.
+  previous file intact;
+* beside each instance map go its semantic map and object table (``item_exports``), and the
+  series' class list is ``OUTDIR/classes.json``.
 
 One process should drive a series folder at a time (the last writer of the progress file wins).
 """
@@ -29,6 +31,19 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_swinlitemedsam.annotation.class_list import ClassList
+from napari_swinlitemedsam.annotation.item_exports import (
+    exports_digest,
+    image_length_unit,
+    read_item_classes,
+    table_records,
+    write_item_exports,
+)
+from napari_swinlitemedsam.annotation.object_classes import ObjectClasses
+from napari_swinlitemedsam.annotation.prefetch_order import (  # noqa: F401 - their old home
+    PrefetchTarget,
+    neighbours_to_prefetch,
+)
 from napari_swinlitemedsam.io.dicom_series import looks_like_dicom_folder
 from napari_swinlitemedsam.io.image_files import (
     IMAGE_SUFFIXES,
@@ -52,6 +67,7 @@ from napari_swinlitemedsam.io.zarr_stacks import is_zarr_path
 from napari_swinlitemedsam.storage.atomic_files import write_atomically
 
 PROGRESS_FILE = "series_progress.json"
+CLASS_FILE = "classes.json"
 PROGRESS_VERSION = 1
 
 
@@ -292,24 +308,38 @@ class ImageSeries:
             image = self.read(index)
         return load_labels(path, label_format, image)
 
-    def save(self, index: int, labels: np.ndarray, image: LoadedImage | None = None) -> bool:
-        """Save the labels of item ``index`` atomically; returns False when nothing was written
-        because the same labels are already in the file.
+    def save(
+        self,
+        index: int,
+        labels: np.ndarray,
+        image: LoadedImage | None = None,
+        objects: ObjectClasses | None = None,
+        class_list: ClassList | None = None,
+        unit: str | None = None,
+    ) -> bool:
+        """Save the instance map ``labels`` of item ``index``, its semantic map and object table
+        (classes from ``objects`` / ``class_list``; volumes from the image's spacing in
+        ``unit``), each atomically; False when nothing was written because all three are
+        already on disk as they are.
 
-        ``image``: the item's image (NIfTI output takes its affine and header). An untouched
-        item becomes in progress; a done item stays done.
+        ``image``: the item's image (NIfTI output takes its affine and header; its spacing gives
+        volumes). An untouched item becomes in progress; a done item stays done.
         """
         self._check_index(index)
         record = self._record(index)
-        digest = labels_digest(labels)
+        label_format = self.item_label_format(index)
+        if label_format in ("nifti", "nrrd", "mha") and image is None:
+            image = self.read(index)  # its geometry / spacing go into the file
+        spacing = image.spacing if image is not None else None
+        unit = unit or image_length_unit(image)
+        records = table_records(labels, objects, class_list, spacing, unit)
+        digest = labels_digest(labels) + ":" + exports_digest(records)
         path = self.label_path(index)
         same_labels = digest == record.labels_digest and record.labels_file == path.name
         if same_labels and self._unchanged_on_disk(path, record):
             return False
-        label_format = self.item_label_format(index)
-        if label_format in ("nifti", "nrrd", "mha") and image is None:
-            image = self.read(index)  # its geometry / spacing go into the file
         save_labels(path, labels, label_format, image)
+        write_item_exports(self.outdir / self.names[index], labels, label_format, records, image)
         info = path.stat()
         record.labels_file, record.labels_digest = path.name, digest
         record.file_size, record.file_mtime_ns = info.st_size, info.st_mtime_ns
@@ -317,6 +347,22 @@ class ImageSeries:
             record.state = ItemState.IN_PROGRESS
         self._write_progress()
         return True
+
+    def saved_classes(
+        self, index: int, labels: np.ndarray, class_list: ClassList
+    ) -> tuple[ObjectClasses, list[str]]:
+        """The classes saved with item ``index``'s ``labels``, and messages for the user."""
+        self._check_index(index)
+        return read_item_classes(self.outdir / self.names[index], labels, class_list)
+
+    @property
+    def class_list_path(self) -> Path:
+        return self.outdir / CLASS_FILE
+
+    def load_class_list(self) -> ClassList:
+        """The series' class list (empty when none was saved)."""
+        path = self.class_list_path
+        return ClassList.load(path) if path.is_file() else ClassList()
 
     # ------------------------------------------------------------------ internals
 
@@ -379,46 +425,3 @@ class ImageSeries:
         }
         text = json.dumps(data, indent=1, sort_keys=True).encode("utf-8")
         write_atomically(self.progress_path, lambda stream: stream.write(text))
-
-
-@dataclass(frozen=True)
-class PrefetchTarget:
-    """Something worth encoding ahead: slice ``z`` of item ``item`` (``z`` None: a 2D image, or
-    the slice the caller shows first)."""
-
-    item: int
-    z: int | None
-
-
-def neighbours_to_prefetch(
-    item: int,
-    item_count: int,
-    z: int | None = None,
-    depth: int | None = None,
-    slice_radius: int = 2,
-    direction: int = 1,
-    next_item_z: int | None = None,
-    skip_items: Iterable[int] = (),
-) -> list[PrefetchTarget]:
-    """What to encode in the background while the user works on ``item``, most useful first.
-
-    For a stack (``depth`` slices, the user on slice ``z``): the slices within ``slice_radius``
-    of ``z``, nearest first and, at equal distance, the one in the ``direction`` of the user's
-    last move first. Then the next item in ``direction`` that is not in ``skip_items`` (e.g.
-    done items the user skips), at slice ``next_item_z``.
-    """
-    if direction not in (1, -1):
-        raise ValueError("direction must be +1 or -1")
-    targets: list[PrefetchTarget] = []
-    if z is not None and depth is not None:
-        for distance in range(1, slice_radius + 1):
-            for neighbour in (z + direction * distance, z - direction * distance):
-                if 0 <= neighbour < depth:
-                    targets.append(PrefetchTarget(item, neighbour))
-    skipped = set(skip_items)
-    following = item + direction
-    while 0 <= following < item_count and following in skipped:
-        following += direction
-    if 0 <= following < item_count:
-        targets.append(PrefetchTarget(following, next_item_z))
-    return targets
