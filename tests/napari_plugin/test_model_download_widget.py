@@ -13,7 +13,6 @@ from local_http import LocalServer, Route, checkpoint_bytes
 from napari_helpers import MODEL_TIMEOUT_MS, draw_rectangle, wait_idle
 from napari_swinlitemedsam._napari import model_download_row
 from napari_swinlitemedsam._napari.widget import BoxAnnotatorWidget
-from napari_swinlitemedsam.annotation.model_choices import ModelChoice
 from napari_swinlitemedsam.io.samples import load_sample
 from napari_swinlitemedsam.model.checkpoint import MODEL_DIR_ENV
 
@@ -39,7 +38,7 @@ def open_widget(make_napari_viewer, qtbot, url):
     viewer.add_image(sample.image[:160, :160], name="nuclei")
     widget = BoxAnnotatorWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Box annotator")
-    combo = widget.model_combo
+    combo = widget.model_choice.native
     qtbot.waitUntil(lambda: combo.findText(DOWNLOAD_LABEL) >= 0, timeout=MODEL_TIMEOUT_MS)
     questions = []
     widget.download_row.ask = lambda question: questions.append(question) or True
@@ -48,9 +47,8 @@ def open_widget(make_napari_viewer, qtbot, url):
 
 
 def choose(widget, text):
-    index = widget.model_combo.findText(text)
-    widget.model_combo.setCurrentIndex(index)
-    widget.model_combo.activated.emit(index)  # what a user's choice emits
+    index = widget.model_choice.native.findText(text)
+    widget.model_choice.native.setCurrentIndex(index)  # what a user's choice does
 
 
 def close(qtbot, widget):
@@ -71,15 +69,15 @@ def test_choosing_the_download_entry_downloads_loads_and_segments(
     assert len(questions) == 1 and str(model_dir / "Swin_LiteMedSAM.pth") in questions[0]
     assert not widget.download_row.isHidden() and widget.download_row.busy
     widget.download_row.worker.yielded.connect(lambda step: seen.append(step.done))
-    assert widget.model_combo.currentText() == "LiteMedSAM (bundled)"  # until installed
+    assert widget.model_choice.native.currentText() == "LiteMedSAM (bundled)"  # until installed
     qtbot.waitUntil(lambda: annotator.model_label == "Swin-LiteMedSAM", timeout=MODEL_TIMEOUT_MS)
     qtbot.waitUntil(lambda: not widget.download_row.busy, timeout=MODEL_TIMEOUT_MS)
     wait_idle(qtbot, annotator)
     assert seen and seen[-1] == len(checkpoint_bytes())  # progress reached the whole file
     assert (model_dir / "Swin_LiteMedSAM.pth").read_bytes() == checkpoint_bytes()
-    assert widget.model_combo.currentText() == "Swin-LiteMedSAM"
-    assert widget.model_combo.currentData() == "swin-litemedsam"
-    assert widget.model_combo.findText(DOWNLOAD_LABEL) < 0
+    assert widget.model_choice.native.currentText() == "Swin-LiteMedSAM"
+    assert widget.model_choice.native.currentData() == "swin-litemedsam"
+    assert widget.model_choice.native.findText(DOWNLOAD_LABEL) < 0
     assert annotator.predictor.model_name == "swin-litemedsam"
     assert len(questions) == 1 and widget.download_row.isHidden()
 
@@ -109,9 +107,9 @@ def test_cancel_installs_nothing_and_keeps_the_model(
     qtbot.waitUntil(lambda: not row.busy, timeout=MODEL_TIMEOUT_MS)
     assert not model_dir.exists() or list(model_dir.iterdir()) == []
     assert annotator.predictor is predictor
-    assert widget.model_combo.currentText() == "LiteMedSAM (bundled)"
-    entry = widget.model_combo.itemData(widget.model_combo.findText(DOWNLOAD_LABEL))
-    assert isinstance(entry, ModelChoice) and entry.download  # can be chosen again
+    assert widget.model_choice.native.currentText() == "LiteMedSAM (bundled)"
+    assert widget.model_choice.native.findText(DOWNLOAD_LABEL) >= 0  # can be chosen again
+    assert [c.download for c in widget._models if c.name_or_path == "swin-litemedsam"] == [True]
 
     # A failing download leaves everything as it was too, and says why.
     errors = []
