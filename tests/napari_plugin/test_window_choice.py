@@ -67,7 +67,7 @@ def test_window_choice_changes_encoder_input_and_cache_key(make_napari_viewer, q
     viewer.window.add_dock_widget(widget, name="Box annotator")
     annotator = widget.annotator
     assert [choice for _, choice in WINDOW_CHOICES][:5] == [
-        None,
+        "auto",
         "soft_tissue",
         "lung",
         "bone",
@@ -94,5 +94,5 @@ def test_window_choice_changes_encoder_input_and_cache_key(make_napari_viewer, q
         as_array(annotator._image_u8), to_uint8(ct, window=(-100.0, 300.0))
     )
 
-    choose(widget, None)  # back to auto: the first key again, so its encodings are reused
+    choose(widget, "auto")  # back to auto: the first key again, so its encodings are reused
     assert annotator.scheduler.image_key == auto_key

@@ -45,10 +45,11 @@ from napari_swinlitemedsam.annotation.model_choices import (
 )
 
 NEW_LABELS = "(new layer)"
+AUTO_WINDOW = "auto"
 DISPLAYED = "displayed"
 # What the model sees of the intensities (inference/intensity.py has the presets and the rule).
 WINDOW_CHOICES = (
-    ("auto (CT: soft tissue; else percentiles)", None),
+    ("auto (CT: soft tissue; else percentiles)", AUTO_WINDOW),
     ("CT soft tissue W400 L40", "soft_tissue"),
     ("CT lung W1500 L-600", "lung"),
     ("CT bone W1800 L400", "bone"),
@@ -136,8 +137,8 @@ class BoxAnnotatorWidget(QWidget):
             "emulated)"
         )
         self.window_choice = ComboBox(
-            label="Intensity", choices=list(WINDOW_CHOICES), value=None, nullable=True
-        )
+            label="Intensity", choices=list(WINDOW_CHOICES), value=AUTO_WINDOW
+        )  # "auto" is a value of its own: magicgui shows a None value as an empty choice
         self.window_choice.tooltip = (
             "What the model sees of the intensities: the automatic rule, a CT window, or the "
             "image layer's contrast limits at the moment of choosing"
@@ -331,7 +332,9 @@ class BoxAnnotatorWidget(QWidget):
         """Give the model the chosen window; "as displayed" takes the image layer's contrast
         limits at the moment of choosing."""
         window = self.window_choice.value
-        if window == DISPLAYED:
+        if window == AUTO_WINDOW:
+            window = None
+        elif window == DISPLAYED:
             image = self.annotator.image
             window = None if image is None else tuple(image.contrast_limits)
         self.annotator.set_window(window)
