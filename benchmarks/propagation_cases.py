@@ -13,8 +13,8 @@
   as ``brain_mr`` was made (``docs/samples.md``), so both share their slices' encodes.
 * NeuroMaps regions on the INIA19 rhesus macaque T1 template (same Debian package; Rohlfing
   et al., Front. Neuroinform. 6:27, 2012: the atlas was mapped onto this template by
-  registration and then edited by hand, so its outlines follow the template's own image; no
-  region names ship with it, so regions go by id). A primate, 0.5 mm, another MR contrast and
+  registration, so its outlines follow the template's own image approximately; no region
+  names ship with it, so regions go by id). A primate, 0.5 mm, another MR contrast and
   field of view: an image unlike Colin27's. Axial, every second slice (64 slices 1 mm apart);
   the hemisphere with the lower ids tunes, the other (id + 1000) reports.
 """
@@ -33,8 +33,8 @@ TEMPLATES = Path("/usr/share/mricron/templates")
 AAL_FILE = TEMPLATES / "aal.nii.gz"
 INIA_IMAGE = TEMPLATES / "inia19-t1-brain.nii.gz"
 INIA_LABELS = TEMPLATES / "inia19-NeuroMaps.nii.gz"
-#: NeuroMaps ids measured (the other hemisphere is id + 1000): the largest labelled regions
-#: whose z extent is a fraction of the stack, so a 3D box bounds them.
+#: NeuroMaps ids measured (the other hemisphere is id + 1000): four of the largest labelled
+#: regions, each on about half of the 64 slices.
 INIA_REGIONS = (54, 55, 147, 193)
 INIA_SPACING = (1.0, 0.5, 0.5)
 #: AAL regions measured: (left id, right id, name). Deep and mid-sized structures that a box

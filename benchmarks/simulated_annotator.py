@@ -4,6 +4,7 @@ For every object of ``propagation_cases`` (tuning or report part) and every sche
 
 * **3D box**: the challenge's input, the object's tight 3D box, through ``segment_volume``;
   DSC and NSD (tolerance 2 in the volume's spacing units) after that one box;
+  with ``--max-boxes 0`` only this, all objects of a volume in one batched run per schedule;
 * **annotator**: ``evaluation.simulated_annotator.simulate_object``: a box on the largest
   slice, then a box on the worst slice until DSC >= 0.90 or 10 boxes; DSC after the first
   box, boxes needed, decoder calls and seconds.
@@ -15,6 +16,8 @@ therefore the decoder's share of an annotation session on this machine; ``decode
 every decode the plugin would run.
 
     python benchmarks/simulated_annotator.py --split report --cache out/propagation_cache
+    python benchmarks/simulated_annotator.py --split all --max-boxes 0 --share-decodes \
+        --variants reference margin5c margin10c --cache out/propagation_cache
     python benchmarks/simulated_annotator.py --split tune --max-boxes 1 --share-decodes \
         --variants reference boxed margin10 score
 """
