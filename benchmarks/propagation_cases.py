@@ -11,6 +11,12 @@
   AAL atlas carries its own terms, Tzourio-Mazoyer et al., NeuroImage 15, 2002, expert manual
   delineation on Colin27). Left-hemisphere regions tune, the right ones report. Sliced exactly
   as ``brain_mr`` was made (``docs/samples.md``), so both share their slices' encodes.
+* NeuroMaps regions on the INIA19 rhesus macaque T1 template (same Debian package; Rohlfing
+  et al., Front. Neuroinform. 6:27, 2012: the atlas was mapped onto this template by
+  registration, so its outlines follow the template's own image approximately; no region
+  names ship with it, so regions go by id). A primate, 0.5 mm, another MR contrast and
+  field of view: an image unlike Colin27's. Axial, every second slice (64 slices 1 mm apart);
+  the hemisphere with the lower ids tunes, the other (id + 1000) reports.
 """
 
 from __future__ import annotations
@@ -20,9 +26,17 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_swinlitemedsam.inference.intensity import to_uint8
 from napari_swinlitemedsam.io.samples import load_sample
 
-AAL_FILE = Path("/usr/share/mricron/templates/aal.nii.gz")
+TEMPLATES = Path("/usr/share/mricron/templates")
+AAL_FILE = TEMPLATES / "aal.nii.gz"
+INIA_IMAGE = TEMPLATES / "inia19-t1-brain.nii.gz"
+INIA_LABELS = TEMPLATES / "inia19-NeuroMaps.nii.gz"
+#: NeuroMaps ids measured (the other hemisphere is id + 1000): four of the largest labelled
+#: regions, each on about half of the 64 slices.
+INIA_REGIONS = (54, 55, 147, 193)
+INIA_SPACING = (1.0, 0.5, 0.5)
 #: AAL regions measured: (left id, right id, name). Deep and mid-sized structures that a box
 #: can describe; the cortical ribbons (e.g. precentral gyrus) are left out on purpose.
 AAL_REGIONS = (
@@ -50,10 +64,27 @@ NUCLEI_SLICES = slice(16, 60, 2)
 
 def load_volumes() -> dict[str, np.ndarray]:
     """The (D, H, W) uint8 stacks by name."""
-    return {
+    volumes = {
         "nuclei3d": load_sample("nuclei3d").image[NUCLEI_SLICES],
         "brain_mr": load_sample("brain_mr").image,
     }
+    inia = _inia_axial(INIA_IMAGE, np.float32)
+    if inia is not None:
+        # the organisers' non-CT rule, over the whole volume (as the plugin converts a stack)
+        volumes["inia19"] = to_uint8(inia, modality="mr")
+    return volumes
+
+
+def _inia_axial(path: Path, dtype) -> np.ndarray | None:
+    """An INIA19 file as (D, H, W) axial slices, every second one; None if not installed."""
+    if not path.is_file():
+        return None
+    import nibabel
+
+    image = nibabel.as_closest_canonical(nibabel.load(str(path)))
+    data = np.asarray(image.dataobj).astype(dtype)  # (x, y, z), RAS
+    # z up -> slices, anterior at the top of each slice, the subject's right on the left
+    return np.ascontiguousarray(data.transpose(2, 1, 0)[::2, ::-1, :])
 
 
 def aal_on_brain_mr() -> np.ndarray | None:
@@ -89,4 +120,12 @@ def objects(split: str = "all") -> list[Object3D]:
                 truth = aal == label
                 if truth.any():
                     found.append(Object3D(f"{name} {side}", "brain_mr", truth, brain.spacing, part))
+    inia = _inia_axial(INIA_LABELS, np.int16)
+    if inia is not None:
+        for region in INIA_REGIONS:
+            for label, part in ((region, "tune"), (region + 1000, "report")):
+                truth = inia == label
+                if truth.any():
+                    name = f"NeuroMaps {label}"
+                    found.append(Object3D(name, "inia19", truth, INIA_SPACING, part))
     return [o for o in found if split == "all" or o.split == split]

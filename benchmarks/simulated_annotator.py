@@ -4,6 +4,7 @@ For every object of ``propagation_cases`` (tuning or report part) and every sche
 
 * **3D box**: the challenge's input, the object's tight 3D box, through ``segment_volume``;
   DSC and NSD (tolerance 2 in the volume's spacing units) after that one box;
+  with ``--max-boxes 0`` only this, all objects of a volume in one batched run per schedule;
 * **annotator**: ``evaluation.simulated_annotator.simulate_object``: a box on the largest
   slice, then a box on the worst slice until DSC >= 0.90 or 10 boxes; DSC after the first
   box, boxes needed, decoder calls and seconds.
@@ -15,6 +16,8 @@ therefore the decoder's share of an annotation session on this machine; ``decode
 every decode the plugin would run.
 
     python benchmarks/simulated_annotator.py --split report --cache out/propagation_cache
+    python benchmarks/simulated_annotator.py --split all --max-boxes 0 --share-decodes \
+        --variants reference margin5c margin10c --cache out/propagation_cache
     python benchmarks/simulated_annotator.py --split tune --max-boxes 1 --share-decodes \
         --variants reference boxed margin10 score
 """
@@ -31,10 +34,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from flip_averaging import FlipAveragedPredictor  # noqa: E402
 from napari_swinlitemedsam.evaluation.metrics import dice, normalized_surface_dice  # noqa: E402
 from napari_swinlitemedsam.evaluation.simulated_annotator import simulate_object  # noqa: E402
 from napari_swinlitemedsam.inference.disk_cache import DiskEmbeddingCache  # noqa: E402
-from napari_swinlitemedsam.inference.generators import run_to_end
+from napari_swinlitemedsam.inference.generators import run_to_end  # noqa: E402
 from napari_swinlitemedsam.inference.predictor import BoxPredictor  # noqa: E402
 from napari_swinlitemedsam.inference.volume import (  # noqa: E402
     DEFAULT_RULES,
@@ -58,7 +62,13 @@ VARIANTS = {
     "holes": BOXED.with_options(fill_holes=True),
     "area": BOXED.with_options(min_area_ratio=0.3),
     "score": BOXED.with_options(min_score=0.5),
+    "margin5c": BOXED.with_options(margin_fraction=0.05, keep_connected=True),
+    "margin10c": BOXED.with_options(margin_fraction=0.10, keep_connected=True),
+    "margin10a": BOXED.with_options(margin_fraction=0.10, min_area_ratio=0.3),
+    "flip": REFERENCE_RULES,
 }
+#: variants decoded with flip test-time augmentation (their rules as in VARIANTS)
+FLIPPED = {"flip"}
 
 
 class MemoisedDecodes:
@@ -90,22 +100,64 @@ def box_3d(truth: np.ndarray) -> np.ndarray:
 
 
 def measure(memo: MemoisedDecodes, volume, item, rules, target, max_boxes) -> dict:
+    """3D-box and (unless ``max_boxes`` is 0) simulated-annotator figures of one object."""
     key = ("volume", item.volume_name)
     rules_3d, rules_key = rules if isinstance(rules, tuple) else (rules, rules)
+    calls_before = memo.calls
     one_box = run_to_end(
         segment_volume(memo, volume, box_3d(item.truth), volume_key=key, rules=rules_3d)
     )
-    calls_before = memo.calls
-    result = simulate_object(memo, volume, item.truth, rules_key, target, max_boxes, volume_key=key)
-    return {
+    row = {
         "box3d_dsc": dice(one_box, item.truth),
         "box3d_nsd": normalized_surface_dice(one_box > 0, item.truth, item.spacing),
-        "first_dsc": result.first_dsc,
-        "boxes": result.boxes_to_target,
-        "final_dsc": result.dsc_per_box[-1],
-        "decodes": memo.calls - calls_before,
-        "seconds": result.seconds,
+        "box3d_decodes": memo.calls - calls_before,
+        "first_dsc": float("nan"),
+        "boxes": None,
+        "final_dsc": float("nan"),
+        "decodes": 0,
     }
+    if max_boxes == 0:
+        return row
+    calls_before = memo.calls
+    result = simulate_object(memo, volume, item.truth, rules_key, target, max_boxes, volume_key=key)
+    row.update(
+        first_dsc=result.first_dsc,
+        boxes=result.boxes_to_target,
+        final_dsc=result.dsc_per_box[-1],
+        decodes=memo.calls - calls_before,
+    )
+    return row
+
+
+def measure_3d_together(memo: MemoisedDecodes, volume, items, rules) -> list[dict]:
+    """3D-box figures of several objects of one volume, propagated in one run.
+
+    All objects active on a slice are decoded in one batch (as ``segment_volume`` does for a
+    multi-object case), which costs far less than one run per object; each object's masks are
+    taken from the run's per-object results, so overlaps between objects do not matter.
+    """
+    rules_3d = rules[0] if isinstance(rules, tuple) else rules
+    boxes = np.concatenate([box_3d(item.truth) for item in items])
+    found = [np.zeros(item.truth.shape, dtype=bool) for item in items]
+    calls_before = memo.calls
+    run = segment_volume(
+        memo, volume, boxes, volume_key=("volume", items[0].volume_name), rules=rules_3d
+    )
+    for result in run:
+        found[result.object_index][result.z] = result.mask
+    decodes = (memo.calls - calls_before) / len(items)
+    return [
+        {
+            "box3d_dsc": dice(mask, item.truth),
+            "box3d_nsd": normalized_surface_dice(mask, item.truth, item.spacing),
+            "box3d_decodes": decodes,
+            "first_dsc": float("nan"),
+            "boxes": None,
+            "final_dsc": float("nan"),
+            "decodes": 0,
+        }
+        for mask, item in zip(found, items)
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", default=None, help="embedding cache folder on disk")
     parser.add_argument("--model", default="litemedsam")
     parser.add_argument("--target", type=float, default=0.90)
-    parser.add_argument("--max-boxes", type=int, default=10)
+    parser.add_argument(
+        "--max-boxes", type=int, default=10, help="annotator's boxes (0: the 3D box alone)"
+    )
     parser.add_argument("--only", nargs="*", default=None, help="object names to run")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument(
@@ -137,15 +191,45 @@ def main(argv: list[str] | None = None) -> int:
         f"{torch.get_num_threads()} threads"
     )
     print(
-        "| object | schedule | 3D box DSC | 3D box NSD | 1st box DSC | boxes to 0.90 "
-        "| DSC at end | decodes | s |"
+        "| object | schedule | 3D box DSC | 3D box NSD | 3D decodes | 1st box DSC "
+        "| boxes to 0.90 | DSC at end | decodes | s |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    shared = MemoisedDecodes(predictor)
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    flipped = FlipAveragedPredictor(predictor)
+    shared = {False: MemoisedDecodes(predictor), True: MemoisedDecodes(flipped)}
+    if args.max_boxes == 0:
+        # 3D boxes only: the objects of one volume go through one batched run per schedule
+        for volume_name in dict.fromkeys(item.volume_name for item in items):
+            group = [item for item in items if item.volume_name == volume_name]
+            for name in args.variants:
+                flip = name in FLIPPED
+                memo = (
+                    shared[flip]
+                    if args.share_decodes
+                    else MemoisedDecodes(flipped if flip else predictor)
+                )
+                started = time.perf_counter()
+                found = measure_3d_together(memo, volumes[volume_name], group, VARIANTS[name])
+                seconds = (time.perf_counter() - started) / len(group)
+                for item, row in zip(group, found):
+                    row["seconds"] = seconds
+                    rows[name].append(row)
+                    print(
+                        f"| {item.name} | {name} | {row['box3d_dsc']:.3f} | "
+                        f"{row['box3d_nsd']:.3f} | {row['box3d_decodes']:.0f} | | | | | "
+                        f"{seconds:.1f} |",
+                        flush=True,
+                    )
+        items = []
     for item in items:
         for name in args.variants:
             # by default no memo is shared across schedules, so seconds compare
-            memo = shared if args.share_decodes else MemoisedDecodes(predictor)
+            flip = name in FLIPPED
+            memo = (
+                shared[flip]
+                if args.share_decodes
+                else MemoisedDecodes(flipped if flip else predictor)
+            )
             started = time.perf_counter()
             row = measure(
                 memo, volumes[item.volume_name], item, VARIANTS[name], args.target, args.max_boxes
@@ -155,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
             boxes = row["boxes"] if row["boxes"] is not None else f">{args.max_boxes}"
             print(
                 f"| {item.name} | {name} | {row['box3d_dsc']:.3f} | {row['box3d_nsd']:.3f} | "
-                f"{row['first_dsc']:.3f} | {boxes} | {row['final_dsc']:.3f} | {row['decodes']} | "
+                f"{row['box3d_decodes']} | {row['first_dsc']:.3f} | {boxes} | "
+                f"{row['final_dsc']:.3f} | {row['decodes']} | "
                 f"{row['seconds']:.1f} |",
                 flush=True,
             )
@@ -168,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"| mean | {name} | {np.mean([v['box3d_dsc'] for v in values]):.3f} | "
             f"{np.mean([v['box3d_nsd'] for v in values]):.3f} | "
+            f"{np.mean([v['box3d_decodes'] for v in values]):.0f} | "
             f"{np.mean([v['first_dsc'] for v in values]):.3f} | {np.mean(boxes):.2f} "
             f"({reached}/{len(values)} reached) | "
             f"{np.mean([v['final_dsc'] for v in values]):.3f} | "
