@@ -15,7 +15,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from napari_swinlitemedsam.annotation import series
+from napari_swinlitemedsam.annotation import series, series_listing
 from napari_swinlitemedsam.annotation.series import (
     ImageSeries,
     ItemState,
@@ -64,7 +64,7 @@ def test_listing_errors_say_what_is_wrong(tmp_path, monkeypatch):
     with pytest.raises(SeriesError, match="not a supported image"):
         list_series_items(tmp_path / "notes.txt")
     (tmp_path / "scan.nii.gz").write_bytes(b"")
-    monkeypatch.setattr(series, "nibabel_available", lambda: False)
+    monkeypatch.setattr(series_listing, "nibabel_available", lambda: False)
     with pytest.raises(SeriesError, match="pip install nibabel"):
         list_series_items(tmp_path / "scan.nii.gz")
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import zarr
 
-from napari_swinlitemedsam.annotation.series import list_series_items
+from napari_swinlitemedsam.annotation.series_listing import list_series_items
 from napari_swinlitemedsam.cli.embed import embed_image
 from napari_swinlitemedsam.inference.disk_cache import DiskEmbeddingCache
 from napari_swinlitemedsam.inference.intensity import to_uint8

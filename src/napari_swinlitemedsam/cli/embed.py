@@ -120,7 +120,7 @@ def embed_inputs(
     """
     from tqdm import tqdm
 
-    from napari_swinlitemedsam.annotation.series import list_series_items
+    from napari_swinlitemedsam.annotation.series_listing import list_series_items
     from napari_swinlitemedsam.inference.predictor import PredictorError
     from napari_swinlitemedsam.io.image_files import ImageFileError, read_image
 
@@ -152,7 +152,7 @@ def embed_inputs(
 
 def run_embed(args: argparse.Namespace) -> int:
     """The ``embed`` subcommand: 0 on success, 1 when some files failed, 2 for bad arguments."""
-    from napari_swinlitemedsam.annotation.series import SeriesError, list_series_items
+    from napari_swinlitemedsam.annotation.series_listing import SeriesError, list_series_items
     from napari_swinlitemedsam.cli.main import load_predictor
     from napari_swinlitemedsam.inference.disk_cache import DiskCacheError
     from napari_swinlitemedsam.model.checkpoint import CheckpointError
