@@ -132,4 +132,6 @@ class StallMeter:
     def gaps(self) -> list[tuple[float, str, str]]:
         """``(gap seconds, what before, what after)``, longest first."""
         pairs = zip(self.ticks[:-1], self.ticks[1:])
-        return sorted(((b[0] - a[0], a[1], b[1]) for a, b in pairs), reverse=True)
+        gaps = ((b[0] - a[0], a[1], b[1]) for a, b in pairs)
+        # by length only: two equal gaps must not compare what ran (job kinds have no order)
+        return sorted(gaps, key=lambda gap: gap[0], reverse=True)
