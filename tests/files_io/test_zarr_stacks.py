@@ -14,6 +14,8 @@ from napari_swinlitemedsam.inference.predictor import model_input_uint8
 from napari_swinlitemedsam.io.image_files import ImageFileError, read_image
 from stub_segmenter import stub_predictor
 
+ZARR_MAJOR = int(zarr.__version__.split(".")[0])
+
 
 def stack(depth: int = 12) -> np.ndarray:
     rng = np.random.default_rng(1)
@@ -22,10 +24,17 @@ def stack(depth: int = 12) -> np.ndarray:
 
 def write_ome_zarr(path, volume: np.ndarray, spacing=(2.0, 0.5, 0.5)) -> None:
     """A minimal NGFF 0.4 image: (t, c, z, y, x) level 0 plus a 2x-downsampled level 1."""
-    group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    # OME-Zarr 0.4 is zarr format 2: zarr 2 (the declared floor) writes only that; zarr 3 must be
+    # asked for it, and names the array call differently.
+    if ZARR_MAJOR < 3:
+        group = zarr.open_group(str(path), mode="w")
+        new_array = group.create_dataset
+    else:
+        group = zarr.open_group(str(path), mode="w", zarr_format=2)
+        new_array = group.create_array
     levels = [volume[None, None], volume[None, None, :, ::2, ::2]]
     for index, level in enumerate(levels):
-        array = group.create_array(
+        array = new_array(
             str(index), shape=level.shape, dtype=level.dtype, chunks=(1, 1, 1, *level.shape[3:])
         )
         array[...] = level
