@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -19,6 +21,7 @@ from napari_swinlitemedsam.model.registry import PROMPTS_BOX, build_litemedsam
 from napari_swinlitemedsam.model.segmenter import ImageFeatures
 from napari_swinlitemedsam.model.skip_mask_decoder import SkipContext
 from napari_swinlitemedsam.model.swin_encoder import WindowAttention
+from stub_segmenter import CountingSegmenter
 
 
 def _features(scale: float = 1.0, dtype=torch.float32) -> ImageFeatures:
@@ -81,30 +84,57 @@ def random_litemedsam():
 
 
 def test_predictor_precision_options_give_close_masks(random_litemedsam):
+    """fp32 against float16-stored features on the real architecture (random weights).
+
+    bf16 on real weights is measured where it is cheap to run and meaningful: the benchmark
+    smoke run (tests/benchmarks, slow tier) checks its agreement for both models; on a CPU
+    that emulates bfloat16 one encode costs ~20 fp32 encodes, so here only its plumbing is
+    checked (next test).
+    """
     image = np.random.default_rng(0).integers(0, 256, size=(96, 128), dtype=np.uint8)
     boxes = np.array([[10, 10, 60, 50], [40, 30, 120, 90]])
     results = {}
-    for label, options in {
-        "fp32": {},
-        "bf16": {"precision": "bf16"},
-        "fp16 store": {"feature_dtype": torch.float16},
-    }.items():
+    for label, options in {"fp32": {}, "fp16 store": {"feature_dtype": torch.float16}}.items():
         predictor = BoxPredictor(random_litemedsam, PROMPTS_BOX, EmbeddingCache(), **options)
         encoded = predictor.set_image(image)
-        if label == "fp16 store":
-            assert encoded.features.embedding.dtype == torch.float16
-        else:
-            assert encoded.features.embedding.dtype == torch.float32
+        expected = torch.float16 if label == "fp16 store" else torch.float32
+        assert encoded.features.embedding.dtype == expected
         results[label] = predictor.predict(boxes)
-    for label in ("bf16", "fp16 store"):
-        assert results[label].masks.shape == (2, 96, 128)
-        agree = (results[label].masks == results["fp32"].masks).mean()
-        assert agree > 0.95, (label, agree)
+    assert results["fp16 store"].masks.shape == (2, 96, 128)
+    agree = (results["fp16 store"].masks == results["fp32"].masks).mean()
+    assert agree > 0.95, agree
     np.testing.assert_allclose(
         results["fp16 store"].low_res_logits, results["fp32"].low_res_logits, atol=0.05
     )
     with pytest.raises(ValueError):
         BoxPredictor(random_litemedsam, PROMPTS_BOX, precision="int8")
+
+
+class _AutocastRecorder(CountingSegmenter):
+    """The stand-in model, noting whether each encode ran under bfloat16 autocast."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.autocast_seen: list[bool] = []
+
+    def encode(self, images):
+        self.autocast_seen.append(
+            torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        )
+        return super().encode(images)
+
+
+def test_bf16_precision_runs_the_encoder_under_bfloat16_autocast_and_caches_float32():
+    image = np.random.default_rng(0).integers(0, 256, size=(96, 128), dtype=np.uint8)
+    model = _AutocastRecorder()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the emulated-bf16 warning has its own test
+        bf16 = BoxPredictor(model, PROMPTS_BOX, EmbeddingCache(), precision="bf16")
+    encoded = bf16.set_image(image)
+    BoxPredictor(model, PROMPTS_BOX, EmbeddingCache()).set_image(image)
+    assert model.autocast_seen == [True, False]
+    assert encoded.features.embedding.dtype == torch.float32
+    assert "precision=bf16" in bf16.encoder_identity  # its features never mix with fp32's
 
 
 def _attention(shifted: bool) -> WindowAttention:

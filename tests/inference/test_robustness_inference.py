@@ -12,6 +12,7 @@ from napari_swinlitemedsam.inference.generators import run_to_end
 from napari_swinlitemedsam.inference.pipeline import segment_image_2d
 from napari_swinlitemedsam.inference.predictor import BoxPredictor, PredictorError
 from napari_swinlitemedsam.inference.volume import segment_volume
+from stub_segmenter import stub_predictor
 
 
 @pytest.fixture(scope="module")
@@ -124,12 +125,24 @@ def test_bad_boxes_are_refused_with_a_reason(predictor, boxes, match):
         predictor.predict(np.array(boxes, dtype=np.float64))
 
 
-def test_thousands_of_boxes(predictor):
+def test_more_boxes_than_uint8_labels_hold():
+    """600 boxes: pasted 256 at a time into uint16 labels (more objects than uint8 holds).
+
+    What is under test is the pipeline's chunking and label type, not the network, so the
+    instant stand-in model runs here (the real decoder's batches: tests/inference/test_predictor*).
+    """
+    predictor = stub_predictor()
     rng = np.random.default_rng(0)
-    corners = rng.integers(0, 60, size=(260, 2))
-    boxes = np.concatenate([corners, corners + 4], axis=1)
-    labels = segment_image_2d(predictor, _disc_image(), boxes)
-    assert labels.dtype == np.uint16 and labels.max() <= 260
+    corners = rng.integers(0, 250, size=(600, 2))
+    boxes = np.concatenate([corners, corners + 5], axis=1)
+    image = np.random.default_rng(1).integers(0, 256, size=(256, 256), dtype=np.uint8)
+    calls = []
+    original_predict = predictor.predict
+    predictor.predict = lambda chunk: calls.append(len(chunk)) or original_predict(chunk)
+    labels = segment_image_2d(predictor, image, boxes)
+    assert labels.dtype == np.uint16 and labels.shape == (256, 256)
+    assert calls == [256, 256, 88]
+    assert labels.max() > 550  # the late boxes are pasted, on top of earlier ones
 
 
 def test_3d_box_on_slices_that_do_not_exist(predictor):

@@ -58,18 +58,24 @@ def model_options(args: argparse.Namespace) -> dict:
 
 
 def load_predictor(args: argparse.Namespace):
-    """``BoxPredictor.from_pretrained`` with the command line's options; prints one line
-    naming the encoder's runtime and precision, and any warning as one line (no source
-    excerpt), both on stderr so that piped output stays clean."""
-    import warnings
-
+    """``BoxPredictor.from_pretrained`` with the command line's options (see
+    :func:`announce_predictor`)."""
     from napari_swinlitemedsam.inference.predictor import BoxPredictor
+
+    return announce_predictor(
+        lambda: BoxPredictor.from_pretrained(args.model, device=args.device, **model_options(args))
+    )
+
+
+def announce_predictor(build):
+    """Call ``build()`` for a predictor; print one line naming the encoder's runtime and
+    precision, and any warning as one line (no source excerpt), both on stderr so that piped
+    output stays clean."""
+    import warnings
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        predictor = BoxPredictor.from_pretrained(
-            args.model, device=args.device, **model_options(args)
-        )
+        predictor = build()
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
     print(f"encoder: {predictor.runtime_choice.describe()}", file=sys.stderr)
@@ -199,7 +205,7 @@ def _segment_here(args: argparse.Namespace, paths: list[Path], output: Path) -> 
 
     started = time.perf_counter()
     try:
-        predictor = recipe_from_args(args).build()
+        predictor = announce_predictor(recipe_from_args(args).build)
     except (CheckpointError, DiskCacheError, ValueError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
