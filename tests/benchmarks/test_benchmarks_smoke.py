@@ -5,8 +5,8 @@ pipeline and decoder give the labels and masks of the reference-style schedule b
 same model (within float32 rounding, see ``MIN_OBJECT_DSC``), and that the bf16 /
 float16-cache paths stay close to float32.
 
-The quick run encodes a few dozen slices (bf16 included, which CPUs without native bfloat16
-emulate slowly), so every test that reads it is in the ``slow`` tier.
+The quick run encodes a few dozen slices (bf16 only where the CPU has it natively: emulated,
+one encode costs ~20 float32 ones), so every test that reads it is in the ``slow`` tier.
 """
 
 from __future__ import annotations
@@ -53,9 +53,11 @@ def test_every_section_reports(quick_run, bench):
     assert {"1", "2", "3", "4", "5", "6", "accuracy"} <= sections
     table = bench.markdown_table(rows)
     assert table.count("\n") == len(rows) + 1
+    native_bf16 = bool(figures["machine"]["native_bf16"])
     for name in ("swin-litemedsam", "litemedsam"):
         encoder = figures["encoder"][name]
-        assert encoder["fp32"] > 0 and encoder["bf16"] > 0
+        assert encoder["fp32"] > 0
+        assert ("bf16" in encoder) == native_bf16 and encoder.get("bf16", 1) > 0
         assert figures["encoder"]["flops"][name] > 50e9  # both encoders are 75-105 GFLOPs
 
 
@@ -82,14 +84,16 @@ def test_volume_labels_agree_with_reference_style(quick_run):
 def test_fast_paths_stay_close_to_fp32(quick_run):
     _, figures = quick_run
     native_bf16 = figures["machine"]["native_bf16"]
+    lite = figures["accuracy"]["litemedsam nuclei2d"]
     for name in ("swin-litemedsam", "litemedsam"):
-        # quick mode runs the 3D bf16 case only where bfloat16 is native (see run_benchmarks)
+        # quick mode runs bf16 only where bfloat16 is native (see run_benchmarks)
+        accuracy = figures["accuracy"][f"{name} nuclei2d"]
         assert ("bf16" in figures["volume"][name]) == bool(native_bf16)
+        assert ("bf16 encoder" in accuracy) == bool(native_bf16)
         if native_bf16:
             assert figures["volume"][name]["bf16"]["agreement"] > 0.9
-        assert figures["accuracy"][f"{name} nuclei2d"]["bf16 encoder"]["agreement"] > 0.9
-    lite = figures["accuracy"]["litemedsam nuclei2d"]
-    assert abs(lite["bf16 encoder"]["dsc_change"]) < 0.05
+            assert accuracy["bf16 encoder"]["agreement"] > 0.9
+            assert abs(lite["bf16 encoder"]["dsc_change"]) < 0.05
     assert lite["fp16 cached features"]["agreement"] > 0.99
 
 

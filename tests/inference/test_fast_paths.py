@@ -86,10 +86,10 @@ def random_litemedsam():
 def test_predictor_precision_options_give_close_masks(random_litemedsam):
     """fp32 against float16-stored features on the real architecture (random weights).
 
-    bf16 on real weights is measured where it is cheap to run and meaningful: the benchmark
-    smoke run (tests/benchmarks, slow tier) checks its agreement for both models; on a CPU
-    that emulates bfloat16 one encode costs ~20 fp32 encodes, so here only its plumbing is
-    checked (next test).
+    bf16 on real weights is checked where it is used: the benchmark smoke run (tests/benchmarks,
+    slow tier) checks its agreement for both models on CPUs with native bfloat16 (the only
+    ones where ``precision="auto"`` picks it); where it is emulated one encode costs ~20 fp32
+    encodes, so here only its plumbing is checked (next test).
     """
     image = np.random.default_rng(0).integers(0, 256, size=(96, 128), dtype=np.uint8)
     boxes = np.array([[10, 10, 60, 50], [40, 30, 120, 90]])
