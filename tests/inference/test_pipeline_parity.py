@@ -13,6 +13,7 @@ import pytest
 
 from conftest import parity_fixture_paths
 from napari_swinlitemedsam.cli.main import main
+from napari_swinlitemedsam.inference.disk_cache import DiskEmbeddingCache
 from napari_swinlitemedsam.inference.pipeline import segment_image_2d
 from napari_swinlitemedsam.inference.predictor import BoxPredictor
 from napari_swinlitemedsam.inference.volume import REFERENCE_RULES, segment_volume
@@ -28,12 +29,22 @@ FIXTURE_PARAMS = [
 
 
 @pytest.fixture(scope="module")
-def predictor():
+def embedding_folder(tmp_path_factory):
+    """A disk embedding cache shared by the API and command-line runs of this module: each
+    3D fixture's slices are encoded once (one real encode per slice is what makes them slow);
+    a run that finds them stored gives the same masks (float32 storage, same encoder)."""
+    return tmp_path_factory.mktemp("embeddings")
+
+
+@pytest.fixture(scope="module")
+def predictor(embedding_folder):
     # The reference ran torch float32; the runtime this machine would choose is tested in
     # tests/inference/test_runtime_choice.py.
-    return BoxPredictor.from_pretrained(
+    predictor = BoxPredictor.from_pretrained(
         "litemedsam", device="cpu", runtime="torch", precision="fp32"
     )
+    predictor.disk_cache = DiskEmbeddingCache(embedding_folder)
+    return predictor
 
 
 @pytest.mark.slow
@@ -75,7 +86,7 @@ def test_2d_case_matches_reference(predictor, path):
 
 
 @pytest.mark.parametrize("path", FIXTURE_PARAMS, ids=[p.name for p in FIXTURES])
-def test_command_line_reproduces_reference_segs(tmp_path, path):
+def test_command_line_reproduces_reference_segs(tmp_path, path, embedding_folder):
     fixture = np.load(path)
     name = ("3D_" if fixture["boxes"].shape[1] == 6 else "2D_") + path.stem + ".npz"
     inputs = tmp_path / "in"
@@ -97,6 +108,8 @@ def test_command_line_reproduces_reference_segs(tmp_path, path):
             "torch",
             "--precision",
             "fp32",
+            "--cache",
+            str(embedding_folder),
         ]
     )
     assert code == 0
