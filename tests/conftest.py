@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
@@ -53,8 +54,22 @@ def _runtime_files_in_a_temporary_folder(tmp_path_factory):
     from napari_swinlitemedsam.inference import runtime_choice
     from napari_swinlitemedsam.inference.onnx_encoder import EXPORT_DIR_ENV
 
-    folder = tmp_path_factory.mktemp("runtime-cache")
+    folder = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # the workers of one run share their decisions
+        folder = folder.parent
+    folder = folder / "runtime-cache"
+    folder.mkdir(exist_ok=True)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(runtime_choice, "default_choice_dir", lambda: folder / "runtime-choice")
         patch.setenv(EXPORT_DIR_ENV, str(folder / "onnx"))
         yield folder
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (``-n 2``) each worker process uses one torch thread: two workers
+    with torch's default of one thread per core would oversubscribe the cores, and the
+    workers' spin-waiting thread pools then slow each other down."""
+    if hasattr(config, "workerinput"):
+        import torch
+
+        torch.set_num_threads(1)
