@@ -75,8 +75,9 @@ class BoxPredictor:
             :class:`EmulatedBf16Warning` says how much slower it is).
         feature_dtype: dtype of the encoded slices kept in the cache (None: float32;
             ``torch.float16`` halves their memory).
-        runtime: ``"auto"``, ``"torch"`` or ``"onnxruntime"`` (optional package; the encoder
-            step is exported once per weights, see :mod:`.onnx_encoder`; float32 only).
+        runtime: ``"auto"``, ``"torch"``, ``"onnxruntime"`` or ``"openvino"`` (the ``openvino``
+            extra); both run the encoder step exported once per weights (see
+            :mod:`.onnx_encoder`), float32 only.
 
     "auto" here measures nothing: with several candidates it means torch fp32. The measured
     choice (:mod:`.runtime_choice`) is made by :meth:`from_pretrained`; ``runtime_choice``
@@ -251,12 +252,20 @@ class BoxPredictor:
 
     def _run_encoder(self, tensor: torch.Tensor) -> list[ImageFeatures]:
         """(B, 3, 256, 256) model input -> B ImageFeatures, with the chosen runtime and precision."""
-        if self.runtime == "onnxruntime":
+        if self.runtime in ("onnxruntime", "openvino"):
             if self._onnx_encoder is None:
-                self._onnx_encoder = OnnxEncoder(self.model, self.model_name)
+                self._onnx_encoder = self._open_graph_encoder()
             return [self._onnx_encoder.encode(one[None]).to(self.device) for one in tensor]
         with encoder_context(self.precision, tensor.device):
             return self.model.encode(encoder_input(tensor, self.precision))
+
+    def _open_graph_encoder(self):
+        """The exported encoder graph on the chosen runtime (ONNX Runtime or OpenVINO)."""
+        if self.runtime == "openvino":
+            from napari_swinlitemedsam.inference.openvino_encoder import OpenVinoEncoder
+
+            return OpenVinoEncoder(self.model, self.model_name)
+        return OnnxEncoder(self.model, self.model_name)
 
     def set_image(self, image: np.ndarray, key: Hashable | None = None) -> EncodedSlice:
         """Encode ``image`` and make it the target of :meth:`predict`."""
