@@ -72,13 +72,13 @@ def test_batched_encodes_give_the_same_labels_within_tolerance():
 def test_encoding_runs_in_a_background_thread_ahead_of_decoding():
     predictor = stub_predictor()
     threads: list[str] = []
-    encode_many = predictor.encode_many
+    encode = predictor.encode
 
-    def recording(images, keys=None):
+    def recording(image, key=None):
         threads.append(threading.current_thread().name)
-        return encode_many(images, keys)
+        return encode(image, key)
 
-    predictor.encode_many = recording
+    predictor.encode = recording
     steps = segment_volume(predictor, blobs_volume(), BOXES, lookahead=2)
     next(steps)  # the first slice decoded: the next ones are being encoded meanwhile
     deadline = time.monotonic() + 10
@@ -125,10 +125,10 @@ def test_an_encoder_error_reaches_the_caller():
     predictor = stub_predictor()
     volume = blobs_volume()
 
-    def failing(images, keys=None):
+    def failing(image, key=None):
         raise PredictorError("slice 3 cannot be read")
 
-    predictor.encode_many = failing
+    predictor.encode = failing
     with pytest.raises(PredictorError, match="slice 3"):
         run_to_end(segment_volume(predictor, volume, BOXES))
 

@@ -7,7 +7,8 @@ thread, ``lookahead`` slices ahead of the slice the caller asks for, optionally 
 encoder call (``batch``). The caller's thread meanwhile decodes, cleans masks and finds the next
 boxes (numpy and Python work that leaves cores free).
 
-Thread use: only the background thread calls :meth:`BoxPredictor.encode_many` (and so the
+Thread use: only the background thread calls the predictor's ``encode`` (``encode_many`` for
+batches), and so the
 embedding caches); the caller only decodes. torch and ONNX Runtime release the GIL while they
 compute, so both threads progress. :meth:`EncodeAhead.close` cancels what has not started and
 waits for the encode in flight, so after it no thread other than the caller uses the predictor.
@@ -33,7 +34,8 @@ class EncodeAhead:
     """Encodes ``order``'s slices of ``volume`` in a background thread, ahead of :meth:`get`.
 
     Args:
-        predictor: the :class:`~.predictor.BoxPredictor` (its ``encode_many`` is used).
+        predictor: the :class:`~.predictor.BoxPredictor` (``encode``; ``encode_many`` when
+            ``batch`` > 1).
         volume: anything indexable by slice, ``volume[z]`` an (H, W) image (array or
             :class:`~.volume_slices.VolumeSlices`).
         order: slice indices in the order they will be asked for (a slice may come twice).
@@ -105,6 +107,8 @@ class EncodeAhead:
         return self._pool.submit(self._encode, [z]).result()[0]
 
     def _encode(self, zs: list[int]) -> list[EncodedSlice]:
+        if len(zs) == 1:  # what any predictor has (test doubles too): ``encode``
+            return [self.predictor.encode(self.volume[zs[0]], key=(self.key, zs[0]))]
         images = [self.volume[z] for z in zs]
         return self.predictor.encode_many(images, [(self.key, z) for z in zs])
 
