@@ -7,7 +7,8 @@ Usage:
 
 Sections: ``encoder`` (1: latency per slice vs the matmul floor), ``decode`` (2: box -> mask
 with a cached slice, batched and one at a time, vs reference-style), ``volume`` (3: multi-object
-3D case vs a reference-style pipeline, labels compared object by object), ``startup`` (4),
+3D case vs a reference-style pipeline, labels compared object by object), ``pipeline`` (3b: the
+same case, the pipelined propagation vs one encode per slice vs reference-style), ``startup`` (4),
 ``memory`` (5: a 300-slice 512² volume through the bounded cache), ``peer`` (6: SAM ViT-B at 1024²),
 ``accuracy`` (DSC change of the bf16 and float16-cache paths on the bundled real images),
 ``runtime`` (7: what precision/runtime "auto" choose here, their gain over torch fp32 and the
@@ -42,14 +43,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_accuracy import accuracy_section
 from bench_decoder import decoder_section
 from bench_encoder import encoder_section
+from bench_pipeline import pipeline_section
 from bench_runtime import runtime_section
 from bench_setup import MODEL_NAMES, build_model, nuclei_case
 from bench_system import memory_section, peer_section, startup_section
 from bench_volume import volume_section
+from napari_swinlitemedsam.inference.cpu_features import describe_cpu
 from napari_swinlitemedsam.inference.precision import native_bf16_cpu
 from report import Row, as_json_ready, markdown_table
 
-SECTIONS = ("encoder", "decode", "volume", "startup", "memory", "peer", "accuracy", "runtime")
+SECTIONS = (
+    "encoder",
+    "decode",
+    "volume",
+    "pipeline",
+    "startup",
+    "memory",
+    "peer",
+    "accuracy",
+    "runtime",
+)
 
 
 @dataclass(frozen=True)
@@ -120,6 +133,7 @@ def machine_description() -> dict:
         pass
     return {
         "cpu": cpu,
+        "cpu_flags": describe_cpu().summary(),
         "logical_cpus": os.cpu_count(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -165,6 +179,12 @@ def run(
             nuclei_case(settings.volume_objects, settings.volume_slices),
             repeats=1,
             with_bf16=with_bf16,
+        ),
+        "pipeline": lambda: pipeline_section(
+            built,
+            nuclei_case(settings.volume_objects, settings.volume_slices),
+            repeats=1,
+            with_chosen_runtime=not quick,
         ),
         "accuracy": lambda: accuracy_section(
             built, settings.accuracy_boxes_2d, settings.accuracy_samples_3d, with_bf16
@@ -216,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, figures = run(args.quick, sections, models)
     machine = figures["machine"]
     print(
-        f"Machine: {machine['cpu']}, {machine['logical_cpus']} logical CPUs, torch "
+        f"Machine: {machine['cpu_flags']}, {machine['logical_cpus']} logical CPUs, torch "
         f"{machine['torch']} ({machine['threads']} threads), native bf16: "
         f"{machine['native_bf16']}, Python {machine['python']}"
     )

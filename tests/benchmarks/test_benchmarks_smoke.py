@@ -50,7 +50,7 @@ def quick_run(bench):
 def test_every_section_reports(quick_run, bench):
     rows, figures = quick_run
     sections = {row.section.split()[0] for row in rows}
-    assert {"1", "2", "3", "4", "5", "6", "accuracy"} <= sections
+    assert {"1", "2", "3", "3b", "4", "5", "6", "accuracy"} <= sections
     table = bench.markdown_table(rows)
     assert table.count("\n") == len(rows) + 1
     native_bf16 = bool(figures["machine"]["native_bf16"])
@@ -121,3 +121,16 @@ def test_reference_style_attention_matches_ours(bench):
     scale = float(plain.abs().max())
     np.testing.assert_allclose(ours.numpy(), plain.numpy(), rtol=0, atol=2.5e-5 * scale)
     assert torch.equal(ours, again)  # the plain formulation is gone after the block
+
+
+@pytest.mark.slow
+def test_pipelined_labels_agree_with_reference_style(quick_run):
+    _, figures = quick_run
+    assert "bf16" in figures["machine"]["cpu_flags"]  # the table says whether bf16 is native
+    for name in ("swin-litemedsam", "litemedsam"):
+        variants = figures["pipeline"][name]
+        assert {"one encode per slice", "pipelined", "pipelined, 2 slices per encode"} <= set(
+            variants
+        )
+        for label, numbers in variants.items():
+            assert numbers["min_object_dsc"] >= MIN_OBJECT_DSC, (name, label, numbers)

@@ -187,6 +187,22 @@ def test_onnxruntime_encoder_matches_torch(random_litemedsam, tmp_path, monkeypa
         BoxPredictor(random_litemedsam, PROMPTS_BOX, runtime="onnxruntime", precision="bf16")
 
 
+def test_openvino_encoder_matches_torch(random_litemedsam, tmp_path, monkeypatch):
+    pytest.importorskip("openvino")  # the optional extra
+    monkeypatch.setenv("SWINLITEMEDSAM_ONNX_DIR", str(tmp_path))
+    image = np.random.default_rng(2).integers(0, 256, size=(80, 100), dtype=np.uint8)
+    boxes = np.array([[10, 10, 60, 50]])
+    torch_run = BoxPredictor(random_litemedsam, PROMPTS_BOX, EmbeddingCache())
+    ov_run = BoxPredictor(random_litemedsam, PROMPTS_BOX, EmbeddingCache(), runtime="openvino")
+    expected = torch_run.set_image(image).features.embedding
+    got = ov_run.set_image(image).features.embedding
+    # Same graph, another runtime: float32 rounding only (the ONNX Runtime test's bound).
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(
+        ov_run.predict(boxes).low_res_logits, torch_run.predict(boxes).low_res_logits, atol=1e-3
+    )
+
+
 def test_unknown_runtime_is_refused(random_litemedsam):
     with pytest.raises(ValueError, match="runtime"):
         BoxPredictor(random_litemedsam, PROMPTS_BOX, runtime="tensorrt")

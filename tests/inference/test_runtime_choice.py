@@ -83,6 +83,15 @@ def test_candidates(cpuinfo, onnx, precision, runtime, expected):
     assert found == expected
 
 
+def test_openvino_is_a_candidate_where_installed():
+    openvino = Candidate("openvino", "fp32")
+    epyc = parse_cpuinfo(EPYC_AVX2)
+    assert candidates_for("auto", "auto", CPU, epyc, True, True) == [BASELINE, ORT, openvino]
+    assert candidates_for("auto", "auto", CPU, epyc, True, False) == [BASELINE, ORT]
+    assert candidates_for("auto", "openvino", CPU, epyc, False, True) == [openvino]
+    assert candidates_for("auto", "torch", CPU, epyc, True, True) == [BASELINE]
+
+
 def test_unknown_options_are_refused():
     with pytest.raises(ValueError, match="precision"):
         candidates_for("fp16", "auto", CPU, parse_cpuinfo(EPYC_AVX2), False)
@@ -196,6 +205,7 @@ def _choose(model, tmp_path, made, cpuinfo=SAPPHIRE_RAPIDS, onnx=True, **options
         make,
         cpu=parse_cpuinfo(cpuinfo),
         onnx_installed=onnx,
+        openvino_installed=False,
         choice_dir=tmp_path,
         cases=lambda: CASES,
         **options,
@@ -273,6 +283,7 @@ def test_real_self_check_onnxruntime_agrees_with_torch(tmp_path):
         cpu=parse_cpuinfo(EPYC_AVX2),
         choice_dir=tmp_path,
         cases=lambda: cases,
+        openvino_installed=False,
     )
     assert choice.how == "measured"
     assert choice.rejected == {}

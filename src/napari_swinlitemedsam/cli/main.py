@@ -43,9 +43,10 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--runtime",
         default="auto",
-        choices=("auto", "torch", "onnxruntime"),
+        choices=("auto", "torch", "onnxruntime", "openvino"),
         help="auto: the fastest runtime whose masks equal torch fp32's, measured once per model "
-        "and machine; onnxruntime runs the encoder with ONNX Runtime (fp32 only); default: auto",
+        "and machine; onnxruntime / openvino run the encoder with ONNX Runtime / OpenVINO (fp32 "
+        "only; openvino needs the openvino extra); default: auto",
     )
 
 

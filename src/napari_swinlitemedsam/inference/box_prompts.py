@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import numpy as np
 from PIL import Image, ImageDraw
-from scipy import ndimage
 
 from napari_swinlitemedsam.inference.prompt_random import (
     RandomSource,
@@ -216,6 +215,10 @@ def _rasterise_stroke(xs: np.ndarray, ys: np.ndarray, brush_width: int) -> np.nd
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
     """The largest 8-connected component (the first in raster order on a tie)."""
+    # Imported here: scipy.ndimage costs a noticeable part of a new process's start-up, and
+    # only Swin-LiteMedSAM's scribbles need it (the default LiteMedSAM never gets here).
+    from scipy import ndimage
+
     labels, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
     if count <= 1:
         return labels == 1

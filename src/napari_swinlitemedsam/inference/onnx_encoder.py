@@ -27,7 +27,7 @@ from napari_swinlitemedsam.model.segmenter import ImageFeatures, PromptableSegme
 from napari_swinlitemedsam.model.skip_mask_decoder import SkipContext
 from napari_swinlitemedsam.storage.atomic_files import write_atomically
 
-RUNTIMES = ("torch", "onnxruntime")
+RUNTIMES = ("torch", "onnxruntime", "openvino")
 OPSET = 18
 EXPORT_DIR_ENV = "SWINLITEMEDSAM_ONNX_DIR"
 
@@ -44,6 +44,10 @@ def check_runtime(runtime: str) -> str:
             "runtime='onnxruntime' needs the packages onnxruntime and onnx: "
             "pip install onnxruntime onnx (or use runtime='torch')"
         )
+    if runtime == "openvino":
+        from napari_swinlitemedsam.inference.openvino_encoder import check_openvino
+
+        check_openvino()
     return runtime
 
 
@@ -88,6 +92,20 @@ def export_encoder(model: PromptableSegmenter, path: Path) -> Path:
     return write_atomically(path, write, durable=False, temp_suffix=".onnx")
 
 
+def exported_graph(model: PromptableSegmenter, model_name: str, export_dir: Path | None) -> Path:
+    """The ONNX file of ``model``'s encoder step, exported first if not there yet.
+
+    The name carries the weights fingerprint, the opset and torch's version: new weights or a
+    new exporter give a new file.
+    """
+    folder = Path(export_dir) if export_dir is not None else default_export_dir()
+    tag = f"{model_name or 'model'}-{weights_fingerprint(model)}-opset{OPSET}"
+    path = folder / f"{tag}-torch{torch.__version__.split('+')[0]}.onnx"
+    if not path.exists():
+        export_encoder(model, path)
+    return path
+
+
 class OnnxEncoder:
     """Runs a model's encoder step on ONNX Runtime.
 
@@ -108,11 +126,7 @@ class OnnxEncoder:
         check_runtime("onnxruntime")
         import onnxruntime
 
-        folder = Path(export_dir) if export_dir is not None else default_export_dir()
-        tag = f"{model_name or 'model'}-{weights_fingerprint(model)}-opset{OPSET}"
-        self.path = folder / f"{tag}-torch{torch.__version__.split('+')[0]}.onnx"
-        if not self.path.exists():
-            export_encoder(model, self.path)
+        self.path = exported_graph(model, model_name, export_dir)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL

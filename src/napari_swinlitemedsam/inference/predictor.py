@@ -11,18 +11,19 @@ Coordinates: boxes are ``(N, 4)`` ``[x_min, y_min, x_max, y_max]`` in original p
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Hashable
+import typing
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from napari_swinlitemedsam.inference import intensity, transforms
+from napari_swinlitemedsam.inference import transforms
 from napari_swinlitemedsam.inference.box_prompts import box_points, box_scribble, prompt_rng
 from napari_swinlitemedsam.inference.disk_cache import DiskEmbeddingCache, encoder_identity
 from napari_swinlitemedsam.inference.embedding_cache import EmbeddingCache, EncodedSlice
+from napari_swinlitemedsam.inference.inputs import PredictorError, check_boxes, model_input_uint8
 from napari_swinlitemedsam.inference.onnx_encoder import OnnxEncoder, check_runtime
 from napari_swinlitemedsam.inference.precision import (
     check_feature_dtype,
@@ -32,20 +33,11 @@ from napari_swinlitemedsam.inference.precision import (
     stored_features,
 )
 from napari_swinlitemedsam.inference.prompt_random import RandomSource
-from napari_swinlitemedsam.inference.runtime_choice import (
-    Candidate,
-    EmulatedBf16Warning,
-    RuntimeChoice,
-    choose_runtime,
-    emulated_bf16_message,
-)
+from napari_swinlitemedsam.inference.runtime_choice import RuntimeChoice, choose_runtime
+from napari_swinlitemedsam.inference.runtime_setup import build_measured, warn_if_bf16_is_emulated
 from napari_swinlitemedsam.model.checkpoint import load_model
 from napari_swinlitemedsam.model.registry import PROMPTS_BOX, PROMPTS_BOX_POINTS_SCRIBBLE
-from napari_swinlitemedsam.model.segmenter import PromptableSegmenter
-
-
-class PredictorError(ValueError):
-    """The predictor was used wrongly (no image set, bad boxes, bad image)."""
+from napari_swinlitemedsam.model.segmenter import ImageFeatures, PromptableSegmenter
 
 
 @dataclass(frozen=True)
@@ -63,64 +55,6 @@ class Prediction:
     scores: np.ndarray
     low_res_logits: np.ndarray
     boxes_256: np.ndarray
-
-
-def check_boxes(boxes: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
-    """Validate (N, 4) xyxy boxes in original pixels and return them as float64.
-
-    Inverted corners are swapped; boxes partly outside are clipped to the image; NaN/inf
-    coordinates and boxes wholly outside the image raise :class:`PredictorError`.
-    """
-    array = np.asarray(boxes, dtype=np.float64)
-    if array.ndim == 1 and array.size == 4:
-        array = array[None]
-    if array.ndim != 2 or array.shape[1] != 4:
-        raise PredictorError(
-            "boxes must be an (N, 4) array of [x_min, y_min, x_max, y_max], "
-            f"got shape {array.shape}"
-        )
-    if not np.isfinite(array).all():
-        bad = np.flatnonzero(~np.isfinite(array).all(axis=1)).tolist()
-        raise PredictorError(f"boxes {bad} have NaN or infinite coordinates; redraw them")
-    height, width = image_size
-    x0 = np.minimum(array[:, 0], array[:, 2])
-    x1 = np.maximum(array[:, 0], array[:, 2])
-    y0 = np.minimum(array[:, 1], array[:, 3])
-    y1 = np.maximum(array[:, 1], array[:, 3])
-    outside = (x1 < 0) | (y1 < 0) | (x0 > width - 1) | (y0 > height - 1)
-    if outside.any():
-        raise PredictorError(
-            f"boxes {np.flatnonzero(outside).tolist()} lie wholly outside the {height}x{width} "
-            "image; draw them on the image"
-        )
-    clipped = np.stack(
-        [
-            np.clip(x0, 0, width - 1),
-            np.clip(y0, 0, height - 1),
-            np.clip(x1, 0, width - 1),
-            np.clip(y1, 0, height - 1),
-        ],
-        axis=1,
-    )
-    return clipped
-
-
-def model_input_uint8(image: np.ndarray) -> np.ndarray:
-    """An (H, W) grey or (H, W, 3) RGB uint8 image for the encoder, from any 2D input.
-
-    Grey stays one channel (``prepare_image`` treats it as three equal channels after the
-    resize, which saves memory on large images); RGBA loses its alpha. Raises
-    :class:`PredictorError` for shapes and dtypes that are not a 2D image.
-    """
-    array = np.asarray(image)
-    if array.ndim < 2 or min(array.shape[:2]) == 0:
-        raise PredictorError(f"expected a 2D image (H, W) or (H, W, 3), got shape {array.shape}")
-    try:
-        if array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 1):
-            return intensity.to_uint8(array.reshape(array.shape[:2]))
-        return intensity.to_rgb_uint8(array)
-    except (TypeError, ValueError) as error:
-        raise PredictorError(str(error)) from None
 
 
 class BoxPredictor:
@@ -141,8 +75,9 @@ class BoxPredictor:
             :class:`EmulatedBf16Warning` says how much slower it is).
         feature_dtype: dtype of the encoded slices kept in the cache (None: float32;
             ``torch.float16`` halves their memory).
-        runtime: ``"auto"``, ``"torch"`` or ``"onnxruntime"`` (optional package; the encoder
-            step is exported once per weights, see :mod:`.onnx_encoder`; float32 only).
+        runtime: ``"auto"``, ``"torch"``, ``"onnxruntime"`` or ``"openvino"`` (the ``openvino``
+            extra); both run the encoder step exported once per weights (see
+            :mod:`.onnx_encoder`), float32 only.
 
     "auto" here measures nothing: with several candidates it means torch fp32. The measured
     choice (:mod:`.runtime_choice`) is made by :meth:`from_pretrained`; ``runtime_choice``
@@ -169,7 +104,7 @@ class BoxPredictor:
         self.precision = check_precision(self.runtime_choice.precision)
         self.runtime = check_runtime(self.runtime_choice.runtime)
         if precision == "bf16" and model.device.type == "cpu":
-            self._warn_if_bf16_is_emulated(model_name)
+            warn_if_bf16_is_emulated(model_name)
         self._onnx_encoder: OnnxEncoder | None = None
         self.feature_dtype = check_feature_dtype(feature_dtype)
         if max_batch < 1:
@@ -204,39 +139,21 @@ class BoxPredictor:
         ``options`` (``max_batch``, ``feature_dtype``, ...) go to the constructor.
         """
         loaded = load_model(name_or_path, device=device)
-        model, prompts, name = loaded.model, loaded.spec.prompts, loaded.spec.name
-        tried: dict[Candidate, BoxPredictor] = {}
-
-        def make(candidate: Candidate) -> BoxPredictor:
-            tried[candidate] = cls(
-                model, prompts, None, name, precision=candidate.precision, runtime=candidate.runtime
-            )
-            return tried[candidate]
-
-        choice = choose_runtime(
-            model, name, make, precision, runtime, choice_dir=runtime_choice_dir
-        )
-        predictor = cls(
-            model,
-            prompts,
+        return build_measured(
+            cls,
+            loaded.model,
+            loaded.spec.prompts,
+            loaded.spec.name,
             EmbeddingCache(cache_bytes),
-            name,
-            precision=choice.precision if precision == "auto" else precision,
-            runtime=choice.runtime if runtime == "auto" else runtime,
+            precision,
+            runtime,
+            runtime_choice_dir,
             **options,
         )
-        predictor.runtime_choice = choice
-        chosen = tried.get(Candidate(choice.runtime, choice.precision))
-        if chosen is not None:  # keep the ONNX session the self-check already opened
-            predictor._onnx_encoder = chosen._onnx_encoder
-        return predictor
 
-    def _warn_if_bf16_is_emulated(self, model_name: str) -> None:
-        from napari_swinlitemedsam.inference.cpu_features import describe_cpu
-
-        cpu = describe_cpu()
-        if cpu.native_bf16 is not True:
-            warnings.warn(emulated_bf16_message(model_name, cpu), EmulatedBf16Warning, stacklevel=3)
+    def adopt_onnx_session(self, other: BoxPredictor) -> None:
+        """Use ``other``'s ONNX Runtime session (same model) instead of opening a new one."""
+        self._onnx_encoder = other._onnx_encoder
 
     @property
     def encoder_identity(self) -> str:
@@ -272,24 +189,59 @@ class BoxPredictor:
         uint8 with :func:`intensity.to_uint8` (automatic intensity policy) first. For a stack,
         convert the whole volume once instead, so that all slices share one mapping.
         """
-        cache_key = None if key is None else (self.model_name, key)
-        if cache_key is not None:
-            cached = self.cache.get(cache_key)
+        return self.encode_many([image], [key])[0]
+
+    def encode_many(
+        self, images: Sequence[np.ndarray], keys: Sequence[Hashable | None] | None = None
+    ) -> list[EncodedSlice]:
+        """Encode several images of the same kind as :meth:`encode`, in one encoder call.
+
+        Images found in a cache are not encoded again; the others go through the encoder as
+        one (B, 3, 256, 256) batch (torch; ONNX Runtime's graph takes one image at a time).
+        Batched and single encodes agree to float32 rounding, not bit for bit.
+        """
+        keys = list(keys) if keys is not None else [None] * len(images)
+        if len(keys) != len(images):
+            raise ValueError(f"{len(images)} images but {len(keys)} keys")
+        results: list[EncodedSlice | None] = [None] * len(images)
+        pending = []  # (position, rgb, image_256, new_size, disk key) still to encode
+        for position, (image, key) in enumerate(zip(images, keys)):
+            cache_key = None if key is None else (self.model_name, key)
+            cached = None if cache_key is None else self.cache.get(cache_key)
             if cached is not None:
-                return cached
-        rgb = model_input_uint8(image)
-        image_256, new_size = transforms.prepare_image(rgb)
-        disk_key = features = None
-        if self.disk_cache is not None:
-            disk_key = self.disk_cache.key_for(rgb, self.encoder_identity)
-            features = self.disk_cache.get(disk_key)
-        if features is None:
-            tensor = torch.from_numpy(np.ascontiguousarray(image_256))[None].to(self.device)
+                results[position] = cached
+                continue
+            rgb = model_input_uint8(image)
+            image_256, new_size = transforms.prepare_image(rgb)
+            disk_key = features = None
+            if self.disk_cache is not None:
+                disk_key = self.disk_cache.key_for(rgb, self.encoder_identity)
+                features = self.disk_cache.get(disk_key)
+            if features is not None:
+                results[position] = self._keep(cache_key, features, rgb, image_256, new_size)
+            else:
+                pending.append((position, cache_key, rgb, image_256, new_size, disk_key))
+        if pending:
+            batch = np.stack([np.ascontiguousarray(item[3]) for item in pending])
+            tensor = torch.from_numpy(batch).to(self.device)
             with torch.inference_mode():
-                features = stored_features(self._run_encoder(tensor), self.feature_dtype)
-            if disk_key is not None and self.disk_cache is not None:
-                features = self.disk_cache.put(disk_key, features)
-        if disk_key is not None:
+                encoded = self._run_encoder(tensor)
+            for (position, cache_key, rgb, image_256, new_size, disk_key), features in zip(
+                pending, encoded
+            ):
+                features = stored_features(features, self.feature_dtype)
+                if len(pending) > 1:  # a batch slice would keep the whole batch alive
+                    features = ImageFeatures.from_tensors(
+                        {name: t.clone() for name, t in features.tensors().items()}
+                    )
+                if disk_key is not None and self.disk_cache is not None:
+                    features = self.disk_cache.put(disk_key, features)
+                results[position] = self._keep(cache_key, features, rgb, image_256, new_size)
+        return typing.cast(list[EncodedSlice], results)
+
+    def _keep(self, cache_key, features, rgb, image_256, new_size) -> EncodedSlice:
+        """Wrap encoder output as an :class:`EncodedSlice` on this device and cache it."""
+        if self.disk_cache is not None:
             features = features.to(self.device)
         original_size = (int(rgb.shape[0]), int(rgb.shape[1]))
         frame_size = (int(new_size[0]), int(new_size[1]))
@@ -298,14 +250,22 @@ class BoxPredictor:
             self.cache.put(cache_key, encoded)
         return encoded
 
-    def _run_encoder(self, tensor: torch.Tensor):
-        """(1, 3, 256, 256) model input -> ImageFeatures, with the chosen runtime and precision."""
-        if self.runtime == "onnxruntime":
+    def _run_encoder(self, tensor: torch.Tensor) -> list[ImageFeatures]:
+        """(B, 3, 256, 256) model input -> B ImageFeatures, with the chosen runtime and precision."""
+        if self.runtime in ("onnxruntime", "openvino"):
             if self._onnx_encoder is None:
-                self._onnx_encoder = OnnxEncoder(self.model, self.model_name)
-            return self._onnx_encoder.encode(tensor).to(self.device)
+                self._onnx_encoder = self._open_graph_encoder()
+            return [self._onnx_encoder.encode(one[None]).to(self.device) for one in tensor]
         with encoder_context(self.precision, tensor.device):
-            return self.model.encode(encoder_input(tensor, self.precision))[0]
+            return self.model.encode(encoder_input(tensor, self.precision))
+
+    def _open_graph_encoder(self):
+        """The exported encoder graph on the chosen runtime (ONNX Runtime or OpenVINO)."""
+        if self.runtime == "openvino":
+            from napari_swinlitemedsam.inference.openvino_encoder import OpenVinoEncoder
+
+            return OpenVinoEncoder(self.model, self.model_name)
+        return OnnxEncoder(self.model, self.model_name)
 
     def set_image(self, image: np.ndarray, key: Hashable | None = None) -> EncodedSlice:
         """Encode ``image`` and make it the target of :meth:`predict`."""

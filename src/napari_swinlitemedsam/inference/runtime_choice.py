@@ -44,6 +44,7 @@ import torch
 from napari_swinlitemedsam.inference.cpu_features import CpuDescription, describe_cpu
 from napari_swinlitemedsam.inference.disk_cache import weights_fingerprint
 from napari_swinlitemedsam.inference.onnx_encoder import RUNTIMES, onnx_available
+from napari_swinlitemedsam.inference.openvino_encoder import openvino_available
 from napari_swinlitemedsam.inference.precision import PRECISION_OPTIONS
 from napari_swinlitemedsam.storage.atomic_files import write_atomically
 
@@ -125,6 +126,7 @@ def candidates_for(
     device: torch.device,
     cpu: CpuDescription,
     onnx_installed: bool,
+    openvino_installed: bool = False,
 ) -> list[Candidate]:
     """The candidates that ``precision`` and ``runtime`` (each may be "auto") allow here."""
     if precision not in PRECISION_OPTIONS:
@@ -135,11 +137,13 @@ def candidates_for(
         return [Candidate(runtime, precision)]
     if precision == "bf16":
         return [Candidate("torch", "bf16")]  # only torch runs bf16
-    if runtime == "onnxruntime":
-        return [Candidate("onnxruntime", "fp32")]  # ONNX Runtime runs float32 only
+    if runtime in ("onnxruntime", "openvino"):
+        return [Candidate(runtime, "fp32")]  # the exported graphs run float32 only
     found = [BASELINE]
     if runtime == "auto" and onnx_installed and device.type == "cpu":
         found.append(Candidate("onnxruntime", "fp32"))
+    if runtime == "auto" and openvino_installed and device.type == "cpu":
+        found.append(Candidate("openvino", "fp32"))
     if precision == "auto" and bf16_is_native(device, cpu):
         found.append(Candidate("torch", "bf16"))
     if precision == "fp32":
@@ -310,8 +314,9 @@ def choice_key(
         from importlib.metadata import version
 
         ort_version = version("onnxruntime") if onnx_available() else "none"
+        openvino_version = version("openvino") if openvino_available() else "none"
     except ImportError:
-        ort_version = "none"
+        ort_version = openvino_version = "none"
     parts = [
         SELF_CHECK_VERSION,
         model_name,
@@ -321,6 +326,7 @@ def choice_key(
         sorted(cpu.flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}),
         torch.__version__,
         ort_version,
+        openvino_version,
         torch.get_num_threads(),
         list(options),
     ]
@@ -356,6 +362,7 @@ def choose_runtime(
     cpu: CpuDescription | None = None,
     onnx_installed: bool | None = None,
     choice_dir: Path | None = None,
+    openvino_installed: bool | None = None,
     cases: Callable[[], Sequence[CheckCase]] = bundled_check_cases,
 ) -> RuntimeChoice:
     """Resolve ``precision`` and ``runtime`` (each "auto" or a forced value) for ``model``.
@@ -368,7 +375,9 @@ def choose_runtime(
     cpu = cpu if cpu is not None else describe_cpu()
     device = next(model.parameters(), torch.empty(0)).device  # no parameters: a CPU stand-in
     installed = onnx_available() if onnx_installed is None else onnx_installed
-    found = candidates_for(precision, runtime, device, cpu, installed)
+    if openvino_installed is None:
+        openvino_installed = openvino_available()
+    found = candidates_for(precision, runtime, device, cpu, installed, openvino_installed)
     summary = cpu.summary()
     if len(found) == 1:
         how = "only candidate" if precision == runtime == "auto" else "forced"

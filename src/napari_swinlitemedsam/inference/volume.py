@@ -9,6 +9,9 @@ Differences from the reference scripts, all deliberate:
 * every slice is encoded once per volume, whatever the number of objects (the reference
   re-encodes each slice for each object): objects advance together in one upward and one
   downward sweep, and all objects active on a slice are decoded in one batch;
+* encoding runs ahead of decoding: the next slice of the sweep (the first slices of the
+  downward sweep after the upward one) is encoded in a background thread while the current
+  slice decodes (:mod:`.encode_ahead`);
 * ``include_end_slices=True`` (default) segments ``z_min`` and ``z_max`` themselves, as the
   organisers' fixed LiteMedSAM baseline does; ``False`` reproduces the Swin-LiteMedSAM reference,
   which stops one slice short at both ends;
@@ -31,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_swinlitemedsam.inference import transforms
+from napari_swinlitemedsam.inference.encode_ahead import DEFAULT_LOOKAHEAD, EncodeAhead
 from napari_swinlitemedsam.inference.predictor import BoxPredictor, PredictorError
 from napari_swinlitemedsam.inference.propagation_rules import (
     DEFAULT_RULES,
@@ -141,12 +145,17 @@ def segment_volume(
     stop_when_empty: bool | None = None,
     volume_key: Hashable | None = None,
     rules: PropagationRules = DEFAULT_RULES,
+    lookahead: int = DEFAULT_LOOKAHEAD,
+    encode_batch: int = 1,
 ) -> Generator[SliceResult, None, np.ndarray]:
     """Segment N 3D boxes in a (D, H, W) uint8 stack; returns (D, H, W) labels 1..N.
 
     Later boxes overwrite earlier ones where they overlap, like the reference.
     ``rules=REFERENCE_RULES`` (with ``include_end_slices`` as the reference in question has
     it) reproduces the reference exactly; ``stop_when_empty``, when given, overrides that rule.
+    ``lookahead`` slices are encoded ahead in a background thread while a slice decodes (0: the
+    plain loop), ``encode_batch`` per encoder call; the labels do not depend on either (up to
+    float32 rounding with ``encode_batch`` > 1).
     """
     if stop_when_empty is not None:
         rules = rules.with_options(stop_when_empty=stop_when_empty)
@@ -156,7 +165,9 @@ def segment_volume(
         raise PredictorError(f"a volume must be (D, H, W), got shape {volume.shape}")
     checked = check_boxes_3d(boxes, volume.shape[0])
     up, down = _tracks_for_boxes(checked, volume.shape[0], include_end_slices)
-    masks = yield from _run_tracks(predictor, volume, up, down, rules, volume_key)
+    masks = yield from _run_tracks(
+        predictor, volume, up, down, rules, volume_key, lookahead, encode_batch
+    )
     return _paste_in_order(masks, len(checked), volume.shape)
 
 
@@ -167,6 +178,7 @@ def propagate_from_key_slices(
     z_range: tuple[int, int] | None = None,
     volume_key: Hashable | None = None,
     rules: PropagationRules = KEY_SLICE_RULES,
+    lookahead: int = DEFAULT_LOOKAHEAD,
 ) -> Generator[SliceResult, None, dict[int, np.ndarray]]:
     """Segment one object from boxes drawn on several key slices.
 
@@ -174,7 +186,8 @@ def propagate_from_key_slices(
     slice; beyond the outermost key slices the object is followed until it vanishes (or
     ``z_range`` ends, default the whole stack). Returns ``{z: (H, W) bool mask}``.
     Key-slice boxes are 2D, so ``clamp_to_box`` has nothing to clamp to; the object is always
-    followed only until it vanishes (``stop_when_empty`` is forced on).
+    followed only until it vanishes (``stop_when_empty`` is forced on). ``lookahead``: as in
+    :func:`segment_volume`.
     """
     rules = rules.with_options(stop_when_empty=True)
     if not key_boxes:
@@ -193,7 +206,7 @@ def propagate_from_key_slices(
         if z - 1 >= bottom:
             tracks_down.append(_Track(0, z - 1, bottom, -1, box, is_3d_box=False))
     results = yield from _run_tracks(
-        predictor, volume, tracks_up, tracks_down, rules=rules, volume_key=volume_key
+        predictor, volume, tracks_up, tracks_down, rules, volume_key, lookahead
     )
     return results.get(0, {})
 
@@ -205,45 +218,78 @@ def _run_tracks(
     down: list[_Track],
     rules: PropagationRules,
     volume_key: Hashable | None,
+    lookahead: int = DEFAULT_LOOKAHEAD,
+    encode_batch: int = 1,
 ) -> Generator[SliceResult, None, dict[int, dict[int, np.ndarray]]]:
-    """Run an upward sweep over ``up`` tracks, then a downward sweep over ``down`` tracks."""
+    """Run an upward sweep over ``up`` tracks, then a downward sweep over ``down`` tracks.
+
+    Slices are encoded ``lookahead`` slices ahead of the one decoding, in a background thread,
+    ``encode_batch`` slices per encoder call (:class:`~.encode_ahead.EncodeAhead`).
+    """
     masks: dict[int, dict[int, np.ndarray]] = {}
     total = sum(abs(t.stop - t.start) + 1 for t in up + down)
     done = 0
     encoded: set[int] = set()
     key = volume_key if volume_key is not None else ("volume", id(volume))
-    for tracks, step in ((up, +1), (down, -1)):
-        if not tracks:
-            continue
-        z_values = [z for t in tracks for z in (t.start, t.stop)]
-        z_first, z_last = (
-            (min(z_values), max(z_values)) if step > 0 else (max(z_values), min(z_values))
-        )
-        for z in range(z_first, z_last + step, step):
-            active = [t for t in tracks if t.covers(z)]
-            if not active:
-                continue
-            encoded_slice = predictor.encode(volume[z], key=(key, z))
-            encoded.add(z)
-            boxes_256 = np.stack([_box_for(t, z, encoded_slice, masks, rules) for t in active])
-            prediction = predictor.predict_256(boxes_256, encoded_slice, slice_index=z)
-            for track, mask, box, score in zip(
-                active, prediction.masks, boxes_256, prediction.scores
-            ):
-                previous = masks.get(track.index, {}).get(z - track.step)
-                mask = rules.clean(mask, previous)
-                # The starting (key) slice is always kept; the user's own box is no guess.
-                followed = not (track.step > 0 and z == track.start)
-                if followed and rules.ends(mask, previous, float(score)):
-                    mask = np.zeros_like(mask)
-                    track.ended = True
-                masks.setdefault(track.index, {})[z] = mask
-                track.previous = mask
-                if rules.stop_when_empty and not mask.any() and followed:
-                    track.ended = True
-                done += 1
-                yield SliceResult(track.index, z, mask, done, total, len(encoded), box)
+    sweeps = [(tracks, _sweep(tracks, step)) for tracks, step in ((up, +1), (down, -1))]
+    order = [z for tracks, z_values in sweeps for z in z_values if _any_covers(tracks, z)]
+    with EncodeAhead(predictor, volume, order, key, lookahead, encode_batch) as encodings:
+        for tracks, z_values in sweeps:
+            for z in z_values:
+                active = [t for t in tracks if t.covers(z)]
+                if not active:
+                    continue
+                encoded_slice = encodings.get(z)
+                encoded.add(z)
+                for index, _, mask, box in _decode_slice(
+                    predictor, z, active, encoded_slice, masks, rules
+                ):
+                    done += 1
+                    yield SliceResult(index, z, mask, done, total, len(encoded), box)
     return masks
+
+
+def _sweep(tracks: list[_Track], step: int) -> range:
+    """The slices one sweep walks, in order (empty without tracks)."""
+    if not tracks:
+        return range(0)
+    z_values = [z for t in tracks for z in (t.start, t.stop)]
+    if step > 0:
+        return range(min(z_values), max(z_values) + 1)
+    return range(max(z_values), min(z_values) - 1, -1)
+
+
+def _any_covers(tracks: list[_Track], z: int) -> bool:
+    return any(t.covers(z) for t in tracks)
+
+
+def _decode_slice(
+    predictor: BoxPredictor,
+    z: int,
+    active: list[_Track],
+    encoded_slice,
+    masks: dict[int, dict[int, np.ndarray]],
+    rules: PropagationRules,
+) -> Generator[tuple[int, int, np.ndarray, np.ndarray], None, None]:
+    """Decode every active track on slice ``z`` in one call; yields (index, z, mask, box_256).
+
+    Each track's mask, end and state are settled before its tuple is yielded.
+    """
+    boxes_256 = np.stack([_box_for(t, z, encoded_slice, masks, rules) for t in active])
+    prediction = predictor.predict_256(boxes_256, encoded_slice, slice_index=z)
+    for track, mask, box, score in zip(active, prediction.masks, boxes_256, prediction.scores):
+        previous = masks.get(track.index, {}).get(z - track.step)
+        mask = rules.clean(mask, previous)
+        # The starting (key) slice is always kept; the user's own box is no guess.
+        followed = not (track.step > 0 and z == track.start)
+        if followed and rules.ends(mask, previous, float(score)):
+            mask = np.zeros_like(mask)
+            track.ended = True
+        masks.setdefault(track.index, {})[z] = mask
+        track.previous = mask
+        if rules.stop_when_empty and not mask.any() and followed:
+            track.ended = True
+        yield track.index, z, mask, box
 
 
 def _box_for(track: _Track, z: int, encoded_slice, masks, rules: PropagationRules) -> np.ndarray:

@@ -1,0 +1,81 @@
+"""Which runtime and precision a freshly loaded predictor runs, decided by measurement.
+
+:meth:`BoxPredictor.from_pretrained` hands its loaded model here: the self-check of
+:mod:`.runtime_choice` builds one trial predictor per candidate (torch fp32, ONNX Runtime, bf16
+where native), and the winner's already opened ONNX session is kept for the final predictor, so
+the graph is not loaded twice. Kept apart from :mod:`.predictor` so that the predictor module is
+only the encode/decode engine.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from napari_swinlitemedsam.inference.runtime_choice import (
+    Candidate,
+    EmulatedBf16Warning,
+    RuntimeChoice,
+    choose_runtime,
+    emulated_bf16_message,
+)
+from napari_swinlitemedsam.model.segmenter import PromptableSegmenter
+
+if TYPE_CHECKING:  # the predictor imports this module; only the type flows back
+    from napari_swinlitemedsam.inference.predictor import BoxPredictor
+
+
+def warn_if_bf16_is_emulated(model_name: str, stacklevel: int = 3) -> None:
+    """Warn (:class:`EmulatedBf16Warning`) when this CPU has no native bfloat16."""
+    from napari_swinlitemedsam.inference.cpu_features import describe_cpu
+
+    cpu = describe_cpu()
+    if cpu.native_bf16 is not True:
+        warnings.warn(
+            emulated_bf16_message(model_name, cpu), EmulatedBf16Warning, stacklevel=stacklevel
+        )
+
+
+def build_measured(
+    predictor_class: type[BoxPredictor],
+    model: PromptableSegmenter,
+    prompts: str,
+    name: str,
+    cache: Any,
+    precision: str = "auto",
+    runtime: str = "auto",
+    choice_dir: Path | None = None,
+    **options,
+) -> BoxPredictor:
+    """A ``predictor_class`` around ``model`` running the measured (or forced) choice.
+
+    ``precision``/``runtime`` "auto" are resolved by :func:`.runtime_choice.choose_runtime`
+    (a self-check the first time, the cached decision afterwards); a forced value is kept.
+    ``options`` go to the predictor's constructor.
+    """
+    tried: dict[Candidate, BoxPredictor] = {}
+
+    def make(candidate: Candidate) -> BoxPredictor:
+        tried[candidate] = predictor_class(
+            model, prompts, None, name, precision=candidate.precision, runtime=candidate.runtime
+        )
+        return tried[candidate]
+
+    choice: RuntimeChoice = choose_runtime(
+        model, name, make, precision, runtime, choice_dir=choice_dir
+    )
+    predictor = predictor_class(
+        model,
+        prompts,
+        cache,
+        name,
+        precision=choice.precision if precision == "auto" else precision,
+        runtime=choice.runtime if runtime == "auto" else runtime,
+        **options,
+    )
+    predictor.runtime_choice = choice
+    chosen = tried.get(Candidate(choice.runtime, choice.precision))
+    if chosen is not None:  # keep the ONNX session the self-check already opened
+        predictor.adopt_onnx_session(chosen)
+    return predictor
