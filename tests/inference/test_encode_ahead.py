@@ -154,18 +154,20 @@ def random_litemedsam():
         return build_litemedsam().eval()
 
 
+@pytest.mark.slow  # six real-architecture encodes
 def test_real_network_labels_agree_between_schedules(random_litemedsam):
-    volume = blobs_volume(depth=5)
-    boxes = np.array([[8, 8, 0, 32, 32, 4], [30, 34, 1, 54, 56, 3]])
+    """Batched encodes on the real architecture round differently from one-slice encodes:
+    labels within the suite's tolerance. (Encoding ahead in a thread runs the same arithmetic:
+    exact, on the stand-in, above.) Three slices keep the six real encodes cheap."""
+    volume = blobs_volume(depth=3)
+    boxes = np.array([[8, 8, 0, 32, 32, 2], [30, 34, 1, 54, 56, 2]])
     results = {}
     for label, options in {
         "plain": {"lookahead": 0},
-        "ahead": {"lookahead": 1},
         "batched": {"lookahead": 2, "encode_batch": 2},
     }.items():
         predictor = BoxPredictor(random_litemedsam, cache=EmbeddingCache(1 << 28))
         steps = segment_volume(predictor, volume, boxes, rules=REFERENCE_RULES, **options)
         results[label] = run_to_end(steps)
     assert results["plain"].any()
-    assert_labels_agree(results["ahead"], results["plain"])
     assert_labels_agree(results["batched"], results["plain"])
