@@ -18,10 +18,14 @@ def open_viewer(
     """
     import napari
 
+    from napari_swinlitemedsam.io.zarr_stacks import is_zarr_path
+
     viewer = napari.Viewer(title="Swin-LiteMedSAM box annotator")
     if series is None:
         if files:
-            viewer.open(files)
+            for path in files:
+                # zarr stores through this plugin's lazy reader (napari's own would ask which)
+                viewer.open(path, plugin=PLUGIN if is_zarr_path(path) else None)
         else:
             viewer.open_sample(PLUGIN, sample)
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
