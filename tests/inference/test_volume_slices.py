@@ -115,7 +115,9 @@ def test_propagation_on_a_lazy_stack_reads_only_visited_slices_and_equals_in_mem
 def test_a_lazy_stack_keeps_read_slices_within_the_read_ahead_budget():
     store = CountingStore(blobs(depth=40))
     plane_bytes = 64 * 64  # one uint8 slice
-    slices = VolumeSlices(da.from_array(store, chunks=(1, 64, 64)), read_ahead_bytes=3 * plane_bytes)
+    slices = VolumeSlices(
+        da.from_array(store, chunks=(1, 64, 64)), read_ahead_bytes=3 * plane_bytes
+    )
     store.slices_read.clear()
     first = slices[5].copy()
     np.testing.assert_array_equal(slices[5], first)

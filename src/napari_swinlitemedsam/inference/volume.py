@@ -141,12 +141,15 @@ def segment_volume(
     stop_when_empty: bool | None = None,
     volume_key: Hashable | None = None,
     rules: PropagationRules = DEFAULT_RULES,
-) -> Generator[SliceResult, None, np.ndarray]:
+    paste: bool = True,
+) -> Generator[SliceResult, None, np.ndarray | None]:
     """Segment N 3D boxes in a (D, H, W) uint8 stack; returns (D, H, W) labels 1..N.
 
     Later boxes overwrite earlier ones where they overlap, like the reference.
     ``rules=REFERENCE_RULES`` (with ``include_end_slices`` as the reference in question has
     it) reproduces the reference exactly; ``stop_when_empty``, when given, overrides that rule.
+    ``paste=False``: return None instead of the label volume, for a caller that writes the
+    yielded slices itself (a stack bigger than memory: no (D, H, W) array is made).
     """
     if stop_when_empty is not None:
         rules = rules.with_options(stop_when_empty=stop_when_empty)
@@ -157,7 +160,7 @@ def segment_volume(
     checked = check_boxes_3d(boxes, volume.shape[0])
     up, down = _tracks_for_boxes(checked, volume.shape[0], include_end_slices)
     masks = yield from _run_tracks(predictor, volume, up, down, rules, volume_key)
-    return _paste_in_order(masks, len(checked), volume.shape)
+    return _paste_in_order(masks, len(checked), volume.shape) if paste else None
 
 
 def propagate_from_key_slices(
