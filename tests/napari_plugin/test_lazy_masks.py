@@ -120,13 +120,19 @@ def test_the_annotate_command_opens_a_zarr_store_lazily_with_its_masks_beside_it
     from napari_swinlitemedsam._napari.launch import open_viewer
 
     ball_stack(tmp_path / "embryo.zarr")
-    viewer, widget = open_viewer([str(tmp_path / "embryo.zarr")], "nuclei2d")
+    budget = 2 * SIZE * SIZE  # two uint8 slices (annotate --read-ahead-mb)
+    viewer, widget = open_viewer(
+        [str(tmp_path / "embryo.zarr")], "nuclei2d", read_ahead_bytes=budget
+    )
     try:
         image = widget.annotator.image
         assert image is viewer.layers["embryo.zarr"]
         assert isinstance(image.data, da.Array), "the store is opened lazily"
         assert widget.annotator.masks_store == tmp_path / "embryo_masks.zarr"
         assert (tmp_path / "embryo_masks.zarr").is_dir()
+        wait_idle(qtbot, widget.annotator)
+        read_ahead = widget.annotator.prepared_image.read_ahead
+        assert read_ahead.max_bytes == budget and 0 < read_ahead.nbytes <= budget
     finally:
         assert widget.close_annotator()
         viewer.close()

@@ -103,6 +103,15 @@ class Annotator:
         if self.predictor is not None:
             self.predictor.disk_cache = disk_cache
 
+    def set_read_ahead(self, max_bytes: int) -> None:
+        """Keep up to ``max_bytes`` of decoded slices of a lazy stack; a stack already read is
+        read again with the new budget (its intensity sample only)."""
+        self.read_ahead_bytes = int(max_bytes)
+        kept = getattr(self._image_u8, "read_ahead", None)
+        if kept is not None and not self._image_u8.in_memory:
+            self._image_u8 = None
+            self.user_acted()
+
     def add_background(self, source: BackgroundSource) -> None:
         """Offer ``source``'s jobs when nothing else is to do (lowest priority, one at a time)."""
         self.scheduler.background.append(source)
@@ -357,11 +366,14 @@ class Annotator:
     def _start_prepare(self, job: jobs.PrepareJob) -> None:
         self.on_status(f"Reading '{self.image.name}'...")
 
+        budget = self.read_ahead_bytes
+
         def prepared(array) -> None:
-            if self.scheduler.is_current(job.image_key):
+            # Read with a budget changed meanwhile: dropped, and read again (see set_read_ahead).
+            if self.scheduler.is_current(job.image_key) and budget == self.read_ahead_bytes:
                 self._image_u8 = array
 
-        args = (self.image.data, self.is_stack, self.window, self.read_ahead_bytes)
+        args = (self.image.data, self.is_stack, self.window, budget)
         self.runner.start(job.kind, slice_work.prepare_image, args, on_return=prepared)
 
     def _start_encode(self, job: jobs.EncodeJob | jobs.PrefetchJob) -> None:

@@ -174,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     annotate.add_argument(
         "--skip-done", action="store_true", help="Next / Previous pass over items marked done"
     )
+    annotate.add_argument(
+        "--read-ahead-mb",
+        type=float,
+        default=None,
+        help="memory for decoded slices of a lazy (zarr / dask) stack kept for reuse (default: 64)",
+    )
     add_cache_arguments(annotate)
 
     from napari_swinlitemedsam.cli.models import add_models_parser
@@ -339,7 +345,8 @@ def run_annotate(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    return launch_viewer(args.files, args.sample, series, args.skip_done, disk_cache)
+    read_ahead = None if args.read_ahead_mb is None else int(max(args.read_ahead_mb, 0) * 2**20)
+    return launch_viewer(args.files, args.sample, series, args.skip_done, disk_cache, read_ahead)
 
 
 def failure_text(error: BaseException) -> str:
