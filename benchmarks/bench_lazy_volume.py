@@ -13,12 +13,16 @@ size, ``ru_maxrss``), with the bundled LiteMedSAM weights:
   :class:`VolumeSlices` (intensity mapping from a 16-slice sample), encode the slice the box is
   on, decode the box: the time from opening to the first mask; then one object propagated
   through 100 slices (time, peak RSS);
+* ``store``: as ``lazy``, but the propagated slices are written as the annotator writes them:
+  into a napari Labels layer over a zarr masks store on disk (``io.label_stores``), through
+  ``Labels.data_setitem`` inside one undo group, so peak RSS includes napari and the undo
+  history;
 * ``eager`` (the behaviour before lazy stacks), only on a ``--eager-depth`` store small enough to
   fit: the whole stack read and mapped to uint8 first (``to_uint8(np.asarray(data))``), then the
   same first mask; and ``lazy`` on that same small store, for the ratio.
 
     python benchmarks/bench_lazy_volume.py [--store DIR] [--depth 2000] [--size 2048]
-        [--written 300] [--eager-depth 200]
+        [--written 300] [--eager-depth 200] [--rows lazy,store,eager]
 """
 
 from __future__ import annotations
@@ -91,6 +95,7 @@ def measure(mode: str, store: Path, written: int, propagate: int) -> dict:
     size = data.shape[-1]
     z, box = box_on(size, written)
     volume = to_uint8(np.asarray(data)) if mode == "eager" else VolumeSlices(data)
+    labels = masks_layer(store, data.shape) if mode == "store" else None
     encoded = predictor.encode(volume[z], key=("bench", z))
     predictor.set_encoded(encoded)
     mask = predictor.predict(box[None], slice_index=z).masks[0]
@@ -105,15 +110,47 @@ def measure(mode: str, store: Path, written: int, propagate: int) -> dict:
     if propagate:
         started = time.perf_counter()
         half = propagate // 2
-        masks = run_to_end(
-            propagate_from_key_slices(
-                predictor, volume, {z: box}, z_range=(z - half, z + half - 1), volume_key="bench"
-            )
+        steps = propagate_from_key_slices(
+            predictor, volume, {z: box}, z_range=(z - half, z + half - 1), volume_key="bench"
         )
+        if labels is None:
+            masks = run_to_end(steps)
+        else:
+            masks = write_into_layer(labels, steps)
+            result["store_slices_with_mask"] = int(
+                sum(bool(np.any(labels.data[k])) for k in range(z - half, z + half))
+            )
         result["propagate_slices"] = len(masks)
         result["propagate_s"] = time.perf_counter() - started
         result["rss_peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
+
+
+def masks_layer(store: Path, shape: tuple[int, ...]):
+    """A napari Labels layer over a fresh zarr masks store beside the benchmark's store."""
+    import shutil
+
+    from napari.layers import Labels
+
+    from napari_swinlitemedsam.io.label_stores import open_masks_store
+
+    path = store.with_name(store.stem + "_masks.zarr")
+    if path.exists():
+        shutil.rmtree(path)
+    return Labels(open_masks_store(path, tuple(int(n) for n in shape)))
+
+
+def write_into_layer(labels, steps) -> dict:
+    """Write each propagated slice as the annotator does (one undo group); the masks dict."""
+    from napari_swinlitemedsam._napari.layer_io import write_object_mask
+
+    with labels.block_history():
+        while True:
+            try:
+                result = next(steps)
+            except StopIteration as finished:
+                return finished.value
+            write_object_mask(labels, 1, result.mask, result.z, overwrite=False)
 
 
 def run_child(mode: str, store: Path, written: int, propagate: int) -> dict:
@@ -141,6 +178,9 @@ def main() -> None:
     parser.add_argument("--written", type=int, default=300)
     parser.add_argument("--eager-depth", type=int, default=200)
     parser.add_argument("--propagate", type=int, default=100)
+    parser.add_argument(
+        "--rows", default="lazy,store,eager", help="measurements to run (comma separated)"
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -148,19 +188,22 @@ def main() -> None:
         return
     folder = args.store or Path(tempfile.mkdtemp(prefix="lazy-bench-"))
     big, small = folder / "big.zarr", folder / "small.zarr"
+    chosen = set(args.rows.split(","))
     started = time.perf_counter()
     build_store(big, args.depth, args.size, args.written)
-    build_store(small, args.eager_depth, args.size, min(args.written, args.eager_depth))
-    print(f"stores ready in {time.perf_counter() - started:.0f} s under {folder}")
     written_small = min(args.written, args.eager_depth)
-    rows = [
-        run_child("lazy", big, args.written, args.propagate),
-        run_child("eager", small, written_small, 0),
-        run_child("lazy", small, written_small, 0),
-    ]
+    if "eager" in chosen:
+        build_store(small, args.eager_depth, args.size, written_small)
+    print(f"stores ready in {time.perf_counter() - started:.0f} s under {folder}")
+    for mode in ("lazy", "store"):
+        if mode in chosen:
+            print(json.dumps(run_child(mode, big, args.written, args.propagate)), flush=True)
+    if "eager" not in chosen:
+        return
+    rows = [run_child("eager", small, written_small, 0), run_child("lazy", small, written_small, 0)]
     for row in rows:
         print(json.dumps(row))
-    eager, lazy_small = rows[1], rows[2]
+    eager, lazy_small = rows
     print(
         f"{eager['shape']}: first mask eager {eager['first_mask_s']:.1f} s / lazy "
         f"{lazy_small['first_mask_s']:.1f} s = {eager['first_mask_s'] / lazy_small['first_mask_s']:.1f}x; "

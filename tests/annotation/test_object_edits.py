@@ -112,3 +112,23 @@ def test_other_objects_are_never_touched(labels, first, second, op):
         )
     else:
         assert 0 < np.count_nonzero(after == 7) < np.count_nonzero(labels == first)
+
+
+def test_delete_and_merge_on_masks_on_disk_equal_the_edits_in_memory(tmp_path):
+    zarr = pytest.importorskip("zarr")
+    labels = two_piece_stack()
+    store = zarr.open_array(
+        str(tmp_path / "m.zarr"), mode="w", shape=labels.shape, chunks=(1, 10, 12), dtype="u2"
+    )
+    store[:] = labels
+    for edit_of in (lambda data: delete_object(data, 9), lambda data: merge_objects(data, 9, 5)):
+        on_disk, in_memory = edit_of(store), edit_of(labels)
+        order = np.lexsort(on_disk.indices[::-1])  # same voxels, maybe in another order
+        memory_order = np.lexsort(in_memory.indices[::-1])
+        for axis in range(3):
+            np.testing.assert_array_equal(
+                on_disk.indices[axis][order], in_memory.indices[axis][memory_order]
+            )
+        np.testing.assert_array_equal(on_disk.values, in_memory.values)
+    with pytest.raises(ObjectEditError, match="no pixels"):
+        delete_object(store, 4)

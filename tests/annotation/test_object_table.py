@@ -12,6 +12,7 @@ from napari_swinlitemedsam.annotation.object_classes import (
     classes_from_table,
 )
 from napari_swinlitemedsam.annotation.object_table import (
+    ids_present,
     ids_without_rows,
     object_table,
     volume_unit,
@@ -128,3 +129,22 @@ def test_counts_and_bounds_agree_with_numpy(kind):
     for row in rows:
         where = np.nonzero(labels == row.object_id)
         assert row.bounds == tuple((int(a.min()), int(a.max()) + 1) for a in where)
+
+
+def test_masks_on_disk_give_the_same_table_read_one_slice_at_a_time(tmp_path):
+    zarr = pytest.importorskip("zarr")
+    rng = np.random.default_rng(5)
+    labels = np.zeros((7, 30, 40), dtype=np.uint16)
+    for object_id in (2, 5, 9):
+        z, y, x = rng.integers(0, 4), rng.integers(0, 22), rng.integers(0, 30)
+        labels[z : z + 3, y : y + 7, x : x + 9] = object_id
+    labels[6, 0, 0] = 5  # an object in two pieces far apart
+    store = zarr.open_array(
+        str(tmp_path / "m.zarr"), mode="w", shape=labels.shape, chunks=(1, 30, 40), dtype="u2"
+    )
+    store[:] = labels
+    spacing = (2.0, 0.5, 0.5)
+    assert object_table(store, spacing=spacing, unit="mm") == object_table(
+        labels, spacing=spacing, unit="mm"
+    )
+    assert ids_present(store) == ids_present(labels) == {2, 5, 9}

@@ -110,3 +110,31 @@ def test_propagation_on_a_lazy_stack_reads_only_visited_slices_and_equals_in_mem
     assert visited <= set(range(25, 35)) and 30 in visited
     labels_memory = run_to_end(segment_volume(stub_predictor(), volume, box))
     np.testing.assert_array_equal(labels_lazy, labels_memory)  # same code path, same slices
+
+
+def test_a_lazy_stack_keeps_read_slices_within_the_read_ahead_budget():
+    store = CountingStore(blobs(depth=40))
+    plane_bytes = 64 * 64  # one uint8 slice
+    slices = VolumeSlices(
+        da.from_array(store, chunks=(1, 64, 64)), read_ahead_bytes=3 * plane_bytes
+    )
+    store.slices_read.clear()
+    first = slices[5].copy()
+    np.testing.assert_array_equal(slices[5], first)
+    assert store.slices_read == [5], "a slice read once is served from the read-ahead"
+    for z in (6, 7, 8):
+        slices[z]
+    assert slices.read_ahead.nbytes == 3 * plane_bytes  # the budget, not more
+    assert 5 not in slices.read_ahead, "the least recently used slice is dropped first"
+    store.slices_read.clear()
+    np.testing.assert_array_equal(slices[5], first)
+    assert store.slices_read == [5]
+
+
+def test_in_memory_and_zero_budget_stacks_keep_no_slices():
+    assert VolumeSlices(blobs()).read_ahead.max_bytes == 0
+    store = CountingStore(blobs())
+    slices = VolumeSlices(da.from_array(store, chunks=(1, 64, 64)), read_ahead_bytes=0)
+    store.slices_read.clear()
+    slices[3], slices[3]
+    assert store.slices_read == [3, 3] and slices.read_ahead.nbytes == 0

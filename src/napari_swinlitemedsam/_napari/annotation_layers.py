@@ -8,29 +8,43 @@ annotator's own code deals with objects and jobs, not with layer plumbing.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from napari.layers import Image, Labels
 
 from napari_swinlitemedsam._napari import layer_io
+from napari_swinlitemedsam._napari.mask_storage import LabelMaximum, MaskStorage
 from napari_swinlitemedsam.annotation.annotator_state import BoxSync, ShapeBox, SliceKey
 
 
 class AnnotationLayers:
     """``image`` with a masks layer (``labels``, new when None), a box layer and a click layer.
 
+    When ``labels`` is None, ``new_masks`` (``(layer, store path or None)`` from
+    :meth:`.MaskStorage.make_layer`; default: empty masks in memory) is added to the viewer;
+    ``masks_store`` is the store's path (None: masks in memory or the user's own layer).
+
     Raises :class:`~.layer_io.ImageLayerError` before touching the viewer when the image cannot
     be annotated or ``labels`` is not shaped like it.
     """
 
-    def __init__(self, viewer, image: Image, labels: Labels | None = None) -> None:
+    def __init__(
+        self,
+        viewer,
+        image: Image,
+        labels: Labels | None = None,
+        new_masks: tuple[Labels, Path | None] | None = None,
+    ) -> None:
         self.shape = self.check(image, labels)
+        self.masks_store: Path | None = None
         # The layers are made here and kept: what the viewer hands back may be napari's
         # public-only proxy of them, which is not the layer its events carry.
         if labels is None:
-            labels = layer_io.make_labels_layer(image)
+            labels, self.masks_store = new_masks or MaskStorage("memory").make_layer(image)
             viewer.add_layer(labels)
         self.image, self.labels = image, labels
+        self.highest_label = LabelMaximum(labels)
         self.points = layer_io.make_points_layer(image)
         self.boxes = layer_io.make_box_layer(image)
         viewer.add_layer(self.points)
@@ -112,6 +126,7 @@ class AnnotationLayers:
         for emitter, handler in self._handlers:
             emitter.disconnect(handler)
         self._handlers = []
+        self.highest_label.disconnect()
 
     def drop_points(self) -> None:
         """The click layer left the viewer: stop listening to it (annotation goes on)."""

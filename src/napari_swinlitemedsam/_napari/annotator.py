@@ -19,6 +19,7 @@ from napari.utils.notifications import show_error, show_info
 
 from napari_swinlitemedsam._napari import layer_io
 from napari_swinlitemedsam._napari.annotation_layers import AnnotationLayers
+from napari_swinlitemedsam._napari.mask_storage import MaskStorage
 from napari_swinlitemedsam._napari.workers import JobProgress, JobRunner
 from napari_swinlitemedsam.annotation import jobs, slice_work
 from napari_swinlitemedsam.annotation.annotator_state import AnnotatorState, SliceKey
@@ -31,6 +32,7 @@ from napari_swinlitemedsam.annotation.scheduler import (
     plural,
     slice_text,
 )
+from napari_swinlitemedsam.inference.read_ahead import DEFAULT_READ_AHEAD_BYTES
 
 FINISHED_ACTIONS = ("added", "changed", "removed")
 
@@ -52,6 +54,8 @@ class Annotator:
         self.overwrite = False
         self.extend_object = False
         self.layers: AnnotationLayers | None = None
+        self.mask_storage = MaskStorage()  # where new masks layers live (memory or a store)
+        self.read_ahead_bytes = DEFAULT_READ_AHEAD_BYTES  # decoded slices kept, lazy stacks
         self.active_object: int | None = None
         self.last_decode_seconds: float | None = None
         self.last_error = ""
@@ -99,6 +103,15 @@ class Annotator:
         if self.predictor is not None:
             self.predictor.disk_cache = disk_cache
 
+    def set_read_ahead(self, max_bytes: int) -> None:
+        """Keep up to ``max_bytes`` of decoded slices of a lazy stack; a stack already read is
+        read again with the new budget (its intensity sample only)."""
+        self.read_ahead_bytes = int(max_bytes)
+        kept = getattr(self._image_u8, "read_ahead", None)
+        if kept is not None and not self._image_u8.in_memory:
+            self._image_u8 = None
+            self.user_acted()
+
     def add_background(self, source: BackgroundSource) -> None:
         """Offer ``source``'s jobs when nothing else is to do (lowest priority, one at a time)."""
         self.scheduler.background.append(source)
@@ -121,14 +134,18 @@ class Annotator:
         new key. ``prepared``: the image as :func:`~.slice_work.prepare_image` maps it, when
         already known.
 
+        A new masks layer lives in memory or in a zarr store on disk as ``mask_storage``
+        decides (:class:`.MaskStorage`; ``masks_store`` says where).
+
         Raises :class:`ImageLayerError` (and keeps annotating the current image) when the image
-        cannot be annotated or ``labels`` is not shaped like it.
+        cannot be annotated, ``labels`` is not shaped like it, or the masks store cannot be made.
         """
         AnnotationLayers.check(image, labels)  # refused before the current image is let go
+        new_masks = None if labels is not None else self.mask_storage.make_layer(image)
         previous_labels = self.labels
         self.detach()
         self._image_key = uuid.uuid4().hex if image_key is None else image_key
-        self.layers = AnnotationLayers(self.viewer, image, labels)
+        self.layers = AnnotationLayers(self.viewer, image, labels, new_masks)
         self._image_u8 = prepared
         self.scheduler.attach(self._windowed_key())
         if self.labels is not previous_labels:
@@ -164,6 +181,16 @@ class Annotator:
     @property
     def labels(self) -> Labels | None:
         return None if self.layers is None else self.layers.labels
+
+    @property
+    def prepared_image(self):
+        """The image as the model sees it (a lazy VolumeSlices for a stack), None until read."""
+        return self._image_u8
+
+    @property
+    def masks_store(self):
+        """The zarr store the masks are written to (None: in memory, or the user's layer)."""
+        return None if self.layers is None else self.layers.masks_store
 
     @property
     def boxes(self):
@@ -212,7 +239,7 @@ class Annotator:
         # napari 0.9 moved the camera under ``scene``; earlier versions have ``viewer.camera``.
         camera = self.viewer.scene.camera if hasattr(self.viewer, "scene") else self.viewer.camera
         shapes = self.layers.read_boxes(camera.zoom)
-        sync = self.state.sync_boxes(shapes, int(np.max(self.labels.data, initial=0)), extend)
+        sync = self.state.sync_boxes(shapes, self.layers.highest_label(), extend)
         self.layers.apply_sync(sync)
         self.scheduler.boxes_synced(sync)
         for object_id, _ in sync.added + sync.moved:
@@ -339,11 +366,14 @@ class Annotator:
     def _start_prepare(self, job: jobs.PrepareJob) -> None:
         self.on_status(f"Reading '{self.image.name}'...")
 
+        budget = self.read_ahead_bytes
+
         def prepared(array) -> None:
-            if self.scheduler.is_current(job.image_key):
+            # Read with a budget changed meanwhile: dropped, and read again (see set_read_ahead).
+            if self.scheduler.is_current(job.image_key) and budget == self.read_ahead_bytes:
                 self._image_u8 = array
 
-        args = (self.image.data, self.is_stack, self.window)
+        args = (self.image.data, self.is_stack, self.window, budget)
         self.runner.start(job.kind, slice_work.prepare_image, args, on_return=prepared)
 
     def _start_encode(self, job: jobs.EncodeJob | jobs.PrefetchJob) -> None:

@@ -75,13 +75,15 @@ def make_box_layer(image: Image) -> Shapes:
     return layer
 
 
-def make_labels_layer(image: Image) -> Labels:
-    """An empty Labels layer shaped like the image (uint16 ids), in the image's frame."""
+def make_labels_layer(image: Image, data=None) -> Labels:
+    """A Labels layer shaped like the image, in the image's frame: empty uint16 ids in memory,
+    or ``data`` (e.g. a zarr masks store of the image's spatial shape, see
+    :mod:`~napari_swinlitemedsam.io.label_stores`)."""
     shape = spatial_shape(image)
     # The scanner geometry of a CT/MR image travels along, so the masks save in its frame.
     geometry = {k: v for k, v in image.metadata.items() if k == "geometry"}
     return Labels(
-        np.zeros(shape, dtype=np.uint16),
+        np.zeros(shape, dtype=np.uint16) if data is None else data,
         name=f"{image.name} masks",
         metadata=geometry,
         **_same_frame(image),
@@ -228,9 +230,16 @@ def write_object_mask(
 
 
 def erase_object(labels: Labels, object_id: int, slice_index: SliceKey = None) -> int:
-    """Set the object's pixels (on one slice, or everywhere) to background, as one undoable edit."""
+    """Set the object's pixels (on one slice, or everywhere) to background, as one undoable edit.
+
+    Masks not in memory (a zarr store) are searched one slice at a time, one edit per slice
+    that holds the object: the caller groups them into one undo step (``block_history``).
+    """
+    data = labels.data
+    if slice_index is None and not isinstance(data, np.ndarray) and len(data.shape) == 3:
+        return sum(erase_object(labels, object_id, z) for z in range(data.shape[0]))
     if slice_index is None:
-        indices = np.nonzero(np.asarray(labels.data) == object_id)
+        indices = np.nonzero(np.asarray(data) == object_id)
     else:
         rows, cols = np.nonzero(_plane(labels, slice_index) == object_id)
         indices = _full_index(slice_index, rows, cols)

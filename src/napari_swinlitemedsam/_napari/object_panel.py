@@ -41,7 +41,7 @@ from napari_swinlitemedsam.annotation.object_edits import (
     merge_objects,
     split_component,
 )
-from napari_swinlitemedsam.annotation.object_table import ObjectRow, object_table
+from napari_swinlitemedsam.annotation.object_table import ObjectRow, ids_present, object_table
 
 COLUMNS = ("id", "class", "slices", "voxels", "volume", "source")
 REFRESH_DELAY_MS = 200
@@ -143,7 +143,7 @@ class ObjectPanel(QWidget):
         self.objects = objects
         self._seen = set(objects.classes) | set(objects.provenance)
         if self._labels is not None:
-            self._seen |= {int(i) for i in np.unique(self._labels.data) if i}
+            self._seen |= ids_present(self._labels.data)
         self.schedule_refresh()
 
     def _boxes_changed(self, event=None) -> None:
@@ -192,7 +192,8 @@ class ObjectPanel(QWidget):
         background run sees one consistent state)."""
         spacing, unit = layer_spacing(self._labels, self.unit_hint)
         class_list = ClassList(self.class_panel.class_list)
-        return np.asarray(self._labels.data), self.objects.copy(), class_list, spacing, unit
+        # Masks on disk stay a store: object_table reads it one slice at a time.
+        return self._labels.data, self.objects.copy(), class_list, spacing, unit
 
     def refresh(self) -> None:
         """Recompute the rows from the masks layer now, on this thread (after an action)."""

@@ -13,7 +13,6 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_error
 from qtpy.QtWidgets import (
     QCheckBox,
-    QFileDialog,
     QHBoxLayout,
     QLabel,
     QPushButton,
@@ -28,20 +27,20 @@ from napari_swinlitemedsam._napari.finetune_panel import FinetunePanel
 from napari_swinlitemedsam._napari.foldable_section import FoldableSection
 from napari_swinlitemedsam._napari.layer_io import ImageLayerError
 from napari_swinlitemedsam._napari.model_download_row import ModelDownloadRow
+from napari_swinlitemedsam._napari.model_list import ModelList
 from napari_swinlitemedsam._napari.object_panel import ObjectPanel
 from napari_swinlitemedsam._napari.series_classes import SeriesClasses
 from napari_swinlitemedsam._napari.series_panel import SeriesPanel
+from napari_swinlitemedsam._napari.storage_row import StorageRow
 from napari_swinlitemedsam._napari.workers import JobRunner
 from napari_swinlitemedsam.annotation.finetune_job import BaseModel, copy_base_model, training_pair
 from napari_swinlitemedsam.annotation.jobs import JobKind
 from napari_swinlitemedsam.annotation.model_choices import (
     BUNDLED,
-    CHOOSE_FILE,
     DEVICES,
     PRECISIONS,
     ModelChoice,
     available_models,
-    own_weights_choice,
 )
 
 NEW_LABELS = "(new layer)"
@@ -96,7 +95,6 @@ class BoxAnnotatorWidget(QWidget):
         self.viewer = napari_viewer
         self.annotator = Annotator(napari_viewer, on_status=self._show_status)
         self.jobs = JobRunner()  # background work of the widget itself (finding models...)
-        self._models = [BUNDLED]
         self._bound_keys: list[str] = []
         self._closed = False
         self._refreshing = False
@@ -109,7 +107,7 @@ class BoxAnnotatorWidget(QWidget):
         self._layer_events.inserted.connect(self._on_layer_inserted)
         self._layer_events.removed.connect(self.reset_choices)
         self._layer_events.reordered.connect(self.reset_choices)
-        self._model_changed()
+        self.model_list.changed()
         self.reset_choices()
         if self.annotator.image is None and self.image_choice.value is not None:
             self._attach(self.image_choice.value, None)
@@ -118,17 +116,15 @@ class BoxAnnotatorWidget(QWidget):
             JobKind.DISCOVER_MODELS,
             available_models,
             (),
-            on_return=self._add_found_models,
-            on_error=self._discovery_failed,
+            on_return=self.model_list.add_found,
+            on_error=self.model_list.discovery_failed,
         )
 
     # ------------------------------------------------------------------ UI
     def _build_ui(self) -> None:
         self.image_choice = ComboBox(label="Image", choices=self._image_layers)
         self.labels_choice = ComboBox(label="Masks", choices=self._labels_layers, nullable=True)
-        self.model_choice = ComboBox(
-            label="Model", choices=self._model_entries, value=BUNDLED.name_or_path
-        )
+        self.model_choice = ComboBox(label="Model")
         self.device_choice = ComboBox(label="Device", choices=DEVICES, value=DEVICES[0])
         self.precision_choice = ComboBox(label="Precision", choices=PRECISIONS, value=PRECISIONS[0])
         self.precision_choice.tooltip = (
@@ -143,7 +139,19 @@ class BoxAnnotatorWidget(QWidget):
             "What the model sees of the intensities: the automatic rule, a CT window, or the "
             "image layer's contrast limits at the moment of choosing"
         )
-        self.download_row = ModelDownloadRow(self._downloaded, self)
+        self.download_row = ModelDownloadRow(
+            lambda choice: self.model_list.downloaded(choice), self
+        )
+        self.model_list = ModelList(
+            self.model_choice,
+            self.annotator,
+            self.download_row,
+            self.device_choice,
+            self.precision_choice,
+            self,
+        )
+        self.model_choice.choices = self.model_list.entries
+        self.model_choice.value = BUNDLED.name_or_path
         self.form = Container(
             widgets=[
                 self.image_choice,
@@ -168,6 +176,7 @@ class BoxAnnotatorWidget(QWidget):
         self.positive_button.setChecked(True)
         self.propagate_button = QPushButton("Propagate through stack (Shift-G)")
         self.stop_button = QPushButton("Stop (Shift-X)")
+        self.storage_row = StorageRow(self.annotator, self)
         self.status_label = QLabel("Starting...")
         self.status_label.setWordWrap(True)
         self.help_label = QLabel(shortcut_help())
@@ -201,6 +210,7 @@ class BoxAnnotatorWidget(QWidget):
         encoder_row.addWidget(self.encoder_label, 1)
         layout.addLayout(encoder_row)
         layout.addWidget(self.download_row)
+        layout.addWidget(self.storage_row)
         layout.addWidget(self.overwrite_box)
         layout.addWidget(self.key_slice_box)
         layout.addLayout(clicks)
@@ -215,7 +225,7 @@ class BoxAnnotatorWidget(QWidget):
         self.image_choice.changed.connect(self._image_chosen)
         self.labels_choice.changed.connect(self._labels_chosen)
         for choice in (self.model_choice, self.device_choice, self.precision_choice):
-            choice.changed.connect(self._model_changed)
+            choice.changed.connect(self.model_list.changed)
         self.window_choice.changed.connect(self._window_chosen)
         self.overwrite_box.toggled.connect(self._set_overwrite)
         self.key_slice_box.toggled.connect(self._set_key_slices)
@@ -228,6 +238,8 @@ class BoxAnnotatorWidget(QWidget):
         predictor = getattr(getattr(self, "annotator", None), "predictor", None)
         choice = getattr(predictor, "runtime_choice", None)
         self.encoder_label.setText(choice.describe() if choice is not None else "-")
+        if hasattr(self, "storage_row"):  # statuses come while the form is being built
+            self.storage_row.show_state()
 
     def _set_overwrite(self, on: bool) -> None:
         self.annotator.overwrite = bool(on)
@@ -248,6 +260,7 @@ class BoxAnnotatorWidget(QWidget):
         if self._closed:
             return
         self._refreshing = True  # choices that change on their own choose nothing
+        listing, self.model_list.refreshing = self.model_list.refreshing, True
         try:
             self.form.reset_choices()
             annotator = self.annotator
@@ -257,6 +270,7 @@ class BoxAnnotatorWidget(QWidget):
                 self.labels_choice.value = annotator.labels
         finally:
             self._refreshing = False
+            self.model_list.refreshing = listing
 
     def _on_layer_inserted(self, event) -> None:
         """A new image is annotated when nothing is (not while a series replaces its item)."""
@@ -302,31 +316,17 @@ class BoxAnnotatorWidget(QWidget):
         return pairs
 
     # ------------------------------------------------------------------ model
-    def _model_entries(self, widget=None) -> list[tuple[str, str]]:
-        # "Choose file..." last, with its own text as value (no model is called that); a None
-        # value would make magicgui move the entry to the top as its "no choice" item.
-        return [(c.label, c.name_or_path) for c in self._models] + [(CHOOSE_FILE, CHOOSE_FILE)]
+    @property
+    def _models(self) -> list[ModelChoice]:
+        return self.model_list.choices
 
     def offer_model(self, choice: ModelChoice) -> None:
         """List ``choice`` (before "Choose file...") unless a model of that file is listed."""
-        if any(known.name_or_path == choice.name_or_path for known in self._models):
-            return
-        self._models.append(choice)
-        current = self.model_choice.value
-        self._refreshing = True  # re-listing chooses no model
-        try:
-            # magicgui appends new entries: drop "Choose file..." and list it again, last.
-            self.model_choice.choices = self._model_entries()[:-1]
-            self.model_choice.choices = self._model_entries
-            self.model_choice.value = current
-        finally:
-            self._refreshing = False
+        self.model_list.offer(choice)
 
-    def _add_found_models(self, choices) -> None:
-        """Offer the models found on disk (besides the bundled one)."""
-        if not self._closed:
-            for choice in choices:
-                self.offer_model(choice)
+    def use_model(self, path) -> None:
+        """List a model file saved meanwhile (e.g. fine-tuned) and switch the annotator to it."""
+        self.model_list.use_file(path)
 
     def _window_chosen(self, value=None) -> None:
         """Give the model the chosen window; "as displayed" takes the image layer's contrast
@@ -338,59 +338,6 @@ class BoxAnnotatorWidget(QWidget):
             image = self.annotator.image
             window = None if image is None else tuple(image.contrast_limits)
         self.annotator.set_window(window)
-
-    def _discovery_failed(self, error: Exception) -> None:
-        show_error(f"Box annotator: could not look for other models: {error}")
-
-    def _model_changed(self, value=None) -> None:
-        name_or_path = self.model_choice.value
-        if self._refreshing:
-            return
-        if name_or_path == CHOOSE_FILE:
-            path, _ = QFileDialog.getOpenFileName(
-                self, "Model weights", "", "PyTorch weights (*.pth *.pt)"
-            )
-            if not path:  # back to the model in use, without loading it again
-                self._select_model_in_use()
-                return
-            self.offer_model(ModelChoice(f"File: {path}", path))
-            self.model_choice.value = path  # loads it through this handler
-            return
-        offered = next((c for c in self._models if c.name_or_path == name_or_path), None)
-        if offered is not None and offered.download:  # "... (download, ~N MB)": ask, then fetch
-            self._select_model_in_use()
-            self.download_row.offer(offered)
-            return
-        label = self.model_choice.current_choice
-        self.annotator.set_model(
-            name_or_path,
-            self.device_choice.value,
-            label,
-            precision=self.precision_choice.value,
-        )
-
-    def _select_model_in_use(self) -> None:
-        """Show the model in use (or being loaded) in the list again, without loading it."""
-        source = self.annotator.model_source or self.annotator.scheduler.model_request
-        self._refreshing = True
-        try:
-            self.model_choice.value = source.name_or_path if source else BUNDLED.name_or_path
-        finally:
-            self._refreshing = False
-
-    def _downloaded(self, choice: ModelChoice) -> None:
-        """The download entry becomes the model's entry, which is selected and loaded."""
-        if self._closed:
-            return
-        self._models = [c for c in self._models if c.name_or_path != choice.name_or_path]
-        self.offer_model(choice)
-        self.model_choice.value = choice.name_or_path  # loads it through _model_changed
-
-    def use_model(self, path) -> None:
-        """List a model file saved meanwhile (e.g. fine-tuned) and switch the annotator to it."""
-        choice = own_weights_choice(Path(path))
-        self.offer_model(choice)
-        self.model_choice.value = choice.name_or_path  # loads it through _model_changed
 
     def make_finetune_panel(self, model_dir: Path | None = None) -> FinetunePanel:
         """A "Fine-tune on my labels" panel for this annotator (the widget holds one already;
@@ -449,7 +396,7 @@ class BoxAnnotatorWidget(QWidget):
         """
         if self._closed:
             return True
-        self._closed = True
+        self._closed = self.model_list.closed = True
         self.series_panel.shut_down()  # saves the series' masks
         finetune_ended = self.finetune_panel.close_panel()
         download_ended = self.download_row.close_row()

@@ -87,7 +87,12 @@ def training_pair(
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Copies of an image layer's data and its masks, ready for fine-tuning; None when the
     masks hold no object. ``image``: (H, W), (H, W, 3|4) when ``rgb``, or (D, H, W);
-    ``labels``: its spatial shape. The alpha channel of an RGBA image is dropped."""
+    ``labels``: its spatial shape. The alpha channel of an RGBA image is dropped.
+
+    Masks not in memory (a zarr store of a stack bigger than memory) give only the slices that
+    hold labels, read one at a time: ``(K, H, W)`` image and labels."""
+    if not isinstance(labels, np.ndarray) and len(labels.shape) == 3 and not rgb:
+        return labelled_slices(image, labels)
     labels = np.array(labels, copy=True)
     if not labels.any():
         return None
@@ -100,6 +105,23 @@ def training_pair(
             "choose a masks layer shaped like the image"
         )
     return image, labels
+
+
+def labelled_slices(image, labels) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(K, H, W)`` image and labels of the K slices of a (D, H, W) stack whose labels are not
+    all 0 (None when there is none); both are read one slice at a time."""
+    if tuple(image.shape) != tuple(labels.shape):
+        raise ValueError(
+            f"the masks have shape {tuple(labels.shape)} but the image {tuple(image.shape)}; "
+            "choose a masks layer shaped like the image"
+        )
+    images, masks = [], []
+    for z in range(labels.shape[0]):
+        plane = np.asarray(labels[z])
+        if plane.any():
+            images.append(np.asarray(image[z]))
+            masks.append(plane)
+    return (np.stack(images), np.stack(masks)) if masks else None
 
 
 def count_objects(labels: list[np.ndarray]) -> int:

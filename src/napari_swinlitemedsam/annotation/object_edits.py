@@ -43,7 +43,16 @@ class LabelEdit:
 def _voxels_of(labels: np.ndarray, object_id: int) -> tuple[np.ndarray, ...]:
     if object_id <= 0:
         raise ObjectEditError(f"{object_id} is not an object id (ids start at 1)")
-    indices = np.nonzero(labels == object_id)
+    if isinstance(labels, np.ndarray) or labels.ndim != 3:
+        indices = np.nonzero(np.asarray(labels) == object_id)
+    else:  # masks on disk (a zarr store): searched one slice at a time
+        found = [
+            (np.full(rows.size, z, dtype=np.intp), rows, cols)
+            for z in range(labels.shape[0])
+            for rows, cols in [np.nonzero(np.asarray(labels[z]) == object_id)]
+            if rows.size
+        ]
+        indices = tuple(np.concatenate(axis) for axis in zip(*found)) if found else (np.zeros(0),)
     if indices[0].size == 0:
         raise ObjectEditError(f"object {object_id} has no pixels in this label map")
     return indices

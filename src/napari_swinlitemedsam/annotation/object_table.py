@@ -99,7 +99,9 @@ def object_table(
     ``spacing``: the size of a voxel along each axis in the array's order (a napari layer's
     ``scale``), in ``unit`` (e.g. ``"mm"``); volumes are voxel counts when it is None.
     """
-    array = np.asarray(labels)
+    # Masks on disk (a zarr store) are read one slice at a time; arrays in memory as they are.
+    on_disk = not isinstance(labels, np.ndarray) and len(labels.shape) == 3
+    array = labels if on_disk else np.asarray(labels)
     if array.ndim not in (2, 3):
         raise ValueError(f"labels must be (H, W) or (D, H, W), got shape {array.shape}")
     if array.dtype.kind not in "iub":
@@ -108,7 +110,7 @@ def object_table(
     class_list = class_list or ClassList()
     per_voxel = voxel_size(spacing, array.ndim)
     unit_text = volume_unit(unit, array.ndim, scaled=spacing is not None)
-    ids, counts, boxes = _count_and_bound(array)
+    ids, counts, boxes = _count_and_bound_by_slice(array) if on_disk else _count_and_bound(array)
     rows = []
     for object_id, count, box in zip(ids, counts, boxes):
         class_id = object_classes.class_of(object_id)
@@ -161,6 +163,33 @@ def _count_and_bound(array: np.ndarray) -> tuple[list[int], list[int], list[tupl
         counts = [int(histogram[index]) for index, _ in present]
     ids = [int(values[index]) if values is not None else index for index, _ in present]
     return ids, counts, [box for _, box in present]
+
+
+def _count_and_bound_by_slice(data) -> tuple[list[int], list[int], list[tuple[slice, ...]]]:
+    """:func:`_count_and_bound` of a (D, H, W) array-like read one slice at a time (memory of
+    one slice): per-slice counts summed, per-slice boxes joined."""
+    counts: dict[int, int] = {}
+    extents: dict[int, list[int]] = {}  # z0, z1, row0, row1, col0, col1
+    for z in range(data.shape[0]):
+        for object_id, count, (rows, cols) in zip(*_count_and_bound(np.asarray(data[z]))):
+            counts[object_id] = counts.get(object_id, 0) + count
+            seen = extents.get(object_id)
+            if seen is None:
+                extents[object_id] = [z, z + 1, rows.start, rows.stop, cols.start, cols.stop]
+                continue
+            seen[1] = z + 1
+            seen[2], seen[3] = min(seen[2], rows.start), max(seen[3], rows.stop)
+            seen[4], seen[5] = min(seen[4], cols.start), max(seen[5], cols.stop)
+    ids = sorted(counts)
+    boxes = [tuple(slice(extents[i][k], extents[i][k + 1]) for k in (0, 2, 4)) for i in ids]
+    return ids, [counts[i] for i in ids], boxes
+
+
+def ids_present(labels) -> set[int]:
+    """The non-zero ids of ``labels`` (numpy, or a (D, H, W) zarr store read slice by slice)."""
+    if isinstance(labels, np.ndarray) or len(labels.shape) != 3:
+        return {int(i) for i in np.unique(np.asarray(labels)) if i}
+    return {int(i) for z in range(labels.shape[0]) for i in np.unique(labels[z]) if i}
 
 
 def _chunked_bincount(array: np.ndarray, length: int, chunk_voxels: int = 1 << 22) -> np.ndarray:

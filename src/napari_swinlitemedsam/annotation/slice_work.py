@@ -48,7 +48,7 @@ def load_predictor(name_or_path: str, device: str, disk_cache=None, precision: s
     return predictor, time.perf_counter() - started
 
 
-def prepare_image(data, is_stack: bool, window=None):
+def prepare_image(data, is_stack: bool, window=None, read_ahead_bytes: int | None = None):
     """The image as the model sees it.
 
     A (D, H, W) stack becomes a :class:`~napari_swinlitemedsam.inference.volume_slices.
@@ -59,12 +59,16 @@ def prepare_image(data, is_stack: bool, window=None):
 
     ``window``: None for the automatic rule, else a CT window preset name or ``(low, high)``
     bounds, applied to a stack or a grey 2D image (colour images keep their values).
+    ``read_ahead_bytes``: the stack's budget of decoded slices kept for reuse (None: the
+    default of :mod:`~napari_swinlitemedsam.inference.read_ahead`).
     """
     from napari_swinlitemedsam.inference.intensity import to_uint8
     from napari_swinlitemedsam.inference.volume_slices import VolumeSlices
 
     if is_stack:
-        return VolumeSlices(data, window=window)
+        if read_ahead_bytes is None:
+            return VolumeSlices(data, window=window)
+        return VolumeSlices(data, window=window, read_ahead_bytes=read_ahead_bytes)
     array = np.asarray(data)
     if window is not None and array.ndim == 2:
         return to_uint8(array, window=window)

@@ -98,9 +98,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    segment = commands.add_parser("segment", help="segment challenge .npz cases")
-    segment.add_argument("inputs", nargs="+", help=".npz files or folders of them")
-    segment.add_argument("-o", "--output", required=True, help="folder for the <name>.npz results")
+    segment = commands.add_parser(
+        "segment", help="segment challenge .npz cases or zarr / OME-Zarr stacks"
+    )
+    segment.add_argument(
+        "inputs", nargs="+", help=".npz files or folders of them; .zarr / .ome.zarr stacks"
+    )
+    segment.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="folder for the <name>.npz results (zarr stacks: <name>_masks.zarr label stores)",
+    )
+    segment.add_argument(
+        "--boxes",
+        default=None,
+        metavar="FILE",
+        help="3D boxes for the zarr stacks: .npy or CSV, one x_min,y_min,z_min,x_max,y_max,z_max "
+        "line per object (inclusive voxels)",
+    )
     _add_model_arguments(segment)
     segment.add_argument(
         "--reference",
@@ -165,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     annotate.add_argument(
         "--skip-done", action="store_true", help="Next / Previous pass over items marked done"
     )
+    annotate.add_argument(
+        "--read-ahead-mb",
+        type=float,
+        default=None,
+        help="memory for decoded slices of a lazy (zarr / dask) stack kept for reuse (default: 64)",
+    )
     add_cache_arguments(annotate)
 
     from napari_swinlitemedsam.cli.models import add_models_parser
@@ -176,31 +198,52 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_segment(args: argparse.Namespace) -> int:
+    from napari_swinlitemedsam.cohort.zarr_cases import BoxesFileError, read_boxes_file
     from napari_swinlitemedsam.io.challenge_io import ChallengeFileError, iter_cases
+    from napari_swinlitemedsam.io.zarr_stacks import is_zarr_path
 
+    stacks = [Path(item) for item in args.inputs if is_zarr_path(item) and Path(item).is_dir()]
     try:
-        paths = iter_cases(args.inputs)
-    except ChallengeFileError as error:
+        cases = [item for item in args.inputs if Path(item) not in stacks]
+        paths = iter_cases(cases) if cases else []
+        boxes = read_boxes_file(args.boxes) if stacks and args.boxes else None
+    except (ChallengeFileError, BoxesFileError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if not paths:
-        print("error: no .npz cases found in the inputs", file=sys.stderr)
+    if stacks and boxes is None:
+        print(
+            "error: zarr stacks need their 3D boxes: add --boxes FILE (.npy or CSV)",
+            file=sys.stderr,
+        )
+        return 2
+    if not paths and not stacks:
+        print("error: no .npz cases or .zarr stacks found in the inputs", file=sys.stderr)
         return 2
     output = Path(args.output)
     if args.cluster:
+        if stacks:
+            print(
+                "error: --cluster segments .npz cases; segment zarr stacks without it",
+                file=sys.stderr,
+            )
+            return 2
         from napari_swinlitemedsam.cli.cohort import run_segment_on_cluster
 
         return run_segment_on_cluster(args, paths, output)
-    return _segment_here(args, paths, output)
+    return _segment_here(args, paths, output, stacks, boxes)
 
 
-def _segment_here(args: argparse.Namespace, paths: list[Path], output: Path) -> int:
-    """``segment`` in this process: one model, the cases one after another."""
+def _segment_here(
+    args: argparse.Namespace, paths: list[Path], output: Path, stacks=(), boxes=None
+) -> int:
+    """``segment`` in this process: one model, the cases one after another, then the zarr
+    ``stacks`` with ``boxes`` (labels written slice by slice into zarr stores)."""
     from tqdm import tqdm
 
     from napari_swinlitemedsam.cli.cohort import print_summary, recipe_from_args, report_cases
     from napari_swinlitemedsam.cohort.cases import segment_one
     from napari_swinlitemedsam.cohort.recipe import SegmentSettings
+    from napari_swinlitemedsam.cohort.zarr_cases import segment_store
     from napari_swinlitemedsam.inference.disk_cache import DiskCacheError
     from napari_swinlitemedsam.model.checkpoint import CheckpointError
 
@@ -214,7 +257,7 @@ def _segment_here(args: argparse.Namespace, paths: list[Path], output: Path) -> 
     settings = SegmentSettings(reference=args.reference, stop_when_empty=args.stop_when_empty)
 
     def outcomes():
-        for path in paths:
+        for path in [*paths, *stacks]:
             with tqdm(desc=path.name, unit="slice", leave=False) as bar:
 
                 def advance(progress) -> None:
@@ -222,10 +265,16 @@ def _segment_here(args: argparse.Namespace, paths: list[Path], output: Path) -> 
                     bar.n = progress.done
                     bar.refresh()
 
-                yield segment_one(predictor, path, output, settings, args.skip_done, advance)
+                if path in stacks:
+                    yield segment_store(
+                        predictor, path, boxes, output, settings, args.skip_done, advance
+                    )
+                else:
+                    yield segment_one(predictor, path, output, settings, args.skip_done, advance)
 
-    failures, done, skipped = report_cases(outcomes(), len(paths), args.debug)
-    return print_summary(failures, done, skipped, len(paths), output, started)
+    total = len(paths) + len(stacks)
+    failures, done, skipped = report_cases(outcomes(), total, args.debug)
+    return print_summary(failures, done, skipped, total, output, started)
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -303,7 +352,8 @@ def run_annotate(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    return launch_viewer(args.files, args.sample, series, args.skip_done, disk_cache)
+    read_ahead = None if args.read_ahead_mb is None else int(max(args.read_ahead_mb, 0) * 2**20)
+    return launch_viewer(args.files, args.sample, series, args.skip_done, disk_cache, read_ahead)
 
 
 def failure_text(error: BaseException) -> str:

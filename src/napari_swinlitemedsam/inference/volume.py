@@ -147,7 +147,8 @@ def segment_volume(
     rules: PropagationRules = DEFAULT_RULES,
     lookahead: int = DEFAULT_LOOKAHEAD,
     encode_batch: int = 1,
-) -> Generator[SliceResult, None, np.ndarray]:
+    paste: bool = True,
+) -> Generator[SliceResult, None, np.ndarray | None]:
     """Segment N 3D boxes in a (D, H, W) uint8 stack; returns (D, H, W) labels 1..N.
 
     Later boxes overwrite earlier ones where they overlap, like the reference.
@@ -156,6 +157,8 @@ def segment_volume(
     ``lookahead`` slices are encoded ahead in a background thread while a slice decodes (0: the
     plain loop), ``encode_batch`` per encoder call; the labels do not depend on either (up to
     float32 rounding with ``encode_batch`` > 1).
+    ``paste=False``: return None instead of the label volume, for a caller that writes the
+    yielded slices itself (a stack bigger than memory: no (D, H, W) array is made).
     """
     if stop_when_empty is not None:
         rules = rules.with_options(stop_when_empty=stop_when_empty)
@@ -168,7 +171,7 @@ def segment_volume(
     masks = yield from _run_tracks(
         predictor, volume, up, down, rules, volume_key, lookahead, encode_batch
     )
-    return _paste_in_order(masks, len(checked), volume.shape)
+    return _paste_in_order(masks, len(checked), volume.shape) if paste else None
 
 
 def propagate_from_key_slices(

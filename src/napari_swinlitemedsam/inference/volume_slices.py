@@ -14,6 +14,11 @@ policy of :mod:`.intensity`), decided once:
 
 A napari multiscale image (a list/tuple of arrays, largest first) is read at full resolution,
 whatever level napari displays.
+
+Mapped slices of a stack not in memory are kept for reuse within a read-ahead budget
+(:class:`~.read_ahead.SliceReadAhead`, ``read_ahead_bytes``, default
+:data:`~.read_ahead.DEFAULT_READ_AHEAD_BYTES`): a slice encoded ahead is not read from disk
+again when a box is drawn on it. In-memory stacks keep nothing (their slices are at hand).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from napari_swinlitemedsam.inference.intensity import (
     intensity_mapping,
     to_uint8,
 )
+from napari_swinlitemedsam.inference.read_ahead import DEFAULT_READ_AHEAD_BYTES, SliceReadAhead
 
 #: Slices read to decide the intensity mapping of a stack that is not in memory.
 SAMPLE_SLICES = 16
@@ -38,8 +44,10 @@ class VolumeSlices:
 
     ``data``: (D, H, W) array-like (numpy, dask, zarr, ...) or a multiscale list of them
     (level 0 is used). ``modality`` / ``window``: as :func:`.intensity.to_uint8`.
+    ``read_ahead_bytes``: budget of mapped slices kept for reuse when not in memory.
     ``len(slices)`` is D; ``slices[z]`` is an (H, W) uint8 numpy array; ``slices.shape`` is
-    (D, H, W); ``slices.reads`` counts slice reads (how lazy the caller was).
+    (D, H, W); ``slices.reads`` counts slice reads (how lazy the caller was);
+    ``slices.read_ahead.nbytes`` is the memory the kept slices take.
     """
 
     def __init__(
@@ -47,6 +55,7 @@ class VolumeSlices:
         data,
         modality: str = "auto",
         window: str | tuple[float, float] | None = None,
+        read_ahead_bytes: int = DEFAULT_READ_AHEAD_BYTES,
     ) -> None:
         self.data = full_resolution(data)
         if len(self.data.shape) != 3:
@@ -55,6 +64,7 @@ class VolumeSlices:
         self.dtype = np.dtype(self.data.dtype)
         self.in_memory = isinstance(self.data, np.ndarray)
         self.reads = 0
+        self.read_ahead = SliceReadAhead(0 if self.in_memory else read_ahead_bytes)
         if modality not in MODALITIES:
             raise ValueError(f"Unknown modality {modality!r}; use one of {MODALITIES}.")
         self.modality = modality
@@ -75,7 +85,13 @@ class VolumeSlices:
         depth = self.shape[0]
         if not -depth <= z < depth:
             raise IndexError(f"slice {z} is outside a stack of {depth} slices")
-        return self.as_uint8(self.read(int(z) % depth))
+        z = int(z) % depth
+        kept = self.read_ahead.get(z)
+        if kept is not None:
+            return kept
+        plane = self.as_uint8(self.read(z))
+        self.read_ahead.put(z, plane)
+        return plane
 
     def read(self, z: int) -> np.ndarray:
         """Slice ``z`` as stored (H, W), not mapped."""
