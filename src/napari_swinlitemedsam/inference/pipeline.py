@@ -112,5 +112,5 @@ def segment_case(
             f"({result.encoded_slices} slices encoded)",
         )
 
-    segs = yield from relay(steps, progress)
-    return cast(np.ndarray, segs)  # segment_volume returns None only with paste=False
+    labels = yield from relay(steps, progress)
+    return cast(np.ndarray, labels)  # segment_volume returns None only with paste=False
