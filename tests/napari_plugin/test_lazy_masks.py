@@ -115,10 +115,15 @@ def test_a_zarr_masks_store_survives_closing_and_reopening_the_viewer(
 
 
 def test_the_annotate_command_opens_a_zarr_store_lazily_with_its_masks_beside_it(
-    qtbot, tmp_path, stub
+    make_napari_viewer, qtbot, tmp_path, stub, monkeypatch
 ):
+    import napari
+
     from napari_swinlitemedsam._napari.launch import open_viewer
 
+    # The command's viewer, made by the test fixture (which registers the plugin once per test:
+    # a second plain napari.Viewer in one test process registers its commands twice).
+    monkeypatch.setattr(napari, "Viewer", lambda title="": make_napari_viewer(title=title))
     ball_stack(tmp_path / "embryo.zarr")
     budget = 2 * SIZE * SIZE  # two uint8 slices (annotate --read-ahead-mb)
     viewer, widget = open_viewer(

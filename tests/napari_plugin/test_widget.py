@@ -217,9 +217,15 @@ def test_removing_the_image_or_closing_the_viewer_mid_run(make_napari_viewer, qt
     )
 
 
-def test_the_annotate_command_opens_a_sample_with_the_widget_docked(qtbot):
+def test_the_annotate_command_opens_a_sample_with_the_widget_docked(
+    make_napari_viewer, qtbot, monkeypatch
+):
+    import napari
+
     from napari_swinlitemedsam._napari.launch import open_viewer
 
+    # The command's viewer, made by the test fixture (which registers the plugin once per test).
+    monkeypatch.setattr(napari, "Viewer", lambda title="": make_napari_viewer(title=title))
     viewer, widget = open_viewer([], "nuclei2d")
     try:
         assert isinstance(widget, BoxAnnotatorWidget)
