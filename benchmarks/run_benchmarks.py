@@ -181,7 +181,8 @@ def run(
             with_bf16=with_bf16,
         ),
         "pipeline": lambda: pipeline_section(
-            built,
+            # quick mode: the default model only (the volume section covers both schedules)
+            {name: model for name, model in built.items() if not quick or name == "litemedsam"},
             nuclei_case(settings.volume_objects, settings.volume_slices),
             repeats=1,
             with_chosen_runtime=not quick,
