@@ -57,6 +57,18 @@ def case_failure_text(error: BaseException) -> str:
     return unexpected_failure_text(error)
 
 
+def failed_outcome(path: Path, error: BaseException, started: float) -> CaseOutcome:
+    """The outcome of a case that raised ``error`` (call it in the ``except`` block: the
+    traceback is the one being handled); ``started`` from ``time.perf_counter()``."""
+    return CaseOutcome(
+        path.name,
+        FAILED,
+        case_failure_text(error),
+        time.perf_counter() - started,
+        traceback.format_exc(),
+    )
+
+
 def manifest_settings(predictor: BoxPredictor, settings: SegmentSettings) -> dict:
     """The settings that decide a case's masks, as stored in its manifest record."""
     cache = predictor.disk_cache
@@ -117,13 +129,7 @@ def segment_one(
         record = manifest.make_record(input_sha256, model, recorded, written)
         manifest.write_record(output_folder, path.name, record)
     except Exception as error:  # noqa: BLE001 -- one bad case never stops the others
-        return CaseOutcome(
-            path.name,
-            FAILED,
-            case_failure_text(error),
-            time.perf_counter() - started,
-            traceback.format_exc(),
-        )
+        return failed_outcome(path, error, started)
     seconds = time.perf_counter() - started
     return CaseOutcome(path.name, DONE, f"{len(case.boxes)} boxes, {seconds:.2f} s", seconds)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import shutil
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,10 +22,9 @@ import numpy as np
 
 from napari_swinlitemedsam.cohort.cases import (
     DONE,
-    FAILED,
     SKIPPED,
     CaseOutcome,
-    case_failure_text,
+    failed_outcome,
     include_end_slices,
 )
 from napari_swinlitemedsam.cohort.recipe import SegmentSettings
@@ -123,13 +121,7 @@ def segment_store(
             shutil.rmtree(target)
         partial.rename(target)
     except Exception as error:  # noqa: BLE001 -- one bad stack never stops the others
-        return CaseOutcome(
-            path.name,
-            FAILED,
-            case_failure_text(error),
-            time.perf_counter() - started,
-            traceback.format_exc(),
-        )
+        return failed_outcome(path, error, started)
     seconds = time.perf_counter() - started
     message = f"{len(boxes)} boxes, {seconds:.2f} s, {slices.reads} slice reads -> {target.name}"
     return CaseOutcome(path.name, DONE, message, seconds)
