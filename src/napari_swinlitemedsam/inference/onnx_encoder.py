@@ -143,7 +143,13 @@ class OnnxEncoder:
             )
         array = image.detach().to("cpu", torch.float32).contiguous().numpy()
         outputs = [torch.from_numpy(out) for out in self.session.run(None, {self._input: array})]
-        if len(outputs) == 1:
-            return ImageFeatures(outputs[0])
-        embedding, fine, coarse = outputs
-        return ImageFeatures(embedding, SkipContext(fine, coarse))
+        return features_from_graph_outputs(outputs)
+
+
+def features_from_graph_outputs(outputs: list[torch.Tensor]) -> ImageFeatures:
+    """The exported graph's outputs as :class:`ImageFeatures`: the (1, 256, 64, 64) embedding,
+    then, for Swin-LiteMedSAM, the two skip maps (fine, coarse)."""
+    if len(outputs) == 1:
+        return ImageFeatures(outputs[0])
+    embedding, fine, coarse = outputs
+    return ImageFeatures(embedding, SkipContext(fine, coarse))

@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_swinlitemedsam.inference.onnx_encoder import exported_graph
+from napari_swinlitemedsam.inference.onnx_encoder import exported_graph, features_from_graph_outputs
 from napari_swinlitemedsam.model.segmenter import ImageFeatures, PromptableSegmenter
-from napari_swinlitemedsam.model.skip_mask_decoder import SkipContext
 
 
 class OpenVinoMissing(ImportError):
@@ -85,7 +84,4 @@ class OpenVinoEncoder:
             torch.from_numpy(np.array(self._request.get_output_tensor(i).data))
             for i in range(self._outputs)
         ]
-        if len(outputs) == 1:
-            return ImageFeatures(outputs[0])
-        embedding, fine, coarse = outputs
-        return ImageFeatures(embedding, SkipContext(fine, coarse))
+        return features_from_graph_outputs(outputs)
