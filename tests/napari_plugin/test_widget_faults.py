@@ -278,11 +278,21 @@ def test_a_click_without_dragging_adds_no_object_and_says_why(
     viewer, widget, annotator = open_widget(make_napari_viewer, image)
     wait_idle(qtbot, annotator, timeout=WAIT_MS)
     click_without_dragging(annotator.boxes, (40.0, 30.0))
-    assert len(annotator.boxes.data) == 1  # napari drew its speck of a rectangle
+    assert len(annotator.boxes.data) == 0  # napari's speck of a rectangle was taken away
     assert annotator.state.objects == {} and annotator.scheduler.idle
     status = widget.status_label.text()
     assert status.startswith("No object added:") and "click without dragging" in status
     assert not annotator.labels.data.any()
+
+    # Zoomed far out (6 image pixels per screen pixel) napari's click rectangle covers 15
+    # pixels: still a click, still no object.
+    canvas_scale = annotator.boxes.scale_factor
+    annotator.boxes.scale_factor = 6.0
+    click_without_dragging(annotator.boxes, (80.0, 60.0))
+    assert len(annotator.boxes.data) == 0
+    assert annotator.state.objects == {} and not annotator.labels.data.any()
+    assert widget.status_label.text().startswith("No object added:")
+    annotator.boxes.scale_factor = canvas_scale
 
     # A box dragged partly off the image is clipped to it and segmented.
     draw_rectangle(annotator.boxes, [100, 110, 140, 150])

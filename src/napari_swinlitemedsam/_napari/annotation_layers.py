@@ -79,11 +79,16 @@ class AnnotationLayers:
         z = self.image.world_to_data(viewer.dims.point)[0]
         return int(np.clip(np.floor(z + 0.5), 0, self.shape[0] - 1))
 
-    def read_boxes(self, zoom: float) -> list[ShapeBox]:
-        """The box layer's rectangles as pixel boxes; at canvas ``zoom``, rectangles of a click's
-        size are refused (see :func:`~.layer_io.smallest_box_side`)."""
-        min_side = layer_io.smallest_box_side(self.boxes, zoom)
+    def read_boxes(self) -> list[ShapeBox]:
+        """The box layer's rectangles as pixel boxes; rectangles of a click's size on screen are
+        refused (see :func:`~.layer_io.smallest_box_side`)."""
+        min_side = layer_io.smallest_box_side(self.boxes)
         return layer_io.read_boxes(self.boxes, self.shape, min_side)
+
+    def remove_boxes(self, indices: list[int]) -> None:
+        """Delete the shapes at ``indices`` from the box layer (the others keep their ids)."""
+        self.boxes.selected_data = set(indices)
+        self.boxes.remove_selected()
 
     def apply_sync(self, sync: BoxSync) -> None:
         """Show a box sync: ids and colours on the boxes, masks of removed boxes erased (one

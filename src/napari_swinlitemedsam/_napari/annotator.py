@@ -236,9 +236,7 @@ class Annotator:
 
     def _sync_boxes(self) -> None:
         extend = self.active_object if self.extend_object else None
-        # napari 0.9 moved the camera under ``scene``; earlier versions have ``viewer.camera``.
-        camera = self.viewer.scene.camera if hasattr(self.viewer, "scene") else self.viewer.camera
-        shapes = self.layers.read_boxes(camera.zoom)
+        shapes = self.layers.read_boxes()
         sync = self.state.sync_boxes(shapes, self.layers.highest_label(), extend)
         self.layers.apply_sync(sync)
         self.scheduler.boxes_synced(sync)
@@ -246,6 +244,9 @@ class Annotator:
             self.active_object = object_id
         if sync.changed:
             self.user_acted()
+        clicks = [index for index, shape in enumerate(shapes) if shape.click]
+        if clicks:  # a speck left in the layer would become an object once zoomed in
+            self.layers.remove_boxes(clicks)
         if sync.refused:
             self.on_status(f"No object added: {sync.refused[-1]}")
 

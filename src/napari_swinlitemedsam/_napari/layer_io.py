@@ -116,13 +116,21 @@ CLICK_SCREEN_PIXELS = 4.0
 of about 2.5 screen pixels, whatever the zoom."""
 
 
-def smallest_box_side(shapes: Shapes, zoom: float) -> int:
-    """Pixels a box of ``shapes`` must cover on a side at the canvas ``zoom`` (screen pixels per
-    world unit): :data:`MIN_BOX_SIDE`, more when zoomed out so far that a click covers more."""
+def smallest_box_side(shapes: Shapes) -> int:
+    """Pixels a box of ``shapes`` must cover on a side: :data:`MIN_BOX_SIDE`, more when zoomed
+    out so far that a click covers more.
+
+    The layer's ``scale_factor`` (world units per screen pixel, set by the canvas at each draw)
+    is what napari itself sizes a click's rectangle with, in every napari version we support;
+    the camera's zoom can run ahead of it between a zoom and the next draw.
+    """
     world_per_pixel = float(np.min(np.abs(shapes.scale[-2:])))
-    if zoom <= 0 or world_per_pixel <= 0:
+    world_per_screen_pixel = float(shapes.scale_factor)
+    if world_per_screen_pixel <= 0 or world_per_pixel <= 0:
         return MIN_BOX_SIDE
-    return max(MIN_BOX_SIDE, math.ceil(CLICK_SCREEN_PIXELS / (zoom * world_per_pixel)))
+    return max(
+        MIN_BOX_SIDE, math.ceil(CLICK_SCREEN_PIXELS * world_per_screen_pixel / world_per_pixel)
+    )
 
 
 def read_boxes(
@@ -140,9 +148,13 @@ def read_boxes(
     for vertices, object_id in zip(shapes.data, ids):
         try:
             z, box = rectangle_to_box(vertices, image_shape=image_shape[-2:])
-            check_box_size(box, min_side)
         except RectangleError as error:
             boxes.append(ShapeBox(int(object_id), None, None, str(error)))
+            continue
+        try:
+            check_box_size(box, min_side)
+        except RectangleError as error:
+            boxes.append(ShapeBox(int(object_id), None, None, str(error), click=True))
             continue
         if z is not None and not 0 <= z < image_shape[0]:
             problem = f"the box is on slice {z}, outside the stack of {image_shape[0]} slices"

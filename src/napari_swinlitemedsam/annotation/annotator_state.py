@@ -27,13 +27,15 @@ class ShapeBox:
     ``object_id``: the id stored with the shape (0 = not yet assigned, e.g. just drawn).
     ``slice_index``: see :data:`SliceKey`. ``box``: (4,) int ``[x_min, y_min, x_max, y_max]``,
     or ``None`` for a shape that cannot be a box (off the image, too small); such shapes get
-    id 0, and ``problem`` says why for the user.
+    id 0, and ``problem`` says why for the user. ``click``: the shape is too small on screen to
+    be a drawn box (a click without dragging); the widget removes such shapes.
     """
 
     object_id: int
     slice_index: SliceKey
     box: np.ndarray | None
     problem: str = ""
+    click: bool = False
 
 
 @dataclass(frozen=True)
