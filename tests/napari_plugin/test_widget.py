@@ -115,7 +115,9 @@ def test_drawn_box_gives_the_objects_mask_without_freezing_the_window(
         f"(during: {meter.gaps()[0][1]})"
     )
     assert max(on_slice) < min(0.5, model_work_s / 2)
-    assert longest_stall < 1.0
+    # A window frozen by the load would stall for most of the wait; a machine busy with other
+    # work stretches every stretch of held GIL, so the bound grows with the wait it measures.
+    assert longest_stall < max(1.0, first_mask_s / 4)
 
 
 def test_undo_redo_hand_painting_delete_and_overwrite(make_napari_viewer, qtbot, sample):
