@@ -17,6 +17,7 @@ Agreement: the largest absolute difference of any encoder output against ``torch
 by that output's range.
 
     python benchmarks/bench_encoder_variants.py --models swin-litemedsam --repeats 5
+    python benchmarks/bench_encoder_variants.py --models swin-litemedsam,litemedsam --no-compile
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ from timing import fmt_seconds, measure_interleaved
 Outputs = list[np.ndarray]
 
 
-def variants(name: str) -> tuple[dict, dict[str, float]]:
-    """name -> callable giving the encoder outputs as arrays; and set-up seconds per variant."""
+def variants(name: str, compile_too: bool = True) -> tuple[dict, dict[str, float]]:
+    """name -> callable giving the encoder outputs as arrays; and set-up seconds per variant
+    (``compile_too`` False leaves torch.compile out: minutes of compiling on a small CPU)."""
     model = build_model(name)
     image = intensity.to_rgb_uint8(load_sample("nuclei2d").image)
     image_256, _ = transforms.prepare_image(image)
@@ -61,17 +63,18 @@ def variants(name: str) -> tuple[dict, dict[str, float]]:
     setup: dict[str, float] = {}
     runs = {"torch": lambda: eager(tensor), "channels-last": lambda: eager(channels_last)}
 
-    started = time.perf_counter()
-    compiled = torch.compile(model.encode)
-    with torch.inference_mode():
-        compiled(tensor)  # the compilation happens at the first call
-    setup["torch.compile"] = time.perf_counter() - started
-
-    def compiled_run() -> Outputs:
+    if compile_too:
+        started = time.perf_counter()
+        compiled = torch.compile(model.encode)
         with torch.inference_mode():
-            return arrays(compiled(tensor)[0])
+            compiled(tensor)  # the compilation happens at the first call
+        setup["torch.compile"] = time.perf_counter() - started
 
-    runs["torch.compile"] = compiled_run
+        def compiled_run() -> Outputs:
+            with torch.inference_mode():
+                return arrays(compiled(tensor)[0])
+
+        runs["torch.compile"] = compiled_run
 
     started = time.perf_counter()
     onnx = OnnxEncoder(model, name)
@@ -88,8 +91,8 @@ def variants(name: str) -> tuple[dict, dict[str, float]]:
     return runs, setup
 
 
-def compare(name: str, repeats: int) -> list[str]:
-    runs, setup = variants(name)
+def compare(name: str, repeats: int, compile_too: bool = True) -> list[str]:
+    runs, setup = variants(name, compile_too)
     reference = runs["torch"]()
     agreement = {
         label: max(float(np.abs(a - b).max()) / float(np.ptp(b)) for a, b in zip(run(), reference))
@@ -111,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="swin-litemedsam")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--no-compile", action="store_true", help="leave torch.compile out (minutes to compile)"
+    )
     args = parser.parse_args(argv)
     threads = torch.get_num_threads()
     print(f"CPU: {describe_cpu().summary()}; torch {torch.__version__} ({threads} threads)")
@@ -120,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("|---|---|---|---|---|---|")
     for name in args.models.split(","):
-        for line in compare(name, args.repeats):
+        for line in compare(name, args.repeats, not args.no_compile):
             print(line, flush=True)
     return 0
 
