@@ -15,6 +15,14 @@ FIXTURES = parity_fixture_paths()
 FIXTURE_IDS = [path.name for path in FIXTURES]
 
 
+def resize_atol(expected: np.ndarray) -> float:
+    """Tolerance for bilinear resizes of float32 logits against the fixture's: 2e-5 of their
+    largest magnitude. torch's resize kernels round differently across versions (torch 2.5
+    against the 2.13 the fixtures agree with exactly: up to 5.2e-6 of the magnitude on the
+    Swin fixture), about 4x margin."""
+    return 2e-5 * float(np.abs(expected).max())
+
+
 def _is_2d(fixture) -> bool:
     return "image_256" in fixture and fixture["imgs"].ndim == 3 and fixture["imgs"].shape[-1] == 3
 
@@ -58,14 +66,17 @@ def test_logits_and_masks_at_original_size_equal_reference(path):
     expected_logits = fixture["logits_original_size"].reshape(len(low_res), *original_size)
     logits = transforms.logits_to_original(low_res, new_size, original_size)
     assert isinstance(logits, np.ndarray) and logits.dtype == np.float32
-    np.testing.assert_allclose(logits, expected_logits, rtol=0, atol=1e-6)
+    atol = resize_atol(expected_logits)
+    np.testing.assert_allclose(logits, expected_logits, rtol=0, atol=atol)
 
     masks = transforms.logits_to_masks(low_res, new_size, original_size)
     expected_masks = (fixture["mask"] if "mask" in fixture else fixture["masks"]).reshape(
         masks.shape
     )
     assert masks.dtype == np.bool_
-    np.testing.assert_array_equal(masks, expected_masks.astype(bool))
+    # a pixel may flip only where the reference logit lies within the resize's rounding of 0
+    flipped = masks != expected_masks.astype(bool)
+    assert not (flipped & (np.abs(expected_logits) > atol)).any()
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=FIXTURE_IDS)
@@ -78,7 +89,7 @@ def test_logits_torch_input_with_channel_axis(path):
     logits = transforms.logits_to_original(low_res, new_size, original_size)
     assert isinstance(logits, torch.Tensor) and logits.shape == (len(low_res), 1, *original_size)
     expected = fixture["logits_original_size"].reshape(logits.shape)
-    np.testing.assert_allclose(logits.numpy(), expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(logits.numpy(), expected, rtol=0, atol=resize_atol(expected))
 
 
 # ---------------------------------------------------------------- fixture parity (3D)
