@@ -105,6 +105,7 @@ def test_memory_probe_stays_within_cache_budget(quick_run):
     assert result["peak_rss"] >= result["rss_after_model"] > 0
 
 
+@pytest.mark.slow
 def test_reference_style_attention_matches_ours(bench):
     from napari_swinlitemedsam.model.registry import build_swin_litemedsam
     from reference_style import plain_attention

@@ -44,6 +44,7 @@ def predictor():
     )
 
 
+@pytest.mark.slow
 def test_averaged_mask_agrees_with_the_plain_one_on_a_clear_object(predictor):
     image, disc = off_centre_disc()
     box = np.array([[17.0, 32.0, 53.0, 68.0]])  # the disc's box, inclusive pixels

@@ -16,6 +16,7 @@ def _disc_case(path, boxes=((16, 16, 47, 47),)):
     np.savez(path, imgs=np.dstack([image] * 3), boxes=np.array(boxes))
 
 
+@pytest.mark.slow
 def test_a_folder_with_good_and_bad_cases(tmp_path, capsys):
     inputs = tmp_path / "cases"
     inputs.mkdir()
@@ -61,6 +62,7 @@ def test_no_cases_found(tmp_path, capsys):
     assert "no .npz cases" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_an_unexpected_failure_in_one_case_is_one_line_and_the_others_finish(
     tmp_path, capsys, monkeypatch
 ):

@@ -83,6 +83,7 @@ def random_litemedsam():
         return build_litemedsam().eval()
 
 
+@pytest.mark.slow
 def test_predictor_precision_options_give_close_masks(random_litemedsam):
     """fp32 against float16-stored features on the real architecture (random weights).
 
@@ -169,6 +170,7 @@ def test_attention_with_autograd_does_not_memo_and_has_gradients():
     assert module.pos_embedding.grad is not None and module.pos_embedding.grad.abs().sum() > 0
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not onnx_available(), reason="onnxruntime and onnx are optional")
 def test_onnxruntime_encoder_matches_torch(random_litemedsam, tmp_path, monkeypatch):
     monkeypatch.setenv("SWINLITEMEDSAM_ONNX_DIR", str(tmp_path))

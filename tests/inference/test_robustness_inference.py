@@ -169,6 +169,7 @@ def test_lazy_dask_array_is_read_only_where_needed(predictor):
     assert labels.shape == (64, 64) and labels.any()
 
 
+@pytest.mark.slow
 def test_huge_image_is_encoded_without_copies_at_full_size(predictor):
     """A 20000 x 20000 uint8 image (400 MB) goes through; grey is never made 3-channel."""
     huge = np.zeros((20000, 20000), np.uint8)

@@ -261,6 +261,7 @@ def test_explicit_bf16_on_an_emulating_cpu_warns_with_the_slowdown(monkeypatch):
         BoxPredictor(CountingSegmenter(), PROMPTS_BOX, precision="bf16")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not onnx_available(), reason="onnxruntime and onnx are not installed")
 def test_real_self_check_onnxruntime_agrees_with_torch(tmp_path):
     """The real check on a random-weight LiteMedSAM: ONNX Runtime's masks and logits must
