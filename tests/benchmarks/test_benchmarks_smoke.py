@@ -59,6 +59,9 @@ def test_every_section_reports(quick_run, bench):
         assert encoder["fp32"] > 0
         assert ("bf16" in encoder) == native_bf16 and encoder.get("bf16", 1) > 0
         assert figures["encoder"]["flops"][name] > 50e9  # both encoders are 75-105 GFLOPs
+        # start-up: a fresh process's first mask, then a second image and later boxes in it
+        startup = figures["startup"]
+        assert startup[f"{name} warm first mask"] > 0 and startup[f"{name} later box"] > 0
 
 
 @pytest.mark.slow
