@@ -66,6 +66,8 @@ VARIANTS = {
     "margin10c": BOXED.with_options(margin_fraction=0.10, keep_connected=True),
     "margin10a": BOXED.with_options(margin_fraction=0.10, min_area_ratio=0.3),
     "flip": REFERENCE_RULES,
+    # key slices: each gap filled from both of its key slices, per slice the higher IoU estimate
+    "bothends": (DEFAULT_RULES, KEY_SLICE_RULES.with_options(fill_gaps_from_both_ends=True)),
 }
 #: variants decoded with flip test-time augmentation (their rules as in VARIANTS)
 FLIPPED = {"flip"}

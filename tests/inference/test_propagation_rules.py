@@ -144,3 +144,83 @@ def test_key_slices_are_kept_even_when_a_stop_rule_would_fire():
 def test_3d_boxes_keep_the_reference_rules_by_default():
     """No candidate passed the adoption rule for 3D boxes (docs/pipeline.md)."""
     assert DEFAULT_RULES == REFERENCE_RULES
+
+
+BOTH_ENDS = KEY_SLICE_RULES.with_options(fill_gaps_from_both_ends=True)
+
+
+class RecordingPredictor(ThresholdPredictor):
+    """The stand-in predictor, keeping every decoded (slice, mask, IoU prediction)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.decoded: list[tuple[int, np.ndarray, float]] = []
+
+    def predict_256(self, boxes_256, encoded, slice_index: int = 0):
+        prediction = super().predict_256(boxes_256, encoded, slice_index)
+        for mask, score in zip(prediction.masks, prediction.scores):
+            self.decoded.append((slice_index, mask, float(score)))
+        return prediction
+
+
+def test_a_gap_lost_from_one_key_slice_is_filled_from_the_other():
+    """The object fades on slice 2, so a propagation from key slice 0 ends there.
+
+    Halves of the gap (the default) leave slices 2-4 to key slice 0, which lost the object;
+    from both ends, key slice 8 still reaches slices 3-4.
+    """
+    volume = np.zeros((9, 256, 256), dtype=np.uint8)
+    object_ = disc((256, 256), (128, 128), 20)
+    for z in range(9):
+        if z != 2:
+            volume[z][object_] = 200
+    keys = {0: np.array([108, 108, 148, 148]), 8: np.array([108, 108, 148, 148])}
+    halves = run_to_end(propagate_from_key_slices(ThresholdPredictor(), volume, keys))
+    both = run_to_end(
+        propagate_from_key_slices(ThresholdPredictor(), volume, keys, rules=BOTH_ENDS)
+    )
+    assert not any(halves.get(z, np.zeros(1)).any() for z in (3, 4))
+    for z in (0, 1, 3, 4, 5, 6, 7, 8):
+        assert np.array_equal(both[z], object_), z
+    assert not both[2].any()
+
+
+def test_both_ends_keep_per_slice_the_mask_with_the_higher_iou_prediction():
+    """A bar touches the object on slices 0-4: every step along it widens the box by 3 pixels
+    into the bar (a lower IoU prediction from the stand-in), so per slice the mask from the
+    key slice nearer along the bar should win."""
+    volume, truth = leaking_volume(depth=9)
+    volume[5:, 120:136, 122:250] = 0  # the bar only on slices 0-4
+    keys = {0: np.array([80, 108, 120, 148]), 8: np.array([80, 108, 120, 148])}
+    predictor = RecordingPredictor()
+    run = propagate_from_key_slices(predictor, volume, keys, rules=BOTH_ENDS)
+    yielded = {}
+    try:
+        while True:
+            result = next(run)
+            yielded[result.z] = result.mask  # a later result for a slice replaces the earlier
+    except StopIteration as stop:
+        masks = stop.value
+    twice = 0
+    for z in range(1, 8):
+        candidates = [(score, mask) for zz, mask, score in predictor.decoded if zz == z]
+        # one decode from each end, unless the direction from key slice 0 already ended
+        # (slice 5: the bar is gone, its wide box scores below 0.5; slices 6-7 not reached)
+        assert len(candidates) == (2 if z <= 5 else 1), z
+        twice += len(candidates) == 2
+        best_score, best_mask = max(candidates, key=lambda pair: pair[0])
+        expected = best_mask if best_score >= BOTH_ENDS.min_score else np.zeros_like(best_mask)
+        assert np.array_equal(masks[z], expected), z
+        assert np.array_equal(yielded[z], masks[z]), z
+    assert twice == 5
+    # Each slice of the bar keeps the mask that crept along it for fewer slices (from key
+    # slice 0 on slices 1-2, from key slice 8 on slices 3-4): better than halves of the gap.
+    halves = run_to_end(propagate_from_key_slices(ThresholdPredictor(), volume, keys))
+    both_dsc = dice(np.stack([masks[z] for z in range(9)]), truth)
+    halves_dsc = dice(np.stack([halves[z] for z in range(9)]), truth)
+    assert both_dsc > halves_dsc + 0.005
+
+
+def test_both_ends_is_off_in_every_default():
+    for rules in (REFERENCE_RULES, DEFAULT_RULES, KEY_SLICE_RULES):
+        assert not rules.fill_gaps_from_both_ends

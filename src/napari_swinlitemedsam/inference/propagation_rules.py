@@ -14,7 +14,7 @@ starting box, nothing is cleaned and nothing stops. The defaults were measured o
 
 The other rules (the 3D box bounding the propagated boxes, a margin proportional to the object,
 a stop on a collapse of the mask's area, keeping only the component that continues the previous
-mask, hole filling) are here so they can be measured
+mask, hole filling, key-slice gaps filled from both ends) are here so they can be measured
 (``benchmarks/simulated_annotator.py``); they are off by default.
 """
 
@@ -47,6 +47,10 @@ class PropagationRules:
         keep_connected: keep only the connected parts of a mask that overlap the previous
             slice's mask (the largest part when none does, or on the first slice).
         fill_holes: fill holes inside each slice's mask.
+        fill_gaps_from_both_ends: key slices only: fill each gap between two neighbouring key
+            slices from both of them over its whole length (each direction following its own
+            masks) and keep, per slice, the mask whose decoder IoU prediction is higher; off,
+            each half of a gap is filled from its nearer key slice (one decode per slice).
     """
 
     margin_256: int = transforms.BOX_MARGIN_256
@@ -57,6 +61,7 @@ class PropagationRules:
     min_score: float = 0.0
     keep_connected: bool = False
     fill_holes: bool = False
+    fill_gaps_from_both_ends: bool = False
 
     def with_options(self, **changes) -> PropagationRules:
         """A copy with some rules changed (``rules.with_options(stop_when_empty=True)``)."""

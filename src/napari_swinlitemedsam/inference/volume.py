@@ -186,8 +186,10 @@ def propagate_from_key_slices(
     """Segment one object from boxes drawn on several key slices.
 
     Between two neighbouring key slices each half of the gap is filled from its nearer key
-    slice; beyond the outermost key slices the object is followed until it vanishes (or
-    ``z_range`` ends, default the whole stack). Returns ``{z: (H, W) bool mask}``.
+    slice (with ``rules.fill_gaps_from_both_ends``, the whole gap from both, keeping per slice
+    the mask with the higher IoU prediction); beyond the outermost key slices the object is
+    followed until it vanishes (or ``z_range`` ends, default the whole stack).
+    Returns ``{z: (H, W) bool mask}``.
     Key-slice boxes are 2D, so ``clamp_to_box`` has nothing to clamp to; the object is always
     followed only until it vanishes (``stop_when_empty`` is forced on). ``lookahead``: as in
     :func:`segment_volume`.
@@ -205,6 +207,10 @@ def propagate_from_key_slices(
         above = keys[position + 1] if position + 1 < len(keys) else None
         top = high if above is None else (z + above) // 2
         bottom = low if below is None else (below + z) // 2 + 1
+        if rules.fill_gaps_from_both_ends:
+            # each direction crosses the whole gap; _decode_slice keeps the better mask
+            top = top if above is None else above - 1
+            bottom = bottom if below is None else below + 1
         tracks_up.append(_Track(0, z, max(top, z), +1, box, is_3d_box=False))
         if z - 1 >= bottom:
             tracks_down.append(_Track(0, z - 1, bottom, -1, box, is_3d_box=False))
@@ -230,6 +236,7 @@ def _run_tracks(
     ``encode_batch`` slices per encoder call (:class:`~.encode_ahead.EncodeAhead`).
     """
     masks: dict[int, dict[int, np.ndarray]] = {}
+    scores: dict[tuple[int, int], float] = {}  # (object, z) -> IoU prediction of the kept mask
     total = sum(abs(t.stop - t.start) + 1 for t in up + down)
     done = 0
     encoded: set[int] = set()
@@ -245,7 +252,7 @@ def _run_tracks(
                 encoded_slice = encodings.get(z)
                 encoded.add(z)
                 for index, _, mask, box in _decode_slice(
-                    predictor, z, active, encoded_slice, masks, rules
+                    predictor, z, active, encoded_slice, masks, rules, scores
                 ):
                     done += 1
                     yield SliceResult(index, z, mask, done, total, len(encoded), box)
@@ -273,26 +280,40 @@ def _decode_slice(
     encoded_slice,
     masks: dict[int, dict[int, np.ndarray]],
     rules: PropagationRules,
+    scores: dict[tuple[int, int], float],
 ) -> Generator[tuple[int, int, np.ndarray, np.ndarray], None, None]:
     """Decode every active track on slice ``z`` in one call; yields (index, z, mask, box_256).
 
-    Each track's mask, end and state are settled before its tuple is yielded.
+    Each track's mask, end and state are settled before its tuple is yielded. A slice two
+    tracks of one object reach (key-slice gaps filled from both ends) keeps the mask with the
+    higher IoU prediction in ``masks``, and that kept mask is yielded; each track still
+    follows its own masks.
     """
     boxes_256 = np.stack([_box_for(t, z, encoded_slice, masks, rules) for t in active])
     prediction = predictor.predict_256(boxes_256, encoded_slice, slice_index=z)
     for track, mask, box, score in zip(active, prediction.masks, boxes_256, prediction.scores):
-        previous = masks.get(track.index, {}).get(z - track.step)
+        previous = _previous_mask(track, z, masks)
         mask = rules.clean(mask, previous)
         # The starting (key) slice is always kept; the user's own box is no guess.
         followed = not (track.step > 0 and z == track.start)
         if followed and rules.ends(mask, previous, float(score)):
             mask = np.zeros_like(mask)
             track.ended = True
-        masks.setdefault(track.index, {})[z] = mask
         track.previous = mask
         if rules.stop_when_empty and not mask.any() and followed:
             track.ended = True
-        yield track.index, z, mask, box
+        kept_score = scores.get((track.index, z))
+        if kept_score is None or float(score) > kept_score:
+            masks.setdefault(track.index, {})[z] = mask
+            scores[(track.index, z)] = float(score)
+        yield track.index, z, masks[track.index][z], box
+
+
+def _previous_mask(track: _Track, z: int, masks) -> np.ndarray | None:
+    """The track's own mask on the slice before ``z``; on its first slice, the object's."""
+    if track.previous is not None:
+        return track.previous
+    return masks.get(track.index, {}).get(z - track.step)
 
 
 def _box_for(track: _Track, z: int, encoded_slice, masks, rules: PropagationRules) -> np.ndarray:
@@ -300,7 +321,7 @@ def _box_for(track: _Track, z: int, encoded_slice, masks, rules: PropagationRule
     size = encoded_slice.original_size
     start_box = transforms.boxes_to_256(track.mid_box[None], size)[0].astype(np.float64)
     if z != track.start or track.step < 0:
-        previous = masks.get(track.index, {}).get(z - track.step)
+        previous = _previous_mask(track, z, masks)
         if previous is not None and previous.any():
             limit = start_box if track.is_3d_box else None
             box = rules.next_box_256(previous, track.index + 1, limit)
