@@ -68,6 +68,8 @@ VARIANTS = {
     "flip": REFERENCE_RULES,
     # key slices: each gap filled from both of its key slices, per slice the higher IoU estimate
     "bothends": (DEFAULT_RULES, KEY_SLICE_RULES.with_options(fill_gaps_from_both_ends=True)),
+    # the key-slice default before gaps were filled from both ends (each half from its end)
+    "halves": (DEFAULT_RULES, KEY_SLICE_RULES.with_options(fill_gaps_from_both_ends=False)),
 }
 #: variants decoded with flip test-time augmentation (their rules as in VARIANTS)
 FLIPPED = {"flip"}

@@ -147,6 +147,7 @@ def test_3d_boxes_keep_the_reference_rules_by_default():
 
 
 BOTH_ENDS = KEY_SLICE_RULES.with_options(fill_gaps_from_both_ends=True)
+HALVES = KEY_SLICE_RULES.with_options(fill_gaps_from_both_ends=False)
 
 
 class RecordingPredictor(ThresholdPredictor):
@@ -166,7 +167,7 @@ class RecordingPredictor(ThresholdPredictor):
 def test_a_gap_lost_from_one_key_slice_is_filled_from_the_other():
     """The object fades on slice 2, so a propagation from key slice 0 ends there.
 
-    Halves of the gap (the default) leave slices 2-4 to key slice 0, which lost the object;
+    Halves of the gap (the option off) leave slices 2-4 to key slice 0, which lost the object;
     from both ends, key slice 8 still reaches slices 3-4.
     """
     volume = np.zeros((9, 256, 256), dtype=np.uint8)
@@ -175,7 +176,7 @@ def test_a_gap_lost_from_one_key_slice_is_filled_from_the_other():
         if z != 2:
             volume[z][object_] = 200
     keys = {0: np.array([108, 108, 148, 148]), 8: np.array([108, 108, 148, 148])}
-    halves = run_to_end(propagate_from_key_slices(ThresholdPredictor(), volume, keys))
+    halves = run_to_end(propagate_from_key_slices(ThresholdPredictor(), volume, keys, rules=HALVES))
     both = run_to_end(
         propagate_from_key_slices(ThresholdPredictor(), volume, keys, rules=BOTH_ENDS)
     )
@@ -215,12 +216,16 @@ def test_both_ends_keep_per_slice_the_mask_with_the_higher_iou_prediction():
     assert twice == 5
     # Each slice of the bar keeps the mask that crept along it for fewer slices (from key
     # slice 0 on slices 1-2, from key slice 8 on slices 3-4): better than halves of the gap.
-    halves = run_to_end(propagate_from_key_slices(ThresholdPredictor(), volume, keys))
+    halves = run_to_end(propagate_from_key_slices(ThresholdPredictor(), volume, keys, rules=HALVES))
     both_dsc = dice(np.stack([masks[z] for z in range(9)]), truth)
     halves_dsc = dice(np.stack([halves[z] for z in range(9)]), truth)
     assert both_dsc > halves_dsc + 0.005
 
 
-def test_both_ends_is_off_in_every_default():
-    for rules in (REFERENCE_RULES, DEFAULT_RULES, KEY_SLICE_RULES):
+def test_both_ends_is_on_for_key_slices_only():
+    """It passed the adoption rule for key slices (docs/pipeline.md); the reference schedule
+    and 3D boxes (one start slice, no gap) keep it off."""
+    assert KEY_SLICE_RULES.fill_gaps_from_both_ends
+    assert KEY_SLICE_RULES == BOTH_ENDS
+    for rules in (REFERENCE_RULES, DEFAULT_RULES):
         assert not rules.fill_gaps_from_both_ends

@@ -103,10 +103,17 @@ class BoxAnnotatorWidget(QWidget):
         self._bind_keys()
         # When napari deletes the window, stop the worker and release the viewer's shortcuts.
         self.destroyed.connect(lambda *_: self.close_annotator())
-        self._layer_events = napari_viewer.layers.events
-        self._layer_events.inserted.connect(self._on_layer_inserted)
-        self._layer_events.removed.connect(self.reset_choices)
-        self._layer_events.reordered.connect(self.reset_choices)
+        # Plain functions, not bound methods: napari keeps a method as a weak reference to
+        # this widget, and disconnecting it from ``destroyed`` (the Qt object already gone)
+        # compares that reference and fails on napari 0.5.
+        events = napari_viewer.layers.events
+        self._layer_handlers = [
+            (events.inserted, lambda event: self._on_layer_inserted(event)),
+            (events.removed, lambda event: self.reset_choices()),
+            (events.reordered, lambda event: self.reset_choices()),
+        ]
+        for emitter, handler in self._layer_handlers:
+            emitter.connect(handler)
         self.model_list.changed()
         self.reset_choices()
         if self.annotator.image is None and self.image_choice.value is not None:
@@ -405,7 +412,6 @@ class BoxAnnotatorWidget(QWidget):
         for key in self._bound_keys:
             self.viewer.bind_key(key, None)
         self._bound_keys.clear()
-        self._layer_events.inserted.disconnect(self._on_layer_inserted)
-        self._layer_events.removed.disconnect(self.reset_choices)
-        self._layer_events.reordered.disconnect(self.reset_choices)
+        for emitter, handler in self._layer_handlers:
+            emitter.disconnect(handler)
         return self.annotator.close() and finetune_ended and download_ended

@@ -144,7 +144,10 @@ DEFAULT_RULES = REFERENCE_RULES
 #: predicts a poor mask (IoU prediction below 0.5), which ends it near its true end. On the
 #: whole report part it is better on the mean but loses 0.04 DSC on one macaque parcel that no
 #: schedule segments usefully (DSC 0.14 -> 0.10); kept for the gains on usable masks and half
-#: the decoder calls (docs/pipeline.md, "Reference schedule vs our default"). Filling gaps from
-#: both ends passed the rule too (fewer boxes on the nuclei) but stays off: each propagation
-#: decodes up to 1.4x more while the user waits, not yet timed in the GUI.
-KEY_SLICE_RULES = PropagationRules(stop_when_empty=True, min_score=0.5)
+#: the decoder calls (docs/pipeline.md, "Reference schedule vs our default"). Gaps between key
+#: slices are filled from both ends (the mask with the higher IoU prediction kept per slice):
+#: it passed the same rule (boxes to DSC 0.90 on the report part 10.05 -> 8.85, no case worse
+#: by more than 0.006) for up to 1.4x the decodes of one propagation and no extra encode.
+KEY_SLICE_RULES = PropagationRules(
+    stop_when_empty=True, min_score=0.5, fill_gaps_from_both_ends=True
+)
