@@ -22,7 +22,7 @@ from napari_swinlitemedsam._napari.widget import BoxAnnotatorWidget
 from napari_swinlitemedsam.annotation.jobs import JobKind
 from napari_swinlitemedsam.inference.generators import run_to_end
 from napari_swinlitemedsam.inference.pipeline import volume_to_uint8
-from napari_swinlitemedsam.inference.volume import propagate_from_key_slices
+from napari_swinlitemedsam.inference.volume import REFERENCE_RULES, propagate_from_key_slices
 from napari_swinlitemedsam.io.samples import load_sample
 
 FIRST, LAST = 27, 43
@@ -87,6 +87,26 @@ def test_box_on_a_slice_then_propagation_through_the_stack(make_napari_viewer, q
     labels.undo()
     assert np.array_equal(labels.data, after_box)
     labels.redo()
+    assert np.array_equal(labels.data, propagated)
+
+    # For comparisons, the reference scripts' schedule: what the API gives with their rules.
+    widget.reference_box.setChecked(True)
+    assert annotator.reference_propagation
+    annotator.propagate(1)
+    wait_idle(qtbot, annotator)
+    reference = run_to_end(
+        propagate_from_key_slices(
+            annotator.predictor,
+            volume,
+            {KEY: box},
+            volume_key=annotator.image_key,
+            rules=REFERENCE_RULES,
+        )
+    )
+    for z, mask in reference.items():
+        assert np.array_equal(labels.data[z] == 1, mask), f"slice {z}"
+    widget.reference_box.setChecked(False)
+    labels.undo()
     assert np.array_equal(labels.data, propagated)
 
     # A second object, stopped after its first propagated slice arrives.

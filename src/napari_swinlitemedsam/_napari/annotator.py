@@ -53,6 +53,7 @@ class Annotator:
         self.disk_cache = None  # DiskEmbeddingCache given to every predictor loaded
         self.overwrite = False
         self.extend_object = False
+        self.reference_propagation = False  # the reference scripts' rules, for comparisons
         self.layers: AnnotationLayers | None = None
         self.mask_storage = MaskStorage()  # where new masks layers live (memory or a store)
         self.read_ahead_bytes = DEFAULT_READ_AHEAD_BYTES  # decoded slices kept, lazy stacks
@@ -438,7 +439,7 @@ class Annotator:
                 self.on_status(f"Object {object_id} propagated")
             self.progress.end()
 
-        args = (self.predictor, self._image_u8, job)
+        args = (self.predictor, self._image_u8, job, self.reference_propagation)
         self.runner.start(
             job.kind, slice_work.propagate_object, args, on_yield=arrived, on_done=ended
         )

@@ -178,6 +178,11 @@ class BoxAnnotatorWidget(QWidget):
         self.encoder_label.setToolTip("The image encoder's runtime and precision, and why")
         self.overwrite_box = QCheckBox("New masks may overwrite other objects")
         self.key_slice_box = QCheckBox("New boxes add key slices to the active object")
+        self.reference_box = QCheckBox("Propagate as the LiteMedSAM reference scripts")
+        self.reference_box.setToolTip(
+            "For comparisons: the reference schedule exactly, instead of ours (which stops "
+            "where the decoder doubts its mask and fills gaps from both key slices)"
+        )
         self.positive_button = QRadioButton("+ clicks")
         self.negative_button = QRadioButton("- clicks")
         self.positive_button.setChecked(True)
@@ -220,6 +225,7 @@ class BoxAnnotatorWidget(QWidget):
         layout.addWidget(self.storage_row)
         layout.addWidget(self.overwrite_box)
         layout.addWidget(self.key_slice_box)
+        layout.addWidget(self.reference_box)
         layout.addLayout(clicks)
         layout.addLayout(buttons)
         layout.addWidget(self.series_panel)
@@ -236,6 +242,9 @@ class BoxAnnotatorWidget(QWidget):
         self.window_choice.changed.connect(self._window_chosen)
         self.overwrite_box.toggled.connect(self._set_overwrite)
         self.key_slice_box.toggled.connect(self._set_key_slices)
+        self.reference_box.toggled.connect(
+            lambda on: setattr(self.annotator, "reference_propagation", bool(on))
+        )
         self.positive_button.toggled.connect(self.annotator.set_click_sign)
         self.propagate_button.clicked.connect(lambda *_: self.annotator.propagate())
         self.stop_button.clicked.connect(lambda *_: self.annotator.cancel())

@@ -105,16 +105,25 @@ def decode_slice(predictor, image: np.ndarray, job: DecodeJob) -> DecodeResult:
     return DecodeResult(job, prediction.masks, time.perf_counter() - started)
 
 
-def propagate_object(predictor, volume: np.ndarray, job: PropagateJob) -> Generator:
+def propagate_object(
+    predictor, volume: np.ndarray, job: PropagateJob, reference: bool = False
+) -> Generator:
     """Follow one object through a (D, H, W) uint8 stack from its key-slice boxes.
 
+    ``reference``: the LiteMedSAM reference scripts' rules (for comparisons) instead of our
+    default :data:`~napari_swinlitemedsam.inference.volume.KEY_SLICE_RULES`.
     Yields :class:`~napari_swinlitemedsam.inference.volume.SliceResult` per slice; returns
     ``{z: (H, W) bool mask}``. Stops at the next slice when the generator is closed.
     """
-    from napari_swinlitemedsam.inference.volume import propagate_from_key_slices
+    from napari_swinlitemedsam.inference.volume import (
+        KEY_SLICE_RULES,
+        REFERENCE_RULES,
+        propagate_from_key_slices,
+    )
 
+    rules = REFERENCE_RULES if reference else KEY_SLICE_RULES
     return (
         yield from propagate_from_key_slices(
-            predictor, volume, job.key_boxes, volume_key=job.image_key
+            predictor, volume, job.key_boxes, volume_key=job.image_key, rules=rules
         )
     )
