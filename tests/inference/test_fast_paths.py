@@ -189,6 +189,7 @@ def test_onnxruntime_encoder_matches_torch(random_litemedsam, tmp_path, monkeypa
         BoxPredictor(random_litemedsam, PROMPTS_BOX, runtime="onnxruntime", precision="bf16")
 
 
+@pytest.mark.slow
 def test_openvino_encoder_matches_torch(random_litemedsam, tmp_path, monkeypatch):
     pytest.importorskip("openvino")  # the optional extra
     monkeypatch.setenv("SWINLITEMEDSAM_ONNX_DIR", str(tmp_path))

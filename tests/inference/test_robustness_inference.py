@@ -55,6 +55,7 @@ def test_odd_images_give_masks_of_the_right_shape(predictor, name):
     assert set(np.unique(labels)) <= {0, 1}
 
 
+@pytest.mark.slow
 def test_the_disc_is_found_in_float_and_ct_ranges(predictor):
     for name in ("float-unit", "float-ct-range", "int16-negative"):
         image = IMAGES[name]

@@ -67,6 +67,7 @@ def records(panel) -> list[dict]:
     return [row.as_record() for row in panel.rows]
 
 
+@pytest.mark.slow
 def test_classes_objects_actions_undo_save_and_reopen(
     make_napari_viewer, qtbot, series_folder, tmp_path
 ):

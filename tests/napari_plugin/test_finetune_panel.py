@@ -135,6 +135,7 @@ def test_finetuning_from_the_panel_saves_lists_and_switches_to_the_new_model(
     close(qtbot, widget, panel)
 
 
+@pytest.mark.slow
 def test_cancel_saves_nothing_and_changes_nothing(
     make_napari_viewer, qtbot, model_dir, crop, tmp_path
 ):

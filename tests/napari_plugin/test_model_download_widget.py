@@ -55,6 +55,7 @@ def close(qtbot, widget):
     qtbot.waitUntil(widget.close_annotator, timeout=MODEL_TIMEOUT_MS)
 
 
+@pytest.mark.slow
 def test_choosing_the_download_entry_downloads_loads_and_segments(
     make_napari_viewer, qtbot, server, model_dir
 ):

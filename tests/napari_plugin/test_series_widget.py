@@ -85,6 +85,7 @@ def close(widget, qtbot) -> None:
     qtbot.waitUntil(no_worker_threads, timeout=MODEL_TIMEOUT_MS)
 
 
+@pytest.mark.slow
 def test_labels_survive_moving_closing_and_reopening_the_series(
     make_napari_viewer, qtbot, nuclei, tmp_path
 ):
@@ -201,6 +202,7 @@ def test_a_failed_save_does_not_move_and_loses_nothing(
     close(widget, qtbot)
 
 
+@pytest.mark.slow
 def test_the_next_item_is_encoded_ahead_and_reused(make_napari_viewer, qtbot, tmp_path):
     """Stacks: the neighbouring slices of the current stack and the first shown (middle) slice of
     the next stack are encoded in the background; moving there, the first box decodes with no

@@ -49,6 +49,7 @@ def open_annotator(make_napari_viewer, sample, viewer=None):
     return viewer, widget, widget.annotator
 
 
+@pytest.mark.slow
 def test_drawn_box_gives_the_objects_mask_without_freezing_the_window(
     make_napari_viewer, qtbot, sample
 ):
