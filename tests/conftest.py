@@ -73,13 +73,3 @@ def pytest_configure(config):
         import torch
 
         torch.set_num_threads(1)
-
-
-def pytest_collection_modifyitems(config, items):
-    """Files that hold ``slow`` tests run first (test order within a file kept).
-
-    With ``--dist loadfile`` pytest-xdist hands out whole files in this order, so the long
-    files start while the other worker still has short ones to take: the run ends when both
-    workers run out together, not with one worker alone on a long file at the end."""
-    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)
