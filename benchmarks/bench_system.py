@@ -119,34 +119,35 @@ def startup_section(repeats: int) -> tuple[list[Row], dict]:
             )
             figures[f"{name} warm first mask"] = parts["warm_first_mask_s"]
             figures[f"{name} later box"] = parts["later_box_s"]
-            rows.append(
-                Row(
-                    section,
-                    f"{name}: image → first mask (cold predictor)",
-                    fmt_seconds(parts["first_mask_s"]),
-                    "nuclei2d 512²: intensity mapping, encode, one box decoded; the "
-                    f"compute behind the widget's first mask; encoder {parts['encoder']}",
-                    {"seconds": parts["first_mask_s"]},
-                )
-            )
-            rows.append(
-                Row(
-                    section,
-                    f"{name}: next 512² image → first mask (model warm)",
-                    fmt_seconds(parts["warm_first_mask_s"]),
+            timed = (
+                (
+                    "first_mask_s",
+                    "image → first mask (cold predictor)",
+                    "nuclei2d 512²: intensity mapping, encode, one box decoded; the compute "
+                    f"behind the widget's first mask; encoder {parts['encoder']}",
+                ),
+                (
+                    "warm_first_mask_s",
+                    "next 512² image → first mask (model warm)",
                     "a second image in the same process: what each new image costs",
-                    {"seconds": parts["warm_first_mask_s"]},
-                )
-            )
-            rows.append(
-                Row(
-                    section,
-                    f"{name}: a later box on the same image",
-                    fmt_seconds(parts["later_box_s"]),
+                ),
+                (
+                    "later_box_s",
+                    "a later box on the same image",
                     "median of 10 boxes, one decoder call each (slice already encoded)",
-                    {"seconds": parts["later_box_s"]},
-                )
+                ),
             )
+            for key, label, note in timed:
+                seconds = parts[key]
+                rows.append(
+                    Row(
+                        section,
+                        f"{name}: {label}",
+                        fmt_seconds(seconds),
+                        note,
+                        {"seconds": seconds},
+                    )
+                )
     return rows, figures
 
 
