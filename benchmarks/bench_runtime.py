@@ -141,7 +141,6 @@ def _measure_model(model, name, image, repeats):
                 started = time.perf_counter()
                 choice = choose_runtime(
                     model,
-                    name,
                     lambda c: _predictor(model, name, c),
                     choice_dir=Path(folder) / "choice",
                 )

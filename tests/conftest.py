@@ -50,7 +50,9 @@ def fixture_state_dict(fixture: np.lib.npyio.NpzFile):
 @pytest.fixture(scope="session", autouse=True)
 def _runtime_files_in_a_temporary_folder(tmp_path_factory):
     """The runtime self-check's decisions and the exported ONNX graphs go to a temporary
-    folder of this test session, never to the user's cache folder."""
+    folder of this test session, never to the user's cache folder: through environment
+    variables, so that the processes a test starts (command-line runs, cluster workers, the
+    benchmarks' fresh processes) use it too."""
     from napari_swinlitemedsam.inference import runtime_choice
     from napari_swinlitemedsam.inference.onnx_encoder import EXPORT_DIR_ENV
 
@@ -60,7 +62,7 @@ def _runtime_files_in_a_temporary_folder(tmp_path_factory):
     folder = folder / "runtime-cache"
     folder.mkdir(exist_ok=True)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(runtime_choice, "default_choice_dir", lambda: folder / "runtime-choice")
+        patch.setenv(runtime_choice.CHOICE_DIR_ENV, str(folder / "runtime-choice"))
         patch.setenv(EXPORT_DIR_ENV, str(folder / "onnx"))
         yield folder
 

@@ -201,7 +201,6 @@ def _choose(model, tmp_path, made, cpuinfo=SAPPHIRE_RAPIDS, onnx=True, **options
 
     return choose_runtime(
         model,
-        "m",
         make,
         cpu=parse_cpuinfo(cpuinfo),
         onnx_installed=onnx,
@@ -212,7 +211,13 @@ def _choose(model, tmp_path, made, cpuinfo=SAPPHIRE_RAPIDS, onnx=True, **options
     )
 
 
-def test_the_decision_is_measured_once_and_cached_per_weights(tmp_path, monkeypatch):
+class _OtherArchitecture(_Model):
+    def __init__(self, value: float) -> None:
+        super().__init__(value)
+        self.bias = torch.nn.Parameter(torch.zeros(3))
+
+
+def test_the_decision_is_measured_once_and_cached(tmp_path, monkeypatch):
     monkeypatch.setattr(runtime_choice, "measure", _fake_clock_measure)
     made = []
     first = _choose(_Model(1.0), tmp_path, made)
@@ -225,10 +230,33 @@ def test_the_decision_is_measured_once_and_cached_per_weights(tmp_path, monkeypa
     decision.write_text("{not json")
     _choose(_Model(1.0), tmp_path, made)  # unreadable decision: measured again, no error
     assert len(made) == 6
-    _choose(_Model(2.0), tmp_path, made)  # new weights: measured again
+    # a bfloat16 decision holds for these weights only: new weights are measured again
+    _choose(_Model(2.0), tmp_path, made)
     assert len(made) == 9
     stored = [json.loads(p.read_text()) for p in tmp_path.glob("*.json")]
     assert all(entry["runtime"] in ("torch", "onnxruntime") for entry in stored)
+
+
+def test_a_float32_decision_holds_for_new_weights_of_the_same_architecture(tmp_path, monkeypatch):
+    """A fine-tuned model runs at its base model's speed: no second self-check."""
+    monkeypatch.setattr(runtime_choice, "measure", _fake_clock_measure)
+    made = []
+    first = _choose(_Model(1.0), tmp_path, made, cpuinfo=EPYC_AVX2)
+    assert (first.label, first.how, len(made)) == ("onnxruntime fp32", "measured", 2)
+    fine_tuned = _choose(_Model(2.0), tmp_path, made, cpuinfo=EPYC_AVX2)
+    assert (fine_tuned.label, fine_tuned.how, len(made)) == ("onnxruntime fp32", "cached", 2)
+    other = _choose(_OtherArchitecture(1.0), tmp_path, made, cpuinfo=EPYC_AVX2)
+    assert (other.how, len(made)) == ("measured", 4)
+    assert len(list(tmp_path.glob("*.json"))) == 2
+
+
+def test_the_decision_folder_can_be_set_for_every_process(tmp_path, monkeypatch):
+    """One folder for all processes of a run (cluster workers, a test session's children)."""
+    monkeypatch.setenv(runtime_choice.CHOICE_DIR_ENV, str(tmp_path / "shared"))
+    assert runtime_choice.default_choice_dir() == tmp_path / "shared"
+    monkeypatch.delenv(runtime_choice.CHOICE_DIR_ENV)
+    assert runtime_choice.default_choice_dir().name == "runtime-choice"
+    assert tmp_path not in runtime_choice.default_choice_dir().parents
 
 
 def test_one_candidate_or_a_forced_choice_measures_nothing(tmp_path):
@@ -279,7 +307,6 @@ def test_real_self_check_onnxruntime_agrees_with_torch(tmp_path):
 
     choice = choose_runtime(
         model,
-        "random",
         make,
         precision="fp32",
         cpu=parse_cpuinfo(EPYC_AVX2),

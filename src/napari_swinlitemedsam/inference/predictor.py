@@ -98,9 +98,7 @@ class BoxPredictor:
     ) -> None:
         if runtime not in ("auto", "torch") and precision not in ("auto", "fp32"):
             raise ValueError(f"runtime={runtime!r} runs float32 only; use precision='fp32'")
-        self.runtime_choice: RuntimeChoice = choose_runtime(
-            model, model_name, None, precision, runtime
-        )
+        self.runtime_choice: RuntimeChoice = choose_runtime(model, None, precision, runtime)
         self.precision = check_precision(self.runtime_choice.precision)
         self.runtime = check_runtime(self.runtime_choice.runtime)
         if precision == "bf16" and model.device.type == "cpu":

@@ -14,10 +14,17 @@
    float32 runtimes, every logit lies within 1e-3 of the logit range of torch's. The fastest
    qualifying candidate wins if it beats torch float32 by at least 10 %; otherwise torch
    float32 stays (a smaller gain is within the noise of a few runs on a busy machine).
-4. The decision is cached as a small JSON file in the user cache folder, keyed by the model's
-   name and weights fingerprint, the CPU model and flags, the device, the thread count and
-   the versions of torch and onnxruntime: the self-check runs once per model and machine, and
-   again when any of these change.
+4. The decision is cached as a small JSON file in the user cache folder (or in
+   ``$SWINLITEMEDSAM_RUNTIME_CHOICE_DIR``: e.g. one folder shared by the workers of a
+   cluster run, or a test session's temporary folder), keyed by the CPU model and flags, the
+   device, the thread count, the versions of torch, onnxruntime and openvino, and the model:
+   the self-check runs once per model and machine, and again when any of these change.
+   A float32 decision is keyed by the model's **architecture** (parameter names, shapes and
+   dtypes), not its weights: speed and the exported graph's correctness are properties of the
+   architecture, and float32 runtimes compute the same arithmetic whatever the values, so a
+   fine-tuned model reuses its base model's decision instead of spending the self-check again
+   (its exported graph is still rebuilt for its weights). A bfloat16 decision is keyed by the
+   weights as well: whether 8 bits of mantissa keep the masks can depend on the values.
 
 Tolerances. float32 runtimes compute the same arithmetic in another order; their outputs differ
 by ~1e-6 of the logit range, so 1e-3 leaves a thousand-fold margin and still catches a wrong
@@ -31,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -49,12 +57,13 @@ from napari_swinlitemedsam.inference.precision import PRECISION_OPTIONS
 from napari_swinlitemedsam.storage.atomic_files import write_atomically
 
 RUNTIME_OPTIONS = ("auto", *RUNTIMES)
-SELF_CHECK_VERSION = 1  # bump when the check itself changes, so old decisions are redone
+SELF_CHECK_VERSION = 2  # bump when the check itself changes, so old decisions are redone
 MASK_DSC_FLOOR = 0.98
 LOGIT_BOUND = 1e-3  # of the baseline's logit range, float32 runtimes only
 MIN_SPEEDUP = 1.10
 ROUNDS = 3  # round 0 warms up; the best of the others is the candidate's time
 CHECK_OBJECTS = 6  # boxes per check slice
+CHOICE_DIR_ENV = "SWINLITEMEDSAM_RUNTIME_CHOICE_DIR"
 
 
 class EmulatedBf16Warning(UserWarning):
@@ -296,20 +305,33 @@ def pick(seconds: dict[str, float], rejected: dict[str, str]) -> Candidate:
 
 
 def default_choice_dir() -> Path:
-    """``runtime-choice/`` in the user cache folder."""
+    """``$SWINLITEMEDSAM_RUNTIME_CHOICE_DIR``, else ``runtime-choice/`` in the user cache
+    folder."""
+    configured = os.environ.get(CHOICE_DIR_ENV)
+    if configured:
+        return Path(configured).expanduser()
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("napari-swinlitemedsam")) / "runtime-choice"
 
 
+def architecture_fingerprint(model: torch.nn.Module) -> str:
+    """A short sha256 of ``model``'s parameter and buffer names, shapes and dtypes (no values)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype};".encode())
+    return digest.hexdigest()[:20]
+
+
 def choice_key(
     model: torch.nn.Module,
-    model_name: str,
     device: torch.device,
     cpu: CpuDescription,
     options: tuple[str, str],
+    with_weights: bool = False,
 ) -> str:
-    """What the decision depends on, hashed: model, weights, machine, library versions."""
+    """What the decision depends on, hashed: the model's architecture (and its weights when
+    ``with_weights``), the machine, the library versions."""
     try:
         from importlib.metadata import version
 
@@ -319,8 +341,8 @@ def choice_key(
         ort_version = openvino_version = "none"
     parts = [
         SELF_CHECK_VERSION,
-        model_name,
-        weights_fingerprint(model),
+        architecture_fingerprint(model),
+        weights_fingerprint(model) if with_weights else "any weights",
         str(device),
         cpu.model,
         sorted(cpu.flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}),
@@ -355,7 +377,6 @@ def write_cached(path: Path, choice: RuntimeChoice) -> None:
 
 def choose_runtime(
     model: torch.nn.Module,
-    model_name: str,
     make_predictor: Callable[[Candidate], CheckablePredictor] | None,
     precision: str = "auto",
     runtime: str = "auto",
@@ -385,13 +406,16 @@ def choose_runtime(
     if make_predictor is None:
         return RuntimeChoice(BASELINE.runtime, BASELINE.precision, "not measured", cpu=summary)
     folder = choice_dir if choice_dir is not None else default_choice_dir()
-    key = choice_key(model, model_name, device, cpu, (precision, runtime))
-    path = folder / f"{model_name or 'model'}-{key}.json"
-    cached = read_cached(path)
-    if cached is not None:
-        return cached
+    options = (precision, runtime)
+    # float32 decisions per architecture, bfloat16 ones per weights (see the module docstring)
+    any_weights = folder / f"{choice_key(model, device, cpu, options)}.json"
+    these_weights = folder / f"{choice_key(model, device, cpu, options, with_weights=True)}.json"
+    for path in (any_weights, these_weights):
+        cached = read_cached(path)
+        if cached is not None:
+            return cached
     seconds, rejected = measure(found, make_predictor, cases())
     chosen = pick(seconds, rejected)
     choice = RuntimeChoice(chosen.runtime, chosen.precision, "measured", seconds, rejected, summary)
-    write_cached(path, choice)
+    write_cached(any_weights if chosen.precision == "fp32" else these_weights, choice)
     return choice

@@ -62,9 +62,7 @@ def build_measured(
         )
         return tried[candidate]
 
-    choice: RuntimeChoice = choose_runtime(
-        model, name, make, precision, runtime, choice_dir=choice_dir
-    )
+    choice: RuntimeChoice = choose_runtime(model, make, precision, runtime, choice_dir=choice_dir)
     predictor = predictor_class(
         model,
         prompts,
