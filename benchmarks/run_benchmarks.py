@@ -107,7 +107,7 @@ QUICK = Settings(
     repeats=1,
     warmup=0,
     matmul_size=1024,
-    volume_objects=3,
+    volume_objects=2,
     volume_slices=3,
     accuracy_boxes_2d=3,
     accuracy_samples_3d=(),
@@ -186,11 +186,14 @@ def run(
             nuclei_case(settings.volume_objects, settings.volume_slices),
             repeats=1,
             with_chosen_runtime=not quick,
+            with_reference=not quick,  # quick: section 3 already ran the reference style
         ),
         "accuracy": lambda: accuracy_section(
             built, settings.accuracy_boxes_2d, settings.accuracy_samples_3d, with_bf16
         ),
-        "startup": lambda: startup_section(settings.startup_repeats),
+        "startup": lambda: startup_section(
+            settings.startup_repeats, runtime="torch" if quick else "auto"
+        ),
         "memory": lambda: memory_section(
             settings.memory_slices, settings.memory_size, list(settings.memory_runs)
         ),

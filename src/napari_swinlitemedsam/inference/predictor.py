@@ -23,6 +23,11 @@ from napari_swinlitemedsam.inference import transforms
 from napari_swinlitemedsam.inference.box_prompts import box_points, box_scribble, prompt_rng
 from napari_swinlitemedsam.inference.disk_cache import DiskEmbeddingCache, encoder_identity
 from napari_swinlitemedsam.inference.embedding_cache import EmbeddingCache, EncodedSlice
+from napari_swinlitemedsam.inference.graph_decoder import (
+    GRAPH_RUNTIMES,
+    GraphBoxDecoder,
+    decodes_boxes_alone,
+)
 from napari_swinlitemedsam.inference.inputs import PredictorError, check_boxes, model_input_uint8
 from napari_swinlitemedsam.inference.onnx_encoder import OnnxEncoder, check_runtime
 from napari_swinlitemedsam.inference.precision import (
@@ -104,6 +109,7 @@ class BoxPredictor:
         if precision == "bf16" and model.device.type == "cpu":
             warn_if_bf16_is_emulated(model_name)
         self._onnx_encoder: OnnxEncoder | None = None
+        self._graph_decoder: GraphBoxDecoder | None = None
         self.feature_dtype = check_feature_dtype(feature_dtype)
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
@@ -150,8 +156,10 @@ class BoxPredictor:
         )
 
     def adopt_onnx_session(self, other: BoxPredictor) -> None:
-        """Use ``other``'s ONNX Runtime session (same model) instead of opening a new one."""
+        """Use ``other``'s graph-runtime sessions (same model, same runtime) instead of
+        opening new ones."""
         self._onnx_encoder = other._onnx_encoder
+        self._graph_decoder = other._graph_decoder
 
     @property
     def encoder_identity(self) -> str:
@@ -348,13 +356,18 @@ class BoxPredictor:
                         array[chunk], dtype=dtype if cast else None, device=device
                     )
 
-                logits, iou = self.model.decode(
-                    features,
-                    as_tensor(boxes_256),
-                    as_tensor(points),
-                    as_tensor(labels, cast=False),
-                    as_tensor(scribbles),
-                )
+                if self._decodes_on_graph(points, scribbles):
+                    logits, iou = self._box_decoder().decode(
+                        features.embedding, as_tensor(boxes_256)
+                    )
+                else:
+                    logits, iou = self.model.decode(
+                        features,
+                        as_tensor(boxes_256),
+                        as_tensor(points),
+                        as_tensor(labels, cast=False),
+                        as_tensor(scribbles),
+                    )
                 logits = logits[:, 0].float()
                 original = transforms.logits_to_original(
                     logits, encoded.new_size, encoded.original_size
@@ -368,6 +381,21 @@ class BoxPredictor:
             low_res_logits=np.concatenate(all_logits),
             boxes_256=boxes_256,
         )
+
+    def _decodes_on_graph(self, points, scribbles) -> bool:
+        """Boxes alone on a model that needs nothing else go to the encoder's graph runtime
+        (:mod:`.graph_decoder`); clicks, scribbles and skip maps are decoded in torch."""
+        return (
+            self.runtime in GRAPH_RUNTIMES
+            and points is None
+            and scribbles is None
+            and decodes_boxes_alone(self.model)
+        )
+
+    def _box_decoder(self) -> GraphBoxDecoder:
+        if self._graph_decoder is None:
+            self._graph_decoder = GraphBoxDecoder(self.model, self.runtime, self.model_name)
+        return self._graph_decoder
 
     def _prompts_for(
         self,

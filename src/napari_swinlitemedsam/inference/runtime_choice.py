@@ -408,14 +408,16 @@ def choose_runtime(
     folder = choice_dir if choice_dir is not None else default_choice_dir()
     options = (precision, runtime)
     # float32 decisions per architecture, bfloat16 ones per weights (see the module docstring)
-    any_weights = folder / f"{choice_key(model, device, cpu, options)}.json"
-    these_weights = folder / f"{choice_key(model, device, cpu, options, with_weights=True)}.json"
-    for path in (any_weights, these_weights):
-        cached = read_cached(path)
+    # (the weights' hash is only computed when no float32 decision is stored)
+    def path(with_weights: bool) -> Path:
+        return folder / f"{choice_key(model, device, cpu, options, with_weights)}.json"
+
+    for with_weights in (False, True):
+        cached = read_cached(path(with_weights))
         if cached is not None:
             return cached
     seconds, rejected = measure(found, make_predictor, cases())
     chosen = pick(seconds, rejected)
     choice = RuntimeChoice(chosen.runtime, chosen.precision, "measured", seconds, rejected, summary)
-    write_cached(any_weights if chosen.precision == "fp32" else these_weights, choice)
+    write_cached(path(with_weights=chosen.precision != "fp32"), choice)
     return choice

@@ -1,0 +1,124 @@
+"""The box-only decoder on the graph runtimes: same masks as torch, used only where it applies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_swinlitemedsam.inference.embedding_cache import EmbeddingCache
+from napari_swinlitemedsam.inference.graph_decoder import (
+    GraphBoxDecoder,
+    decodes_boxes_alone,
+    exported_decoder_graph,
+)
+from napari_swinlitemedsam.inference.predictor import BoxPredictor
+from napari_swinlitemedsam.model.registry import (
+    PROMPTS_BOX,
+    PROMPTS_BOX_POINTS_SCRIBBLE,
+    build_litemedsam,
+    build_swin_litemedsam,
+)
+from napari_swinlitemedsam.model.segmenter import ImageFeatures
+
+# Another runtime computes the same float32 arithmetic in another order: logits differ by a few
+# 1e-6 of their range (measured 4e-6 on the real weights); 1e-4 of the range leaves 25x for other
+# CPUs' kernels and still catches a wrong graph, which is off by O(1).
+LOGIT_TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def random_litemedsam():
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        return build_litemedsam().eval()
+
+
+def _embedding(seed: int = 0) -> torch.Tensor:
+    return torch.randn(1, 256, 64, 64, generator=torch.Generator().manual_seed(seed))
+
+
+def _assert_close_to_torch(got, expected) -> None:
+    logits, iou = got
+    expected_logits, expected_iou = expected
+    assert logits.shape == expected_logits.shape and iou.shape == expected_iou.shape
+    scale = float(expected_logits.abs().max())
+    torch.testing.assert_close(logits, expected_logits, rtol=0, atol=LOGIT_TOLERANCE * scale)
+    torch.testing.assert_close(iou, expected_iou, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_graph_decoder_matches_torch_for_any_number_of_boxes(random_litemedsam, runtime, tmp_path):
+    if runtime == "openvino":
+        pytest.importorskip("openvino")  # the optional extra
+    decoder = GraphBoxDecoder(random_litemedsam, runtime, "random", export_dir=tmp_path)
+    embedding = _embedding()
+    boxes = torch.tensor(
+        [[10.0, 20.0, 90.0, 120.0], [0.0, 0.0, 255.0, 255.0], [100.0, 140.0, 104.0, 141.0]]
+    )
+    for count in (1, 3):  # the graph's box count is dynamic
+        with torch.inference_mode():
+            expected = random_litemedsam.decode(ImageFeatures(embedding), boxes[:count])
+        _assert_close_to_torch(decoder.decode(embedding, boxes[:count]), expected)
+
+
+def test_the_graph_is_exported_once_per_weights(random_litemedsam, tmp_path):
+    first = exported_decoder_graph(random_litemedsam, "random", tmp_path)
+    stamp = first.stat().st_mtime_ns
+    assert exported_decoder_graph(random_litemedsam, "random", tmp_path) == first
+    assert first.stat().st_mtime_ns == stamp  # read back, not exported again
+    other = build_litemedsam().eval()  # other random weights
+    assert exported_decoder_graph(other, "random", tmp_path) != first
+
+
+def test_only_box_only_decoders_go_to_a_graph():
+    swin = build_swin_litemedsam().eval()
+    assert decodes_boxes_alone(build_litemedsam()) and not decodes_boxes_alone(swin)
+    with pytest.raises(ValueError, match="decode in torch"):
+        GraphBoxDecoder(swin, "onnxruntime")
+    with pytest.raises(ValueError, match="runtime"):
+        GraphBoxDecoder(build_litemedsam(), "tensorrt")
+
+
+def test_predictor_decodes_boxes_on_the_graph_and_clicks_in_torch(
+    random_litemedsam, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("SWINLITEMEDSAM_ONNX_DIR", str(tmp_path))
+    image = np.random.default_rng(4).integers(0, 256, size=(90, 120), dtype=np.uint8)
+    in_torch = BoxPredictor(random_litemedsam, PROMPTS_BOX, EmbeddingCache(), runtime="torch")
+    on_graph = BoxPredictor(random_litemedsam, PROMPTS_BOX, EmbeddingCache(), runtime="onnxruntime")
+    on_graph.set_encoded(in_torch.set_image(image))  # the same features: only the decoder differs
+    boxes = np.array([[10, 10, 60, 50], [30, 40, 110, 85]])
+
+    expected, got = in_torch.predict(boxes), on_graph.predict(boxes)
+    assert on_graph._graph_decoder is not None and in_torch._graph_decoder is None
+    scale = float(np.abs(expected.low_res_logits).max())
+    np.testing.assert_allclose(
+        got.low_res_logits, expected.low_res_logits, rtol=0, atol=LOGIT_TOLERANCE * scale
+    )
+    # masks may differ only where the logit is within the tolerance of the threshold
+    near_zero = np.abs(expected.low_res_logits) <= LOGIT_TOLERANCE * scale
+    assert not near_zero.all()
+    flipped = got.masks != expected.masks
+    assert flipped.sum() <= 0.001 * flipped.size
+
+    # a click added to the box goes through torch (the graph takes boxes alone)
+    calls = []
+    real_decode = random_litemedsam.decode
+    monkeypatch.setattr(
+        random_litemedsam, "decode", lambda *a, **k: calls.append(1) or real_decode(*a, **k)
+    )
+    clicked = on_graph.predict(
+        boxes[:1], points=np.array([[[20, 20]]]), point_labels=np.ones((1, 1))
+    )
+    assert calls and clicked.masks.shape == (1, 90, 120)
+    calls.clear()
+    on_graph.predict(boxes[:1])
+    assert not calls  # boxes alone: the graph again
+
+
+def test_swin_predictor_on_a_graph_runtime_decodes_in_torch(monkeypatch, tmp_path):
+    monkeypatch.setenv("SWINLITEMEDSAM_ONNX_DIR", str(tmp_path))
+    swin = build_swin_litemedsam().eval()
+    predictor = BoxPredictor(swin, PROMPTS_BOX_POINTS_SCRIBBLE, runtime="onnxruntime")
+    assert not predictor._decodes_on_graph(None, None)
