@@ -7,7 +7,10 @@ box covers everything ``BoxPredictor.predict_256`` does: the box-derived points 
 threshold. The reference-style figure decodes one box per call and recomputes the skip neck for
 it (Swin-LiteMedSAM), everything else equal. The masks of both are compared object by object
 (differing pixels, lowest DSC; see ``mask_agreement``): batched and one-box calls round
-differently on some CPUs, so a pixel on the threshold may flip.
+differently on some CPUs, so a pixel on the threshold may flip. For a box-only decoder
+(LiteMedSAM) one box per call is also timed on each installed graph runtime (ONNX Runtime,
+OpenVINO; :mod:`napari_swinlitemedsam.inference.graph_decoder`) from the same features, its
+masks compared with torch's.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ import numpy as np
 from bench_setup import make_predictor
 from mask_agreement import describe, mask_agreement
 from napari_swinlitemedsam.inference import transforms
+from napari_swinlitemedsam.inference.graph_decoder import decodes_boxes_alone
+from napari_swinlitemedsam.inference.onnx_encoder import onnx_available
+from napari_swinlitemedsam.inference.openvino_encoder import openvino_available
 from napari_swinlitemedsam.io.samples import load_sample
 from napari_swinlitemedsam.model.segmenter import PromptableSegmenter
 from reference_style import decode_one_box, encode_plain, logits_to_mask, prepare_slice
@@ -41,6 +47,18 @@ def slice_with_boxes(count: int = 16) -> tuple[np.ndarray, np.ndarray, int]:
     boxes = np.asarray(boxes, dtype=np.float64)
     reps = int(np.ceil(count / len(boxes)))
     return sample.image[z], np.tile(boxes, (reps, 1))[:count], z
+
+
+def graph_runtimes_installed() -> list[str]:
+    """The graph runtimes the box-only decoder can run on here."""
+    return [
+        runtime
+        for runtime, installed in (
+            ("onnxruntime", onnx_available()),
+            ("openvino", openvino_available()),
+        )
+        if installed
+    ]
 
 
 class ReferenceDecoder:
@@ -96,6 +114,14 @@ def _decode_model(name, model, image, boxes, z, repeats, warmup) -> tuple[list[R
         for n in BATCHES
     }
     fns["reference x1"] = lambda: reference.masks(boxes_256[:1])
+    graph_runs = {}
+    if decodes_boxes_alone(model):  # the box-only decoder on the graph runtimes, same features
+        for runtime in graph_runtimes_installed():
+            graph_runs[runtime] = make_predictor(model, name, runtime=runtime)
+            graph_runs[runtime].predict_256(boxes_256[:1], encoded)  # untimed: export, compile
+            fns[f"ours {runtime} x1"] = lambda run=graph_runs[runtime]: run.predict_256(
+                boxes_256[:1], encoded, slice_index=z
+            )
     timings = measure_interleaved(fns, repeats, warmup)
     ours = predictor.predict_256(boxes_256, encoded, slice_index=z).masks
     agreement = mask_agreement(ours, reference.masks(boxes_256))
@@ -123,6 +149,22 @@ def _decode_model(name, model, image, boxes, z, repeats, warmup) -> tuple[list[R
                 str(t),
                 f"**{t.median / ref:.2f}× reference-style**",
                 {"seconds": t.median, "vs_reference": t.median / ref},
+            )
+        )
+    torch_one = per_box["ours x1"].median
+    for runtime, run in graph_runs.items():
+        t = per_box[f"ours {runtime} x1"]
+        agreement_graph = mask_agreement(
+            run.predict_256(boxes_256, encoded, slice_index=z).masks, ours
+        )
+        figures[f"{runtime} agreement"] = agreement_graph
+        rows.append(
+            Row(
+                SECTION,
+                f"{name}: ours, one at a time, decoder on {runtime}",
+                str(t),
+                f"**{torch_one / t.median:.2f}× torch**; masks vs torch: {describe(agreement_graph)}",
+                {"seconds": t.median, "vs_torch": torch_one / t.median, **agreement_graph},
             )
         )
     rows.append(

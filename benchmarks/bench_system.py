@@ -186,9 +186,14 @@ def memory_section(slices: int, size: int, runs: list[dict]) -> tuple[list[Row],
 
 
 def peer_section(
-    repeats: int, image_size: int, swin_fp32_s: float | None, warmup: int = 1
+    repeats: int,
+    image_size: int,
+    swin_fp32_s: float | None,
+    warmup: int = 1,
+    with_bf16: bool = True,
 ) -> tuple[list[Row], dict]:
-    """SAM ViT-B image encoder (random weights) at ``image_size``², fp32 and bf16."""
+    """SAM ViT-B image encoder (random weights) at ``image_size``², fp32 and (``with_bf16``)
+    bf16."""
     section = "6 peer"
     model = build_sam_vit_b() if image_size == 1024 else _small_vit(image_size)
     images = torch.rand(1, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
@@ -204,8 +209,9 @@ def peer_section(
 
         return forward
 
-    timings = measure_interleaved({"fp32": run("fp32"), "bf16": run("bf16")}, repeats, warmup)
-    fp32, bf16 = timings["fp32"], timings["bf16"]
+    variants = {"fp32": run("fp32"), "bf16": run("bf16")} if with_bf16 else {"fp32": run("fp32")}
+    timings = measure_interleaved(variants, repeats, warmup)
+    fp32 = timings["fp32"]
     params = sum(p.numel() for p in model.parameters())
     versus = ""
     if swin_fp32_s:
@@ -217,16 +223,22 @@ def peer_section(
             str(fp32),
             f"{params / 1e6:.1f} M parameters, {flops / 1e9:.0f} GFLOPs, random weights{versus}",
             {"seconds": fp32.median, "flops": flops},
-        ),
-        Row(
-            section,
-            f"SAM ViT-B encoder {image_size}², bf16 autocast",
-            str(bf16),
-            f"{fp32.median / bf16.median:.2f}× faster than its fp32",
-            {"seconds": bf16.median},
-        ),
+        )
     ]
-    return rows, {"fp32_s": fp32.median, "bf16_s": bf16.median, "flops": flops}
+    figures = {"fp32_s": fp32.median, "flops": flops}
+    if with_bf16:
+        bf16 = timings["bf16"]
+        rows.append(
+            Row(
+                section,
+                f"SAM ViT-B encoder {image_size}², bf16 autocast",
+                str(bf16),
+                f"{fp32.median / bf16.median:.2f}× faster than its fp32",
+                {"seconds": bf16.median},
+            )
+        )
+        figures["bf16_s"] = bf16.median
+    return rows, figures
 
 
 def _small_vit(image_size: int) -> SamViTB:
