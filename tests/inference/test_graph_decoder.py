@@ -92,6 +92,8 @@ def test_predictor_decodes_boxes_on_the_graph_and_clicks_in_torch(
 
     expected, got = in_torch.predict(boxes), on_graph.predict(boxes)
     assert on_graph._graph_decoder is not None and in_torch._graph_decoder is None
+    assert on_graph.describe_runtimes().endswith("; boxes decoded on onnxruntime")
+    assert "boxes decoded" not in in_torch.describe_runtimes()
     scale = float(np.abs(expected.low_res_logits).max())
     np.testing.assert_allclose(
         got.low_res_logits, expected.low_res_logits, rtol=0, atol=LOGIT_TOLERANCE * scale
@@ -122,3 +124,4 @@ def test_swin_predictor_on_a_graph_runtime_decodes_in_torch(monkeypatch, tmp_pat
     swin = build_swin_litemedsam().eval()
     predictor = BoxPredictor(swin, PROMPTS_BOX_POINTS_SCRIBBLE, runtime="onnxruntime")
     assert not predictor._decodes_on_graph(None, None)
+    assert "boxes decoded" not in predictor.describe_runtimes()

@@ -175,7 +175,9 @@ class BoxAnnotatorWidget(QWidget):
         # this machine, cached, forced); see inference/runtime_choice.py.
         self.encoder_label = QLabel("-")
         self.encoder_label.setWordWrap(True)
-        self.encoder_label.setToolTip("The image encoder's runtime and precision, and why")
+        self.encoder_label.setToolTip(
+            "The image encoder's runtime and precision, and why; where boxes are decoded"
+        )
         self.overwrite_box = QCheckBox("New masks may overwrite other objects")
         self.key_slice_box = QCheckBox("New boxes add key slices to the active object")
         self.reference_box = QCheckBox("Propagate as the LiteMedSAM reference scripts")
@@ -252,8 +254,8 @@ class BoxAnnotatorWidget(QWidget):
     def _show_status(self, text: str) -> None:
         self.status_label.setText(text)
         predictor = getattr(getattr(self, "annotator", None), "predictor", None)
-        choice = getattr(predictor, "runtime_choice", None)
-        self.encoder_label.setText(choice.describe() if choice is not None else "-")
+        describe = getattr(predictor, "describe_runtimes", None)
+        self.encoder_label.setText(describe() if describe is not None else "-")
         if hasattr(self, "storage_row"):  # statuses come while the form is being built
             self.storage_row.show_state()
 

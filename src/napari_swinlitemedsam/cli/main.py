@@ -78,7 +78,7 @@ def announce_predictor(build):
         predictor = build()
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
-    print(f"encoder: {predictor.runtime_choice.describe()}", file=sys.stderr)
+    print(f"encoder: {predictor.describe_runtimes()}", file=sys.stderr)
     return predictor
 
 

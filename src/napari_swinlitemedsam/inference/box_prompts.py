@@ -45,6 +45,7 @@ from napari_swinlitemedsam.inference.prompt_random import (
     as_random_source,
     prompt_rng,
 )  # prompt_rng re-exported
+from napari_swinlitemedsam.model.registry import PROMPTS_BOX_POINTS_SCRIBBLE
 
 __all__ = ["box_points", "box_scribble", "foreground_map", "prompt_rng"]
 
@@ -244,3 +245,36 @@ def _frame_box(box_256) -> tuple:
     if not np.isfinite(values).all():
         raise ValueError("Box coordinates must be finite numbers.")
     return tuple(min(max(float(value), 0.0), float(FRAME_SIZE)) for value in values)
+
+
+def decoder_prompts(
+    scheme: str,
+    boxes_256: np.ndarray,
+    image_256: np.ndarray,
+    slice_index: int,
+    extra_points: tuple[np.ndarray, np.ndarray] | None,
+    prompt_source: RandomSource | None = None,
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """The decoder's prompts besides the (N, 4) boxes: points (N, P, 2), labels (N, P) and
+    scribbles (N, 1, 256, 256), each None when absent.
+
+    ``scheme`` ``PROMPTS_BOX_POINTS_SCRIBBLE`` (Swin-LiteMedSAM) derives 4 points and a scribble
+    from every box (seeded by the box and ``slice_index``, or drawn in order from
+    ``prompt_source``); ``extra_points`` (``(N, P, 2)`` xy in the 256 frame, ``(N, P)`` labels:
+    the user's clicks) are appended after them.
+    """
+    points = labels = scribbles = None
+    if scheme == PROMPTS_BOX_POINTS_SCRIBBLE:
+        generated, strokes = [], []
+        for box in boxes_256:
+            rng = prompt_source if prompt_source is not None else prompt_rng(box, slice_index)
+            generated.append(box_points(box, image_256, rng))
+            strokes.append(box_scribble(box, image_256, rng))
+        points = np.stack(generated).astype(np.float32)
+        labels = np.ones(points.shape[:2], dtype=np.int64)
+        scribbles = np.stack(strokes).astype(np.float32)[:, None]
+    if extra_points is not None:
+        extra_xy, extra_labels = extra_points
+        points = extra_xy if points is None else np.concatenate([points, extra_xy], axis=1)
+        labels = extra_labels if labels is None else np.concatenate([labels, extra_labels], axis=1)
+    return points, labels, scribbles

@@ -109,9 +109,8 @@ class GraphBoxDecoder:
             raise ValueError("this model's decoder needs more than the boxes; decode in torch")
         self.path = exported_decoder_graph(model, model_name, export_dir)
         threads = int(threads or torch.get_num_threads())
-        self._run = _open_onnxruntime(self.path, threads) if runtime == "onnxruntime" else None
-        if runtime == "openvino":
-            self._run = _open_openvino(self.path, threads)
+        opener = _open_onnxruntime if runtime == "onnxruntime" else _open_openvino
+        self._run = opener(self.path, threads)
 
     def decode(self, embedding: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(1, 256, 64, 64) embedding, (N, 4) boxes in the 256 frame -> (logits (N, 1, 256, 256),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_swinlitemedsam.inference import intensity
+from napari_swinlitemedsam.inference import intensity, transforms
 
 
 class PredictorError(ValueError):
@@ -72,3 +72,21 @@ def model_input_uint8(image: np.ndarray) -> np.ndarray:
         return intensity.to_rgb_uint8(array)
     except (TypeError, ValueError) as error:
         raise PredictorError(str(error)) from None
+
+
+def clicks_to_256(
+    points: np.ndarray, labels: np.ndarray | None, count: int, original_size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Check (N=count, P, 2) ``[x, y]`` clicks in original pixels and their (N, P) labels
+    (1 = add, 0 = remove); return them in the 256 frame with int64 labels."""
+    xy = np.asarray(points, dtype=np.float64)
+    if xy.ndim != 3 or xy.shape[0] != count or xy.shape[2] != 2:
+        raise PredictorError(f"points must be (N={count}, P, 2) [x, y], got {xy.shape}")
+    if labels is None:
+        raise PredictorError("point_labels (N, P) are needed with points (1 = add, 0 = remove)")
+    labels = np.asarray(labels, dtype=np.int64)
+    if labels.shape != xy.shape[:2]:
+        raise PredictorError(f"point_labels must be {xy.shape[:2]}, got {labels.shape}")
+    if not np.isfinite(xy).all():
+        raise PredictorError("points have NaN or infinite coordinates")
+    return transforms.points_to_256(xy, original_size), labels

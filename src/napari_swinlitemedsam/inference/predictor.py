@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from napari_swinlitemedsam.inference import transforms
-from napari_swinlitemedsam.inference.box_prompts import box_points, box_scribble, prompt_rng
+from napari_swinlitemedsam.inference.box_prompts import decoder_prompts
 from napari_swinlitemedsam.inference.disk_cache import DiskEmbeddingCache, encoder_identity
 from napari_swinlitemedsam.inference.embedding_cache import EmbeddingCache, EncodedSlice
 from napari_swinlitemedsam.inference.graph_decoder import (
@@ -28,7 +28,12 @@ from napari_swinlitemedsam.inference.graph_decoder import (
     GraphBoxDecoder,
     decodes_boxes_alone,
 )
-from napari_swinlitemedsam.inference.inputs import PredictorError, check_boxes, model_input_uint8
+from napari_swinlitemedsam.inference.inputs import (
+    PredictorError,
+    check_boxes,
+    clicks_to_256,
+    model_input_uint8,
+)
 from napari_swinlitemedsam.inference.onnx_encoder import OnnxEncoder, check_runtime
 from napari_swinlitemedsam.inference.precision import (
     check_feature_dtype,
@@ -306,7 +311,7 @@ class BoxPredictor:
         boxes_256 = transforms.boxes_to_256(checked, current.original_size)
         extra = None
         if points is not None:
-            extra = self._points_to_256(points, point_labels, len(checked), current.original_size)
+            extra = clicks_to_256(points, point_labels, len(checked), current.original_size)
         return self.predict_256(
             boxes_256,
             current,
@@ -335,8 +340,8 @@ class BoxPredictor:
                 np.zeros((0, 256, 256), np.float32),
                 boxes_256,
             )
-        points, labels, scribbles = self._prompts_for(
-            boxes_256, encoded, slice_index, extra_points, prompt_source
+        points, labels, scribbles = decoder_prompts(
+            self.prompts, boxes_256, encoded.image_256, slice_index, extra_points, prompt_source
         )
         device, dtype = self.device, self.model.dtype
         all_masks, all_scores, all_logits = [], [], []
@@ -392,50 +397,15 @@ class BoxPredictor:
             and decodes_boxes_alone(self.model)
         )
 
+    def describe_runtimes(self) -> str:
+        """What runs the encoder and why, and where a box without clicks is decoded, e.g.
+        ``"onnxruntime fp32 (measured, 2.0x torch fp32); boxes decoded on onnxruntime"``."""
+        text = self.runtime_choice.describe()
+        if self._decodes_on_graph(None, None):
+            text += f"; boxes decoded on {self.runtime}"
+        return text
+
     def _box_decoder(self) -> GraphBoxDecoder:
         if self._graph_decoder is None:
             self._graph_decoder = GraphBoxDecoder(self.model, self.runtime, self.model_name)
         return self._graph_decoder
-
-    def _prompts_for(
-        self,
-        boxes_256: np.ndarray,
-        encoded: EncodedSlice,
-        slice_index: int,
-        extra_points: tuple[np.ndarray, np.ndarray] | None,
-        prompt_source: RandomSource | None = None,
-    ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
-        """Points (N, P, 2), labels (N, P) and scribbles (N, 1, 256, 256) for the decoder."""
-        points = labels = scribbles = None
-        if self.prompts == PROMPTS_BOX_POINTS_SCRIBBLE:
-            generated, strokes = [], []
-            for box in boxes_256:
-                rng = prompt_source if prompt_source is not None else prompt_rng(box, slice_index)
-                generated.append(box_points(box, encoded.image_256, rng))
-                strokes.append(box_scribble(box, encoded.image_256, rng))
-            points = np.stack(generated).astype(np.float32)
-            labels = np.ones(points.shape[:2], dtype=np.int64)
-            scribbles = np.stack(strokes).astype(np.float32)[:, None]
-        if extra_points is not None:
-            extra_xy, extra_labels = extra_points
-            points = extra_xy if points is None else np.concatenate([points, extra_xy], axis=1)
-            labels = (
-                extra_labels if labels is None else np.concatenate([labels, extra_labels], axis=1)
-            )
-        return points, labels, scribbles
-
-    @staticmethod
-    def _points_to_256(
-        points: np.ndarray, labels: np.ndarray | None, count: int, original_size: tuple[int, int]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        xy = np.asarray(points, dtype=np.float64)
-        if xy.ndim != 3 or xy.shape[0] != count or xy.shape[2] != 2:
-            raise PredictorError(f"points must be (N={count}, P, 2) [x, y], got {xy.shape}")
-        if labels is None:
-            raise PredictorError("point_labels (N, P) are needed with points (1 = add, 0 = remove)")
-        labels = np.asarray(labels, dtype=np.int64)
-        if labels.shape != xy.shape[:2]:
-            raise PredictorError(f"point_labels must be {xy.shape[:2]}, got {labels.shape}")
-        if not np.isfinite(xy).all():
-            raise PredictorError("points have NaN or infinite coordinates")
-        return transforms.points_to_256(xy, original_size), labels

@@ -407,6 +407,7 @@ def choose_runtime(
         return RuntimeChoice(BASELINE.runtime, BASELINE.precision, "not measured", cpu=summary)
     folder = choice_dir if choice_dir is not None else default_choice_dir()
     options = (precision, runtime)
+
     # float32 decisions per architecture, bfloat16 ones per weights (see the module docstring)
     # (the weights' hash is only computed when no float32 decision is stored)
     def path(with_weights: bool) -> Path:
