@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -70,8 +71,24 @@ def _runtime_files_in_a_temporary_folder(tmp_path_factory):
 def pytest_configure(config):
     """Under pytest-xdist (``-n 2``) each worker process uses one torch thread: two workers
     with torch's default of one thread per core would oversubscribe the cores, and the
-    workers' spin-waiting thread pools then slow each other down."""
+    workers' spin-waiting thread pools then slow each other down.
+
+    pytest-xdist (3.6 and later) hands out the files of ``--dist loadfile`` in the order of
+    their number of tests, which puts the few-test, minutes-long files (the benchmark quick
+    run: 7 tests, ~5 min on one worker) at the end, where one worker runs them alone while the
+    other idles. Its reordering is switched off here, so the order below holds."""
     if hasattr(config, "workerinput"):
         import torch
 
         torch.set_num_threads(1)
+    elif hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files holding the most ``slow`` tests first (each file's tests in their own order):
+    under ``-n 2 --dist loadfile`` the long files start at once and the many short ones fill
+    both workers to the end (longest first is the classic rule for balancing two queues)."""
+    slow_tests = Counter(item.path for item in items if item.get_closest_marker("slow"))
+    first_seen = {path: index for index, path in enumerate(dict.fromkeys(i.path for i in items))}
+    items.sort(key=lambda item: (-slow_tests[item.path], first_seen[item.path]))
