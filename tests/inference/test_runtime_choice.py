@@ -5,6 +5,8 @@ timings come from a fake clock, so no test depends on the speed of the machine r
 from __future__ import annotations
 
 import json
+import threading
+import time
 import warnings
 from dataclasses import dataclass
 
@@ -12,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_swinlitemedsam.inference import cpu_features, runtime_choice
+from napari_swinlitemedsam.inference import cpu_features, runtime_choice, runtime_choice_store
 from napari_swinlitemedsam.inference.cpu_features import describe_cpu, parse_cpuinfo
 from napari_swinlitemedsam.inference.embedding_cache import EmbeddingCache
 from napari_swinlitemedsam.inference.onnx_encoder import onnx_available
@@ -248,6 +250,36 @@ def test_a_float32_decision_holds_for_new_weights_of_the_same_architecture(tmp_p
     other = _choose(_OtherArchitecture(1.0), tmp_path, made, cpuinfo=EPYC_AVX2)
     assert (other.how, len(made)) == ("measured", 4)
     assert len(list(tmp_path.glob("*.json"))) == 2
+
+
+def test_a_second_process_waits_for_the_running_self_check_and_reads_its_decision(
+    tmp_path, monkeypatch
+):
+    from filelock import FileLock
+
+    monkeypatch.setattr(runtime_choice, "measure", _fake_clock_measure)
+    _choose(_Model(1.0), tmp_path, [], cpuinfo=EPYC_AVX2)
+    (decision,) = tmp_path.glob("*.json")
+    stored = decision.read_text()
+    decision.unlink()
+    holding = threading.Event()
+
+    def another_process_mid_check() -> None:
+        lock = FileLock(str(tmp_path / ".self-check.lock"), thread_local=False)
+        with lock:
+            holding.set()
+            time.sleep(0.5)
+            decision.write_text(stored)
+
+    finisher = threading.Thread(target=another_process_mid_check)
+    finisher.start()
+    assert holding.wait(10)
+    made = []
+    started = time.monotonic()
+    waited = _choose(_Model(1.0), tmp_path, made, cpuinfo=EPYC_AVX2)
+    assert time.monotonic() - started < runtime_choice_store.SELF_CHECK_WAIT_S / 2
+    finisher.join()
+    assert (waited.how, waited.label, made) == ("cached", "onnxruntime fp32", [])
 
 
 def test_the_decision_folder_can_be_set_for_every_process(tmp_path, monkeypatch):

@@ -36,9 +36,7 @@ boundary already costs on a 100-pixel-wide object: less is not visible to an ann
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -50,20 +48,25 @@ import numpy as np
 import torch
 
 from napari_swinlitemedsam.inference.cpu_features import CpuDescription, describe_cpu
-from napari_swinlitemedsam.inference.disk_cache import weights_fingerprint
 from napari_swinlitemedsam.inference.onnx_encoder import RUNTIMES, onnx_available
 from napari_swinlitemedsam.inference.openvino_encoder import openvino_available
 from napari_swinlitemedsam.inference.precision import PRECISION_OPTIONS
+from napari_swinlitemedsam.inference.runtime_choice_store import (  # noqa: F401 (re-exported)
+    CHOICE_DIR_ENV,
+    SELF_CHECK_VERSION,
+    architecture_fingerprint,
+    choice_key,
+    default_choice_dir,
+    self_check_lock,
+)
 from napari_swinlitemedsam.storage.atomic_files import write_atomically
 
 RUNTIME_OPTIONS = ("auto", *RUNTIMES)
-SELF_CHECK_VERSION = 2  # bump when the check itself changes, so old decisions are redone
 MASK_DSC_FLOOR = 0.98
 LOGIT_BOUND = 1e-3  # of the baseline's logit range, float32 runtimes only
 MIN_SPEEDUP = 1.10
 ROUNDS = 3  # round 0 warms up; the best of the others is the candidate's time
 CHECK_OBJECTS = 6  # boxes per check slice
-CHOICE_DIR_ENV = "SWINLITEMEDSAM_RUNTIME_CHOICE_DIR"
 
 
 class EmulatedBf16Warning(UserWarning):
@@ -304,57 +307,6 @@ def pick(seconds: dict[str, float], rejected: dict[str, str]) -> Candidate:
     return best
 
 
-def default_choice_dir() -> Path:
-    """``$SWINLITEMEDSAM_RUNTIME_CHOICE_DIR``, else ``runtime-choice/`` in the user cache
-    folder."""
-    configured = os.environ.get(CHOICE_DIR_ENV)
-    if configured:
-        return Path(configured).expanduser()
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("napari-swinlitemedsam")) / "runtime-choice"
-
-
-def architecture_fingerprint(model: torch.nn.Module) -> str:
-    """A short sha256 of ``model``'s parameter and buffer names, shapes and dtypes (no values)."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype};".encode())
-    return digest.hexdigest()[:20]
-
-
-def choice_key(
-    model: torch.nn.Module,
-    device: torch.device,
-    cpu: CpuDescription,
-    options: tuple[str, str],
-    with_weights: bool = False,
-) -> str:
-    """What the decision depends on, hashed: the model's architecture (and its weights when
-    ``with_weights``), the machine, the library versions."""
-    try:
-        from importlib.metadata import version
-
-        ort_version = version("onnxruntime") if onnx_available() else "none"
-        openvino_version = version("openvino") if openvino_available() else "none"
-    except ImportError:
-        ort_version = openvino_version = "none"
-    parts = [
-        SELF_CHECK_VERSION,
-        architecture_fingerprint(model),
-        weights_fingerprint(model) if with_weights else "any weights",
-        str(device),
-        cpu.model,
-        sorted(cpu.flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}),
-        torch.__version__,
-        ort_version,
-        openvino_version,
-        torch.get_num_threads(),
-        list(options),
-    ]
-    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
-
-
 def read_cached(path: Path) -> RuntimeChoice | None:
     """A decision stored by :func:`write_cached`, or None if absent or unreadable."""
     try:
@@ -413,12 +365,24 @@ def choose_runtime(
     def path(with_weights: bool) -> Path:
         return folder / f"{choice_key(model, device, cpu, options, with_weights)}.json"
 
-    for with_weights in (False, True):
-        cached = read_cached(path(with_weights))
-        if cached is not None:
+    def stored() -> RuntimeChoice | None:
+        for with_weights in (False, True):
+            cached = read_cached(path(with_weights))
+            if cached is not None:
+                return cached
+        return None
+
+    if (cached := stored()) is not None:
+        return cached
+    # One self-check at a time per folder: processes starting together (cluster workers, test
+    # workers, two viewers) would measure each other's load; who waited reads the decision.
+    with self_check_lock(folder):
+        if (cached := stored()) is not None:
             return cached
-    seconds, rejected = measure(found, make_predictor, cases())
-    chosen = pick(seconds, rejected)
-    choice = RuntimeChoice(chosen.runtime, chosen.precision, "measured", seconds, rejected, summary)
-    write_cached(path(with_weights=chosen.precision != "fp32"), choice)
+        seconds, rejected = measure(found, make_predictor, cases())
+        chosen = pick(seconds, rejected)
+        choice = RuntimeChoice(
+            chosen.runtime, chosen.precision, "measured", seconds, rejected, summary
+        )
+        write_cached(path(with_weights=chosen.precision != "fp32"), choice)
     return choice
