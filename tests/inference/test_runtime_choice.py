@@ -265,7 +265,7 @@ def test_a_second_process_waits_for_the_running_self_check_and_reads_its_decisio
     holding = threading.Event()
 
     def another_process_mid_check() -> None:
-        lock = FileLock(str(tmp_path / ".self-check.lock"), thread_local=False)
+        lock = FileLock(str(decision.with_suffix(".lock")), thread_local=False)
         with lock:
             holding.set()
             time.sleep(0.5)

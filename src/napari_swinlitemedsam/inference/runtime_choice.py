@@ -374,9 +374,9 @@ def choose_runtime(
 
     if (cached := stored()) is not None:
         return cached
-    # One self-check at a time per folder: processes starting together (cluster workers, test
-    # workers, two viewers) would measure each other's load; who waited reads the decision.
-    with self_check_lock(folder):
+    # One self-check of this model at a time: processes starting together (cluster workers,
+    # test workers, two viewers) would measure each other's load; who waited reads the decision.
+    with self_check_lock(path(with_weights=False)):
         if (cached := stored()) is not None:
             return cached
         seconds, rejected = measure(found, make_predictor, cases())

@@ -76,14 +76,16 @@ def choice_key(
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
 
 
-def self_check_lock(folder: Path, timeout_s: float = SELF_CHECK_WAIT_S):
-    """A lock file in ``folder`` (filelock: works across processes on every OS); a folder that
-    cannot be written, or a lock held longer than ``timeout_s``, means measuring unlocked."""
+def self_check_lock(decision: Path, timeout_s: float = SELF_CHECK_WAIT_S):
+    """A lock file beside the ``decision`` file (filelock: across processes, on every OS): one
+    self-check per decision at a time; checks of other models or thread counts run freely. A
+    folder that cannot be written, or a lock held longer than ``timeout_s``, means measuring
+    unlocked."""
     from filelock import FileLock, Timeout
 
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(folder / ".self-check.lock"), timeout=timeout_s)
+        decision.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(decision.with_suffix(".lock")), timeout=timeout_s)
         lock.acquire()
     except (OSError, Timeout):
         return contextlib.nullcontext()
