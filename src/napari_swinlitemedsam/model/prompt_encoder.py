@@ -101,7 +101,7 @@ class PromptEncoder(nn.Module):
     def get_dense_pe(self) -> torch.Tensor:
         """Positional encoding of the image-embedding grid, shaped (1, embed_dim, H, W).
 
-        The same for every box: computed once and reused (it was ~15 % of a one-box decode)
+        The same for every box: computed once and reused (it was ~5 % of a one-box decode)
         until the frequency buffer changes (new weights, another device or dtype) or the
         grad mode changes; computed afresh while tracing, so that an exported graph holds it.
         """
