@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_swinlitemedsam.inference.disk_cache import weights_fingerprint
-from napari_swinlitemedsam.inference.onnx_encoder import OPSET, default_export_dir
+from napari_swinlitemedsam.inference.onnx_encoder import OPSET, cached_graph
 from napari_swinlitemedsam.model.segmenter import ImageFeatures, PromptableSegmenter
 from napari_swinlitemedsam.storage.atomic_files import write_atomically
 
@@ -74,14 +73,9 @@ def export_box_decoder(model: PromptableSegmenter, path: Path) -> Path:
 def exported_decoder_graph(
     model: PromptableSegmenter, model_name: str, export_dir: Path | None = None
 ) -> Path:
-    """The ONNX file of ``model``'s box decoder, exported first if not there yet (named by the
-    weights fingerprint, the opset and torch's version, like the encoder's)."""
-    folder = Path(export_dir) if export_dir is not None else default_export_dir()
-    tag = f"{model_name or 'model'}-{weights_fingerprint(model)}-opset{OPSET}"
-    path = folder / f"{tag}-boxdecoder-torch{torch.__version__.split('+')[0]}.onnx"
-    if not path.exists():
-        export_box_decoder(model, path)
-    return path
+    """The ONNX file of ``model``'s box decoder, exported first if not there yet (named like
+    the encoder's, by the weights fingerprint, the opset and torch's version)."""
+    return cached_graph(model, model_name, export_dir, "boxdecoder", export_box_decoder)
 
 
 class GraphBoxDecoder:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -93,16 +94,29 @@ def export_encoder(model: PromptableSegmenter, path: Path) -> Path:
 
 
 def exported_graph(model: PromptableSegmenter, model_name: str, export_dir: Path | None) -> Path:
-    """The ONNX file of ``model``'s encoder step, exported first if not there yet.
+    """The ONNX file of ``model``'s encoder step, exported first if not there yet."""
+    return cached_graph(model, model_name, export_dir, "", export_encoder)
+
+
+def cached_graph(
+    model: PromptableSegmenter,
+    model_name: str,
+    export_dir: Path | None,
+    part: str,
+    export: Callable[[PromptableSegmenter, Path], Path],
+) -> Path:
+    """The ONNX file of one step of ``model`` (``part``: "" for the encoder step, e.g.
+    "boxdecoder"), written by ``export(model, path)`` first if not there yet.
 
     The name carries the weights fingerprint, the opset and torch's version: new weights or a
     new exporter give a new file.
     """
     folder = Path(export_dir) if export_dir is not None else default_export_dir()
     tag = f"{model_name or 'model'}-{weights_fingerprint(model)}-opset{OPSET}"
-    path = folder / f"{tag}-torch{torch.__version__.split('+')[0]}.onnx"
+    step = f"-{part}" if part else ""
+    path = folder / f"{tag}{step}-torch{torch.__version__.split('+')[0]}.onnx"
     if not path.exists():
-        export_encoder(model, path)
+        export(model, path)
     return path
 
 
