@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_swinlitemedsam.inference.onnx_encoder import OPSET, cached_graph
+from napari_swinlitemedsam.inference.onnx_encoder import OPSET, cached_graph, open_cpu_session
 from napari_swinlitemedsam.model.segmenter import ImageFeatures, PromptableSegmenter
 from napari_swinlitemedsam.storage.atomic_files import write_atomically
 
@@ -117,12 +117,7 @@ class GraphBoxDecoder:
 
 
 def _open_onnxruntime(path: Path, threads: int):
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = open_cpu_session(path, threads)
 
     def run(embedding: np.ndarray, boxes: np.ndarray) -> list[np.ndarray]:
         return session.run(["logits", "iou"], {"embedding": embedding, "boxes": boxes})
@@ -131,18 +126,9 @@ def _open_onnxruntime(path: Path, threads: int):
 
 
 def _open_openvino(path: Path, threads: int):
-    import openvino
+    from napari_swinlitemedsam.inference.openvino_encoder import compile_on_cpu
 
-    compiled = openvino.Core().compile_model(
-        str(path),
-        "CPU",
-        {
-            "INFERENCE_NUM_THREADS": threads,
-            "INFERENCE_PRECISION_HINT": "f32",
-            "PERFORMANCE_HINT": "LATENCY",
-        },
-    )
-    request = compiled.create_infer_request()
+    request = compile_on_cpu(path, threads).create_infer_request()
 
     def run(embedding: np.ndarray, boxes: np.ndarray) -> list[np.ndarray]:
         request.infer([embedding, boxes])

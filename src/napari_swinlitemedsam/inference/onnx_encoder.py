@@ -138,15 +138,8 @@ class OnnxEncoder:
         threads: int | None = None,
     ) -> None:
         check_runtime("onnxruntime")
-        import onnxruntime
-
         self.path = exported_graph(model, model_name, export_dir)
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = onnxruntime.InferenceSession(
-            str(self.path), options, providers=["CPUExecutionProvider"]
-        )
+        self.session = open_cpu_session(self.path, threads or torch.get_num_threads())
         self._input = self.session.get_inputs()[0].name
 
     def encode(self, image: torch.Tensor) -> ImageFeatures:
@@ -158,6 +151,16 @@ class OnnxEncoder:
         array = image.detach().to("cpu", torch.float32).contiguous().numpy()
         outputs = [torch.from_numpy(out) for out in self.session.run(None, {self._input: array})]
         return features_from_graph_outputs(outputs)
+
+
+def open_cpu_session(path: Path, threads: int):
+    """An ONNX Runtime session of ``path`` on the CPU, all graph optimisations, ``threads``."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = int(threads)
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def features_from_graph_outputs(outputs: list[torch.Tensor]) -> ImageFeatures:

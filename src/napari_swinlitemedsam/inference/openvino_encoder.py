@@ -56,18 +56,8 @@ class OpenVinoEncoder:
         threads: int | None = None,
     ) -> None:
         check_openvino()
-        import openvino
-
         self.path = exported_graph(model, model_name, export_dir)
-        compiled = openvino.Core().compile_model(
-            str(self.path),
-            "CPU",
-            {
-                "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
-                "INFERENCE_PRECISION_HINT": "f32",
-                "PERFORMANCE_HINT": "LATENCY",
-            },
-        )
+        compiled = compile_on_cpu(self.path, threads or torch.get_num_threads())
         self._outputs = len(compiled.outputs)
         self._request = compiled.create_infer_request()
 
@@ -85,3 +75,18 @@ class OpenVinoEncoder:
             for i in range(self._outputs)
         ]
         return features_from_graph_outputs(outputs)
+
+
+def compile_on_cpu(path: Path, threads: int):
+    """``path`` compiled for OpenVINO's CPU plugin: float32, ``threads``, latency first."""
+    import openvino
+
+    return openvino.Core().compile_model(
+        str(path),
+        "CPU",
+        {
+            "INFERENCE_NUM_THREADS": int(threads),
+            "INFERENCE_PRECISION_HINT": "f32",
+            "PERFORMANCE_HINT": "LATENCY",
+        },
+    )
