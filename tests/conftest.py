@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -48,6 +49,17 @@ def fixture_state_dict(fixture: np.lib.npyio.NpzFile):
     raise ValueError(f"unknown weights recipe {weights!r} in fixture")
 
 
+@pytest.fixture(scope="module")
+def bench():
+    """The benchmark suite's ``run_benchmarks`` module, imported from ``benchmarks/``."""
+    folder = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    sys.path.insert(0, folder)
+    try:
+        yield importlib.import_module("run_benchmarks")
+    finally:
+        sys.path.remove(folder)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _runtime_files_in_a_temporary_folder(tmp_path_factory):
     """The runtime self-check's decisions and the exported ONNX graphs go to a temporary
@@ -81,6 +93,10 @@ def pytest_configure(config):
         import torch
 
         torch.set_num_threads(1)
+        # and so do the processes its tests start (command-line runs, cluster workers): the
+        # cores are taken, and the runtime self-check's decision, kept per thread count, is
+        # then the one the workers already made instead of a new measurement per process
+        os.environ["OMP_NUM_THREADS"] = "1"
     elif hasattr(config.option, "loadscopereorder"):
         config.option.loadscopereorder = False
 

@@ -91,7 +91,7 @@ def test_predictor_decodes_boxes_on_the_graph_and_clicks_in_torch(
     boxes = np.array([[10, 10, 60, 50], [30, 40, 110, 85]])
 
     expected, got = in_torch.predict(boxes), on_graph.predict(boxes)
-    assert on_graph._graph_decoder is not None and in_torch._graph_decoder is None
+    assert on_graph.graph.decoder_is_open and not in_torch.graph.decoder_is_open
     assert on_graph.describe_runtimes().endswith("; boxes decoded on onnxruntime")
     assert "boxes decoded" not in in_torch.describe_runtimes()
     scale = float(np.abs(expected.low_res_logits).max())
@@ -123,5 +123,56 @@ def test_swin_predictor_on_a_graph_runtime_decodes_in_torch(monkeypatch, tmp_pat
     monkeypatch.setenv("SWINLITEMEDSAM_ONNX_DIR", str(tmp_path))
     swin = build_swin_litemedsam().eval()
     predictor = BoxPredictor(swin, PROMPTS_BOX_POINTS_SCRIBBLE, runtime="onnxruntime")
-    assert not predictor._decodes_on_graph(None, None)
+    assert predictor.decoder_runtime == "torch"
     assert "boxes decoded" not in predictor.describe_runtimes()
+
+
+def test_the_decoder_runtime_is_set_apart_from_the_encoders(
+    random_litemedsam, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("SWINLITEMEDSAM_ONNX_DIR", str(tmp_path))
+    predictor = BoxPredictor(
+        random_litemedsam,
+        PROMPTS_BOX,
+        EmbeddingCache(),
+        runtime="torch",
+        decoder_runtime="onnxruntime",
+    )
+    assert (predictor.runtime, predictor.decoder_runtime) == ("torch", "onnxruntime")
+    assert predictor.describe_runtimes().endswith("; boxes decoded on onnxruntime")
+    image = np.random.default_rng(5).integers(0, 256, size=(64, 80), dtype=np.uint8)
+    predictor.set_image(image)
+    assert not predictor.graph.decoder_is_open
+    predictor.predict(np.array([[5, 5, 50, 40]]))
+    assert predictor.graph.decoder_is_open  # the box went to the graph, the image to torch
+    with pytest.raises(ValueError, match="decoder_runtime"):
+        BoxPredictor(random_litemedsam, PROMPTS_BOX, decoder_runtime="tensorrt")
+
+
+def test_the_self_checks_opened_decoder_is_kept(random_litemedsam, tmp_path, monkeypatch):
+    """The measured choice "encoder in torch, boxes on ONNX Runtime": the final predictor takes
+    over the decoder session the self-check's trial predictor opened."""
+    from napari_swinlitemedsam.inference import runtime_setup
+    from napari_swinlitemedsam.inference.runtime_choice import Candidate, RuntimeChoice
+
+    monkeypatch.setenv("SWINLITEMEDSAM_ONNX_DIR", str(tmp_path))
+    trials = {}
+
+    def measured_choice(model, make, precision, runtime, choice_dir=None):
+        trials["ort"] = make(Candidate("onnxruntime", "fp32"))
+        trials["ort"].set_encoded(trials["ort"].encode(np.zeros((32, 32), np.uint8)))
+        trials["ort"].predict(np.array([[2, 2, 20, 20]]))
+        seconds = {"torch fp32": 0.1, "onnxruntime fp32": 0.06}
+        return RuntimeChoice(
+            "torch", "fp32", "measured", decoder="onnxruntime", box_seconds=seconds
+        )
+
+    monkeypatch.setattr(runtime_setup, "choose_runtime", measured_choice)
+    predictor = runtime_setup.build_measured(
+        BoxPredictor, random_litemedsam, PROMPTS_BOX, "random", EmbeddingCache()
+    )
+    assert (predictor.runtime, predictor.decoder_runtime) == ("torch", "onnxruntime")
+    assert predictor.graph._decoder is trials["ort"].graph._decoder is not None
+    assert predictor.describe_runtimes() == (
+        "torch fp32 (measured); boxes decoded on onnxruntime (1.67x torch)"
+    )

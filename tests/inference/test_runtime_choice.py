@@ -119,6 +119,7 @@ class FakePredictor:
     shrink: int = 0
     logit_error: float = 0.0
     fails: bool = False
+    decode_seconds: float = 0.0
 
     def set_image(self, image):
         if self.fails:
@@ -127,6 +128,7 @@ class FakePredictor:
         self.shape = image.shape
 
     def predict(self, boxes):
+        self.clock.now += self.decode_seconds
         masks = np.zeros((len(boxes), *self.shape), bool)
         for mask, (x0, y0, x1, y1) in zip(masks, boxes.astype(int), strict=True):
             s = self.shrink
@@ -153,38 +155,94 @@ def _measure(variants):
 
 
 def test_a_faster_runtime_that_agrees_is_chosen():
-    seconds, rejected = _measure({BASELINE: {"seconds": 2.0}, ORT: {"seconds": 1.0}})
+    seconds, rejected, _ = _measure({BASELINE: {"seconds": 2.0}, ORT: {"seconds": 1.0}})
     assert seconds == {"torch fp32": 2.0, "onnxruntime fp32": 1.0}
     assert rejected == {}
     assert pick(seconds, rejected) == ORT
 
 
 def test_a_gain_within_the_noise_keeps_torch_fp32():
-    seconds, rejected = _measure({BASELINE: {"seconds": 2.0}, ORT: {"seconds": 1.9}})
+    seconds, rejected, _ = _measure({BASELINE: {"seconds": 2.0}, ORT: {"seconds": 1.9}})
     assert pick(seconds, rejected) == BASELINE
 
 
 def test_faster_but_different_masks_or_logits_are_rejected():
     # 100x100 box shrunk by 2 px on each side: DSC = 2*96²/(100²+96²) = 0.9796 < 0.98
-    seconds, rejected = _measure({BASELINE: {"seconds": 2.0}, BF16: {"seconds": 0.5, "shrink": 2}})
+    seconds, rejected, _ = _measure(
+        {BASELINE: {"seconds": 2.0}, BF16: {"seconds": 0.5, "shrink": 2}}
+    )
     assert "DSC" in rejected["torch bf16"]
     assert pick(seconds, rejected) == BASELINE
     # float32 runtimes must also keep their logits within 1e-3 of the range (20 here)
-    seconds, rejected = _measure(
+    seconds, rejected, _ = _measure(
         {BASELINE: {"seconds": 2.0}, ORT: {"seconds": 0.5, "logit_error": 0.05}}
     )
     assert "logits" in rejected["onnxruntime fp32"]
     # ... which bf16 is not held to: 8 bits of mantissa cannot meet a float32 bound
-    seconds, rejected = _measure(
+    seconds, rejected, _ = _measure(
         {BASELINE: {"seconds": 2.0}, BF16: {"seconds": 0.5, "logit_error": 0.05}}
     )
     assert pick(seconds, rejected) == BF16
 
 
 def test_a_runtime_that_fails_is_left_out():
-    seconds, rejected = _measure({BASELINE: {"seconds": 2.0}, ORT: {"seconds": 1, "fails": 1}})
+    seconds, rejected, _ = _measure({BASELINE: {"seconds": 2.0}, ORT: {"seconds": 1, "fails": 1}})
     assert "kernel not available" in rejected["onnxruntime fp32"]
     assert pick(seconds, rejected) == BASELINE
+
+
+OPENVINO = Candidate("openvino", "fp32")
+
+
+def test_later_boxes_are_timed_apart_and_their_fastest_runtime_decodes():
+    """On the development CPU OpenVINO encoded fastest and ONNX Runtime decoded a box fastest:
+    the two steps are chosen apart."""
+    measured = _measure(
+        {
+            BASELINE: {"seconds": 2.0, "decode_seconds": 0.10},
+            ORT: {"seconds": 1.5, "decode_seconds": 0.06},
+            OPENVINO: {"seconds": 1.0, "decode_seconds": 0.10},
+            BF16: {"seconds": 3.0, "decode_seconds": 0.10},
+        }
+    )
+    assert measured.box_seconds == pytest.approx(
+        {"torch fp32": 0.10, "onnxruntime fp32": 0.06, "openvino fp32": 0.10}
+    )  # bf16 decodes in torch: not timed
+    assert pick(measured.seconds, measured.rejected) == OPENVINO
+    assert runtime_choice.pick_decoder(measured.box_seconds, measured.rejected) == "onnxruntime"
+    # within the noise, or from a candidate whose masks disagreed: torch decodes
+    assert runtime_choice.pick_decoder({"torch fp32": 0.1, "onnxruntime fp32": 0.095}, {}) == (
+        "torch"
+    )
+    rejected = {"onnxruntime fp32": "logits differ"}
+    assert runtime_choice.pick_decoder(measured.box_seconds, rejected) == "torch"
+
+
+def test_a_box_only_model_gets_the_measured_decoder_and_others_torch(tmp_path, monkeypatch):
+    monkeypatch.setattr(runtime_choice, "measure", _fake_clock_measure)
+    speeds = {BASELINE: (2.0, 0.10), ORT: (1.5, 0.06), OPENVINO: (1.0, 0.10)}
+
+    def choose(model):
+        return choose_runtime(
+            model,
+            lambda c: FakePredictor(_SHARED_CLOCK, speeds[c][0], decode_seconds=speeds[c][1]),
+            cpu=parse_cpuinfo(EPYC_AVX2),
+            onnx_installed=True,
+            openvino_installed=True,
+            choice_dir=tmp_path,
+            cases=lambda: CASES,
+        )
+
+    lite = choose(build_litemedsam())
+    assert (lite.label, lite.decoder) == ("openvino fp32", "onnxruntime")
+    assert lite.box_gain("onnxruntime") == pytest.approx(0.10 / 0.06)
+    cached = choose(build_litemedsam())
+    assert (cached.how, cached.decoder) == ("cached", "onnxruntime")
+    # a stand-in that is not a segmenter (as a decoder needing more than boxes): torch decodes
+    assert choose(_Model(1.0)).decoder == "torch"
+    # nothing measured: boxes are decoded on the encoder's graph runtime, if any
+    assert runtime_choice.RuntimeChoice("openvino", "fp32", "forced").decoder == "openvino"
+    assert runtime_choice.RuntimeChoice("torch", "fp32", "forced").decoder == "torch"
 
 
 class _Model(torch.nn.Module):

@@ -23,18 +23,14 @@ from napari_swinlitemedsam.inference import transforms
 from napari_swinlitemedsam.inference.box_prompts import decoder_prompts
 from napari_swinlitemedsam.inference.disk_cache import DiskEmbeddingCache, encoder_identity
 from napari_swinlitemedsam.inference.embedding_cache import EmbeddingCache, EncodedSlice
-from napari_swinlitemedsam.inference.graph_decoder import (
-    GRAPH_RUNTIMES,
-    GraphBoxDecoder,
-    decodes_boxes_alone,
-)
+from napari_swinlitemedsam.inference.graph_steps import DECODER_RUNTIMES, GraphSteps
 from napari_swinlitemedsam.inference.inputs import (
     PredictorError,
     check_boxes,
     clicks_to_256,
     model_input_uint8,
 )
-from napari_swinlitemedsam.inference.onnx_encoder import OnnxEncoder, check_runtime
+from napari_swinlitemedsam.inference.onnx_encoder import check_runtime
 from napari_swinlitemedsam.inference.precision import (
     check_feature_dtype,
     check_precision,
@@ -88,6 +84,9 @@ class BoxPredictor:
         runtime: ``"auto"``, ``"torch"``, ``"onnxruntime"`` or ``"openvino"`` (the ``openvino``
             extra); both run the encoder step exported once per weights (see
             :mod:`.onnx_encoder`), float32 only.
+        decoder_runtime: where a box without clicks is decoded when the model's decoder takes
+            the box alone (LiteMedSAM): ``"auto"`` (the self-check's choice, else the encoder's
+            graph runtime, else torch), ``"torch"``, ``"onnxruntime"`` or ``"openvino"``.
 
     "auto" here measures nothing: with several candidates it means torch fp32. The measured
     choice (:mod:`.runtime_choice`) is made by :meth:`from_pretrained`; ``runtime_choice``
@@ -105,6 +104,7 @@ class BoxPredictor:
         precision: str = "auto",
         feature_dtype: torch.dtype | None = None,
         runtime: str = "auto",
+        decoder_runtime: str = "auto",
     ) -> None:
         if runtime not in ("auto", "torch") and precision not in ("auto", "fp32"):
             raise ValueError(f"runtime={runtime!r} runs float32 only; use precision='fp32'")
@@ -113,8 +113,6 @@ class BoxPredictor:
         self.runtime = check_runtime(self.runtime_choice.runtime)
         if precision == "bf16" and model.device.type == "cpu":
             warn_if_bf16_is_emulated(model_name)
-        self._onnx_encoder: OnnxEncoder | None = None
-        self._graph_decoder: GraphBoxDecoder | None = None
         self.feature_dtype = check_feature_dtype(feature_dtype)
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
@@ -122,6 +120,14 @@ class BoxPredictor:
         if prompts not in (PROMPTS_BOX, PROMPTS_BOX_POINTS_SCRIBBLE):
             raise ValueError(f"unknown prompt scheme {prompts!r}")
         self.model = model.eval()
+        if decoder_runtime == "auto":
+            decoder_runtime = self.runtime_choice.decoder
+        if decoder_runtime not in DECODER_RUNTIMES:
+            raise ValueError(
+                f"decoder_runtime must be 'auto' or one of {DECODER_RUNTIMES}, "
+                f"got {decoder_runtime!r}"
+            )
+        self.graph = GraphSteps(self.model, model_name, self.runtime, decoder_runtime)
         self.prompts = prompts
         self.cache = cache if cache is not None else EmbeddingCache()
         self.model_name = model_name
@@ -160,11 +166,15 @@ class BoxPredictor:
             **options,
         )
 
-    def adopt_onnx_session(self, other: BoxPredictor) -> None:
-        """Use ``other``'s graph-runtime sessions (same model, same runtime) instead of
-        opening new ones."""
-        self._onnx_encoder = other._onnx_encoder
-        self._graph_decoder = other._graph_decoder
+    def adopt_graph_sessions(
+        self, encoder_from: BoxPredictor | None, decoder_from: BoxPredictor | None = None
+    ) -> None:
+        """Use the already opened graph-runtime encoder of ``encoder_from`` and box decoder of
+        ``decoder_from`` (same model, each on the runtime this predictor runs it on)."""
+        self.graph.adopt(
+            encoder_from.graph if encoder_from is not None else None,
+            decoder_from.graph if decoder_from is not None else None,
+        )
 
     @property
     def encoder_identity(self) -> str:
@@ -263,20 +273,10 @@ class BoxPredictor:
 
     def _run_encoder(self, tensor: torch.Tensor) -> list[ImageFeatures]:
         """(B, 3, 256, 256) model input -> B ImageFeatures, with the chosen runtime and precision."""
-        if self.runtime in ("onnxruntime", "openvino"):
-            if self._onnx_encoder is None:
-                self._onnx_encoder = self._open_graph_encoder()
-            return [self._onnx_encoder.encode(one[None]).to(self.device) for one in tensor]
+        if self.graph.encodes:
+            return self.graph.encode(tensor)
         with encoder_context(self.precision, tensor.device):
             return self.model.encode(encoder_input(tensor, self.precision))
-
-    def _open_graph_encoder(self):
-        """The exported encoder graph on the chosen runtime (ONNX Runtime or OpenVINO)."""
-        if self.runtime == "openvino":
-            from napari_swinlitemedsam.inference.openvino_encoder import OpenVinoEncoder
-
-            return OpenVinoEncoder(self.model, self.model_name)
-        return OnnxEncoder(self.model, self.model_name)
 
     def set_image(self, image: np.ndarray, key: Hashable | None = None) -> EncodedSlice:
         """Encode ``image`` and make it the target of :meth:`predict`."""
@@ -361,10 +361,8 @@ class BoxPredictor:
                         array[chunk], dtype=dtype if cast else None, device=device
                     )
 
-                if self._decodes_on_graph(points, scribbles):
-                    logits, iou = self._box_decoder().decode(
-                        features.embedding, as_tensor(boxes_256)
-                    )
+                if self.graph.decodes(points, scribbles):
+                    logits, iou = self.graph.decode(features.embedding, as_tensor(boxes_256))
                 else:
                     logits, iou = self.model.decode(
                         features,
@@ -387,25 +385,19 @@ class BoxPredictor:
             boxes_256=boxes_256,
         )
 
-    def _decodes_on_graph(self, points, scribbles) -> bool:
-        """Boxes alone on a model that needs nothing else go to the encoder's graph runtime
-        (:mod:`.graph_decoder`); clicks, scribbles and skip maps are decoded in torch."""
-        return (
-            self.runtime in GRAPH_RUNTIMES
-            and points is None
-            and scribbles is None
-            and decodes_boxes_alone(self.model)
-        )
+    @property
+    def decoder_runtime(self) -> str:
+        """Where a box without clicks is decoded (``"torch"`` for models that need more)."""
+        return self.graph.decoder_runtime if self.graph.decodes(None, None) else "torch"
 
     def describe_runtimes(self) -> str:
         """What runs the encoder and why, and where a box without clicks is decoded, e.g.
-        ``"onnxruntime fp32 (measured, 2.0x torch fp32); boxes decoded on onnxruntime"``."""
+        ``"openvino fp32 (measured, 2.8x torch fp32); boxes decoded on onnxruntime (1.4x
+        torch)"``."""
         text = self.runtime_choice.describe()
-        if self._decodes_on_graph(None, None):
-            text += f"; boxes decoded on {self.runtime}"
+        if self.decoder_runtime != "torch":
+            text += f"; boxes decoded on {self.decoder_runtime}"
+            gain = self.runtime_choice.box_gain(self.decoder_runtime)
+            if gain is not None:
+                text += f" ({gain:.2f}x torch)"
         return text
-
-    def _box_decoder(self) -> GraphBoxDecoder:
-        if self._graph_decoder is None:
-            self._graph_decoder = GraphBoxDecoder(self.model, self.runtime, self.model_name)
-        return self._graph_decoder

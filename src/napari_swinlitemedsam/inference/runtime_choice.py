@@ -14,6 +14,11 @@
    float32 runtimes, every logit lies within 1e-3 of the logit range of torch's. The fastest
    qualifying candidate wins if it beats torch float32 by at least 10 %; otherwise torch
    float32 stays (a smaller gain is within the noise of a few runs on a busy machine).
+   **The box decoder is chosen apart** (models whose decoder takes the box alone,
+   LiteMedSAM): each float32 candidate also times a later box (one box on the encoded
+   slice, on its graph runtime when it has one), and the fastest qualifying one decodes
+   boxes if it beats torch's by 10 %, whatever runs the encoder. On the AVX2-only development
+   CPU OpenVINO encoded fastest and ONNX Runtime decoded a box fastest.
 4. The decision is cached as a small JSON file in the user cache folder (or in
    ``$SWINLITEMEDSAM_RUNTIME_CHOICE_DIR``: e.g. one folder shared by the workers of a
    cluster run, or a test session's temporary folder), keyed by the CPU model and flags, the
@@ -37,17 +42,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import BinaryIO
 
-import numpy as np
 import torch
 
 from napari_swinlitemedsam.inference.cpu_features import CpuDescription, describe_cpu
+from napari_swinlitemedsam.inference.graph_decoder import GRAPH_RUNTIMES, decodes_boxes_alone
 from napari_swinlitemedsam.inference.onnx_encoder import RUNTIMES, onnx_available
 from napari_swinlitemedsam.inference.openvino_encoder import openvino_available
 from napari_swinlitemedsam.inference.precision import PRECISION_OPTIONS
@@ -59,33 +62,27 @@ from napari_swinlitemedsam.inference.runtime_choice_store import (  # noqa: F401
     default_choice_dir,
     self_check_lock,
 )
+from napari_swinlitemedsam.inference.self_check import (  # noqa: F401 (re-exported)
+    BASELINE,
+    LOGIT_BOUND,
+    MASK_DSC_FLOOR,
+    Candidate,
+    CheckablePredictor,
+    CheckCase,
+    Measured,
+    agreement_problem,
+    bundled_check_cases,
+    measure,
+)
+from napari_swinlitemedsam.model.segmenter import PromptableSegmenter
 from napari_swinlitemedsam.storage.atomic_files import write_atomically
 
 RUNTIME_OPTIONS = ("auto", *RUNTIMES)
-MASK_DSC_FLOOR = 0.98
-LOGIT_BOUND = 1e-3  # of the baseline's logit range, float32 runtimes only
 MIN_SPEEDUP = 1.10
-ROUNDS = 3  # round 0 warms up; the best of the others is the candidate's time
-CHECK_OBJECTS = 6  # boxes per check slice
 
 
 class EmulatedBf16Warning(UserWarning):
     """bfloat16 was asked for on hardware that only emulates it (slower than float32)."""
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A way to run the encoder step: ``runtime`` (torch, onnxruntime) at ``precision``."""
-
-    runtime: str
-    precision: str
-
-    @property
-    def label(self) -> str:
-        return f"{self.runtime} {self.precision}"
-
-
-BASELINE = Candidate("torch", "fp32")
 
 
 @dataclass(frozen=True)
@@ -100,6 +97,10 @@ class RuntimeChoice:
         seconds: measured seconds per encode, by candidate label (empty unless measured).
         rejected: candidate label -> why it did not qualify.
         cpu: the CPU summary line the decision was made on.
+        decoder: where a box without clicks is decoded (``"torch"``, ``"onnxruntime"``,
+            ``"openvino"``; a predictor uses a graph runtime only for box-only decoders).
+            Default: the encoder's runtime.
+        box_seconds: measured seconds per later one-box decode, by candidate label.
     """
 
     runtime: str
@@ -108,10 +109,22 @@ class RuntimeChoice:
     seconds: dict[str, float] = field(default_factory=dict)
     rejected: dict[str, str] = field(default_factory=dict)
     cpu: str = ""
+    decoder: str = ""
+    box_seconds: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.decoder:  # frozen: set through object
+            object.__setattr__(self, "decoder", default_decoder(self.runtime))
 
     @property
     def label(self) -> str:
         return f"{self.runtime} {self.precision}"
+
+    def box_gain(self, runtime: str) -> float | None:
+        """Measured torch / ``runtime`` time of a later box, or None if not measured."""
+        baseline = self.box_seconds.get(BASELINE.label)
+        mine = self.box_seconds.get(f"{runtime} fp32")
+        return baseline / mine if baseline and mine else None
 
     def describe(self) -> str:
         """One line for a status bar or a log: the choice, how it was made, the speed-up."""
@@ -121,6 +134,11 @@ class RuntimeChoice:
         if baseline and mine and self.label != BASELINE.label:
             text += f", {baseline / mine:.2f}x torch fp32"
         return text + ")"
+
+
+def default_decoder(runtime: str) -> str:
+    """Where boxes are decoded when nothing was measured: on the encoder's graph runtime."""
+    return runtime if runtime in GRAPH_RUNTIMES else "torch"
 
 
 def bf16_is_native(device: torch.device, cpu: CpuDescription) -> bool:
@@ -180,123 +198,6 @@ EMULATED_BF16_SLOWDOWN = {
 }
 
 
-class CheckablePredictor(Protocol):
-    """What the self-check needs of a predictor (``BoxPredictor`` has it)."""
-
-    def set_image(self, image: np.ndarray) -> Any: ...
-
-    def predict(self, boxes: np.ndarray) -> Any: ...
-
-
-@dataclass(frozen=True)
-class CheckCase:
-    """One slice of the self-check: ``image`` (H, W) and ``boxes`` (N, 4) xyxy inclusive."""
-
-    image: np.ndarray
-    boxes: np.ndarray
-
-
-def _boxes_of(labels: np.ndarray, count: int) -> np.ndarray:
-    """(N, 4) inclusive xyxy boxes of the ``count`` largest labelled objects of (H, W) labels."""
-    ids, sizes = np.unique(labels[labels > 0], return_counts=True)
-    boxes = []
-    for label in ids[np.argsort(-sizes)][:count]:
-        ys, xs = np.nonzero(labels == label)
-        boxes.append([xs.min(), ys.min(), xs.max(), ys.max()])
-    return np.array(boxes, dtype=np.float64).reshape(-1, 4)
-
-
-def bundled_check_cases() -> list[CheckCase]:
-    """Two real slices from the samples shipped in the package: microscopy nuclei (512², many
-    small objects) and the middle slice of the head MR (large objects).
-
-    Read with numpy directly: the sample catalogue lives in ``io``, a later layer.
-    """
-    folder = resources.files("napari_swinlitemedsam") / "data"
-    cases = []
-    for name in ("nuclei2d.npz", "brain_mr.npz"):
-        with resources.as_file(folder / name) as path, np.load(path) as data:
-            image, labels = data["image"], data["labels"]
-        if image.ndim == 3:
-            middle = image.shape[0] // 2
-            image, labels = image[middle], labels[middle]
-        cases.append(CheckCase(image, _boxes_of(labels, CHECK_OBJECTS)))
-    return cases
-
-
-def _dsc(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
-
-
-def agreement_problem(candidate: Candidate, reference, result) -> str | None:
-    """Why ``result`` (a Prediction) does not agree with the float32 ``reference``, or None."""
-    for index, (ours, theirs) in enumerate(zip(result.masks, reference.masks, strict=True)):
-        score = _dsc(ours, theirs)
-        if score < MASK_DSC_FLOOR:
-            return f"object {index}: mask DSC {score:.4f} < {MASK_DSC_FLOOR} against torch fp32"
-    if candidate.precision == "fp32":
-        logits = reference.low_res_logits
-        bound = LOGIT_BOUND * max(float(logits.max() - logits.min()), 1.0)
-        worst = float(np.abs(result.low_res_logits - logits).max())
-        if worst > bound:
-            return f"logits differ by {worst:.3g} > {bound:.3g} from torch fp32"
-    return None
-
-
-def measure(
-    candidates: Sequence[Candidate],
-    make_predictor: Callable[[Candidate], CheckablePredictor],
-    cases: Sequence[CheckCase],
-    rounds: int = ROUNDS,
-    clock: Callable[[], float] = time.perf_counter,
-) -> tuple[dict[str, float], dict[str, str]]:
-    """Time and check each candidate; ``(seconds by label, rejected label -> reason)``.
-
-    ``make_predictor(candidate)`` gives a predictor (``set_image``/``predict``) that runs its
-    encoder that way; ``candidates[0]`` must be the torch fp32 baseline. Round r encodes case
-    ``r % len(cases)`` with every candidate in turn (interleaved, so that load on the machine
-    hits all alike); round 0 is a warm-up (ONNX export, allocator); a candidate's time is its
-    fastest later round of encode + decode. A candidate that fails is rejected with its error.
-    """
-    if candidates[0] != BASELINE:
-        raise ValueError("the first candidate must be torch fp32, the reference of the check")
-    predictors, rejected = {}, {}
-    times: dict[str, list[float]] = {c.label: [] for c in candidates}
-    for candidate in candidates:
-        try:
-            predictors[candidate] = make_predictor(candidate)
-        except (ImportError, RuntimeError, ValueError, OSError) as error:
-            rejected[candidate.label] = f"could not start: {error}"
-    for round_index in range(rounds):
-        case = cases[round_index % len(cases)]
-        reference = None
-        for candidate in candidates:
-            predictor = predictors.get(candidate)
-            if predictor is None or candidate.label in rejected:
-                continue
-            try:
-                started = clock()
-                predictor.set_image(case.image)
-                # The decode is timed too: it copies the masks to the host, which waits for an
-                # asynchronous (CUDA) encoder; it runs in float32 torch for every candidate.
-                result = predictor.predict(case.boxes)
-                elapsed = clock() - started
-            except (RuntimeError, ValueError, MemoryError) as error:
-                if candidate == BASELINE:
-                    raise
-                rejected[candidate.label] = f"failed: {error}"
-                continue
-            if round_index > 0:
-                times[candidate.label].append(elapsed)
-            if candidate == BASELINE:
-                reference = result
-            elif (problem := agreement_problem(candidate, reference, result)) is not None:
-                rejected[candidate.label] = problem
-    seconds = {label: min(values) for label, values in times.items() if values}
-    return seconds, rejected
-
-
 def pick(seconds: dict[str, float], rejected: dict[str, str]) -> Candidate:
     """The fastest qualifying candidate if it beats torch fp32 by :data:`MIN_SPEEDUP`."""
     baseline = seconds[BASELINE.label]
@@ -304,6 +205,22 @@ def pick(seconds: dict[str, float], rejected: dict[str, str]) -> Candidate:
     for label, value in seconds.items():
         if label not in rejected and value * MIN_SPEEDUP <= baseline and value < best_time:
             best, best_time = Candidate(*label.split(" ")), value
+    return best
+
+
+def pick_decoder(box_seconds: dict[str, float], rejected: dict[str, str]) -> str:
+    """The graph runtime whose later box is fastest if it beats torch fp32's by
+    :data:`MIN_SPEEDUP` (its candidate qualified), else ``"torch"``."""
+    baseline = box_seconds.get(BASELINE.label)
+    best, best_time = "torch", baseline
+    if baseline is None:
+        return best
+    for label, value in box_seconds.items():
+        runtime = label.split(" ")[0]
+        if runtime not in GRAPH_RUNTIMES or label in rejected:
+            continue
+        if value * MIN_SPEEDUP <= baseline and value < best_time:
+            best, best_time = runtime, value
     return best
 
 
@@ -379,10 +296,18 @@ def choose_runtime(
     with self_check_lock(path(with_weights=False)):
         if (cached := stored()) is not None:
             return cached
-        seconds, rejected = measure(found, make_predictor, cases())
+        seconds, rejected, box_seconds = measure(found, make_predictor, cases())
         chosen = pick(seconds, rejected)
+        box_only = isinstance(model, PromptableSegmenter) and decodes_boxes_alone(model)
         choice = RuntimeChoice(
-            chosen.runtime, chosen.precision, "measured", seconds, rejected, summary
+            chosen.runtime,
+            chosen.precision,
+            "measured",
+            seconds,
+            rejected,
+            summary,
+            decoder=pick_decoder(box_seconds, rejected) if box_only else "torch",
+            box_seconds=box_seconds,
         )
         write_cached(path(with_weights=chosen.precision != "fp32"), choice)
     return choice

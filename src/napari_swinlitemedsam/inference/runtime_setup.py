@@ -2,8 +2,9 @@
 
 :meth:`BoxPredictor.from_pretrained` hands its loaded model here: the self-check of
 :mod:`.runtime_choice` builds one trial predictor per candidate (torch fp32, ONNX Runtime, bf16
-where native), and the winner's already opened ONNX session is kept for the final predictor, so
-the graph is not loaded twice. Kept apart from :mod:`.predictor` so that the predictor module is
+where native), and the winners' already opened graph sessions (the encoder's and the box
+decoder's, which may be on two runtimes) are kept for the final predictor, so no graph is
+loaded twice. Kept apart from :mod:`.predictor` so that the predictor module is
 only the encode/decode engine.
 """
 
@@ -70,10 +71,13 @@ def build_measured(
         name,
         precision=choice.precision if precision == "auto" else precision,
         runtime=choice.runtime if runtime == "auto" else runtime,
+        decoder_runtime=choice.decoder,
         **options,
     )
     predictor.runtime_choice = choice
-    chosen = tried.get(Candidate(choice.runtime, choice.precision))
-    if chosen is not None:  # keep the ONNX session the self-check already opened
-        predictor.adopt_onnx_session(chosen)
+    # keep the graph sessions the self-check already opened
+    predictor.adopt_graph_sessions(
+        tried.get(Candidate(choice.runtime, choice.precision)),
+        tried.get(Candidate(choice.decoder, "fp32")),
+    )
     return predictor

@@ -1,0 +1,105 @@
+"""The encoder and box-decoder steps a predictor runs on a graph runtime, opened on first use.
+
+A :class:`~.predictor.BoxPredictor` runs each step in torch or on a graph runtime (ONNX Runtime
+or OpenVINO's CPU plugin, float32): the encoder on ``encoder_runtime``; a box without clicks on
+``decoder_runtime`` when the model's decoder takes the box alone (LiteMedSAM, see
+:mod:`.graph_decoder`). The two runtimes are chosen apart by the self-check
+(:mod:`.runtime_choice`): on some CPUs OpenVINO encodes fastest and ONNX Runtime decodes a box
+fastest. The exported graphs are opened when first needed and can be taken over from another
+predictor of the same model (the self-check's trial predictors), so nothing is opened twice.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from napari_swinlitemedsam.inference.graph_decoder import (
+    GRAPH_RUNTIMES,
+    GraphBoxDecoder,
+    decodes_boxes_alone,
+)
+from napari_swinlitemedsam.inference.onnx_encoder import RUNTIMES
+from napari_swinlitemedsam.model.segmenter import ImageFeatures, PromptableSegmenter
+
+DECODER_RUNTIMES = ("torch", *GRAPH_RUNTIMES)
+
+
+class GraphSteps:
+    """The graph-runtime sessions of one predictor.
+
+    Args:
+        model: the float32 model whose weights are exported.
+        model_name: names the exported files.
+        encoder_runtime: one of ``RUNTIMES`` (``"torch"``: the encoder is not run here).
+        decoder_runtime: one of ``DECODER_RUNTIMES`` (``"torch"``: every box in torch).
+    """
+
+    def __init__(
+        self,
+        model: PromptableSegmenter,
+        model_name: str,
+        encoder_runtime: str,
+        decoder_runtime: str,
+    ) -> None:
+        if encoder_runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, got {encoder_runtime!r}")
+        if decoder_runtime not in DECODER_RUNTIMES:
+            raise ValueError(
+                f"decoder runtime must be one of {DECODER_RUNTIMES}, got {decoder_runtime!r}"
+            )
+        self.model = model
+        self.model_name = model_name
+        self.encoder_runtime = encoder_runtime
+        self.decoder_runtime = decoder_runtime
+        self._encoder = None  # OnnxEncoder or OpenVinoEncoder, opened on first encode
+        self._decoder: GraphBoxDecoder | None = None
+
+    @property
+    def encodes(self) -> bool:
+        """Whether the encoder step runs on a graph runtime."""
+        return self.encoder_runtime in GRAPH_RUNTIMES
+
+    @property
+    def decoder_is_open(self) -> bool:
+        return self._decoder is not None
+
+    def encode(self, tensor: torch.Tensor) -> list[ImageFeatures]:
+        """(B, 3, 256, 256) model input -> B ImageFeatures on the model's device (the graphs
+        take one image at a time)."""
+        if self._encoder is None:
+            self._encoder = self._open_encoder()
+        return [self._encoder.encode(one[None]).to(self.model.device) for one in tensor]
+
+    def _open_encoder(self):
+        if self.encoder_runtime == "openvino":
+            from napari_swinlitemedsam.inference.openvino_encoder import OpenVinoEncoder
+
+            return OpenVinoEncoder(self.model, self.model_name)
+        from napari_swinlitemedsam.inference.onnx_encoder import OnnxEncoder
+
+        return OnnxEncoder(self.model, self.model_name)
+
+    def decodes(self, points, scribbles) -> bool:
+        """Whether boxes with these prompts go to the graph: boxes alone, on a model that needs
+        nothing else; clicks, scribbles and skip maps are decoded in torch."""
+        return (
+            self.decoder_runtime in GRAPH_RUNTIMES
+            and points is None
+            and scribbles is None
+            and decodes_boxes_alone(self.model)
+        )
+
+    def decode(self, embedding: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(1, 256, 64, 64) embedding, (N, 4) boxes in the 256 frame -> (logits (N, 1, 256, 256),
+        iou (N, 1)) on the decoder runtime."""
+        if self._decoder is None:
+            self._decoder = GraphBoxDecoder(self.model, self.decoder_runtime, self.model_name)
+        return self._decoder.decode(embedding, boxes)
+
+    def adopt(self, encoder_from: GraphSteps | None, decoder_from: GraphSteps | None) -> None:
+        """Take over the opened encoder of ``encoder_from`` and the opened decoder of
+        ``decoder_from`` (same model; each only where it runs on the same runtime)."""
+        if encoder_from is not None and encoder_from.encoder_runtime == self.encoder_runtime:
+            self._encoder = encoder_from._encoder
+        if decoder_from is not None and decoder_from.decoder_runtime == self.decoder_runtime:
+            self._decoder = decoder_from._decoder
