@@ -97,7 +97,7 @@ def test_drawn_box_gives_the_objects_mask_without_freezing_the_window(
 
     # A - click inside the box re-runs the decoder for that object with the click added.
     before_click = labels == object_id
-    widget.negative_button.setChecked(True)
+    widget.options.negative_button.setChecked(True)
     row, col = np.argwhere(before_click).mean(axis=0).round().astype(int)
     annotator.points.add([row, col])
     wait_idle(qtbot, annotator)
@@ -155,7 +155,7 @@ def test_undo_redo_hand_painting_delete_and_overwrite(make_napari_viewer, qtbot,
     assert np.array_equal(labels.data == object_id, mine)
 
     # With "overwrite" on, moving the box re-segments the object and may take painted pixels.
-    widget.overwrite_box.setChecked(True)
+    widget.options.overwrite_box.setChecked(True)
     boxes.selected_data = {0}
     boxes.mode = "select"
     moved = boxes.data[0].copy()
@@ -291,9 +291,9 @@ def test_masks_can_go_into_a_labels_layer_the_user_chooses(make_napari_viewer, q
         assert coerce_keybinding(key) in viewer.keymap
         assert coerce_keybinding(key) not in napari_keys, key
     viewer.keymap[coerce_keybinding("Shift-O")](viewer)
-    assert widget.overwrite_box.isChecked() and annotator.overwrite
+    assert widget.options.overwrite_box.isChecked() and annotator.overwrite
     viewer.keymap[coerce_keybinding("Shift-C")](viewer)
-    assert widget.negative_button.isChecked()
+    assert widget.options.negative_button.isChecked()
     assert widget.close_annotator()
     assert coerce_keybinding("Shift-O") not in viewer.keymap
     qtbot.waitUntil(no_worker_threads, timeout=MODEL_TIMEOUT_MS)

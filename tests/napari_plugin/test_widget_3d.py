@@ -64,7 +64,7 @@ def test_box_on_a_slice_then_propagation_through_the_stack(make_napari_viewer, q
     after_box = labels.data.copy()
 
     # Propagate: slices are written as they arrive, not all at the end.
-    widget.propagate_button.click()
+    widget.options.propagate_button.click()
     qtbot.waitUntil(lambda: len(slices_with(labels.data, 1)) > 1, timeout=MODEL_TIMEOUT_MS)
     assert annotator.runner.kind is JobKind.PROPAGATE
     wait_idle(qtbot, annotator)
@@ -90,7 +90,7 @@ def test_box_on_a_slice_then_propagation_through_the_stack(make_napari_viewer, q
     assert np.array_equal(labels.data, propagated)
 
     # For comparisons, the reference scripts' schedule: what the API gives with their rules.
-    widget.reference_box.setChecked(True)
+    widget.options.reference_box.setChecked(True)
     assert annotator.reference_propagation
     annotator.propagate(1)
     wait_idle(qtbot, annotator)
@@ -105,7 +105,7 @@ def test_box_on_a_slice_then_propagation_through_the_stack(make_napari_viewer, q
     )
     for z, mask in reference.items():
         assert np.array_equal(labels.data[z] == 1, mask), f"slice {z}"
-    widget.reference_box.setChecked(False)
+    widget.options.reference_box.setChecked(False)
     propagated = labels.data.copy()
 
     # A second object, stopped after its first propagated slice arrives.

@@ -2,8 +2,9 @@
 
 One :class:`Annotator` per dock widget, composed of an ``AnnotatorState`` (which box belongs to
 which object) and a ``SliceScheduler`` (what to run next), both headless, a :class:`JobRunner`
-that runs the scheduler's typed jobs one at a time (their work is in ``annotation.slice_work``),
-and the :class:`AnnotationLayers` of the image. Layer events tell the scheduler what changed and
+that runs the scheduler's typed jobs one at a time (their work is in ``annotation.slice_work``;
+how each starts and where its result goes, in :mod:`.annotator_jobs`), and the
+:class:`AnnotationLayers` of the image. Layer events tell the scheduler what changed and
 call :meth:`Annotator.schedule`; results come back on the GUI thread and enter the masks layer
 through ``Labels.data_setitem`` (one undo step each).
 """
@@ -19,9 +20,10 @@ from napari.utils.notifications import show_error, show_info
 
 from napari_swinlitemedsam._napari import layer_io
 from napari_swinlitemedsam._napari.annotation_layers import AnnotationLayers
+from napari_swinlitemedsam._napari.annotator_jobs import AnnotatorJobs
 from napari_swinlitemedsam._napari.mask_storage import MaskStorage
 from napari_swinlitemedsam._napari.workers import JobProgress, JobRunner
-from napari_swinlitemedsam.annotation import jobs, slice_work
+from napari_swinlitemedsam.annotation import jobs
 from napari_swinlitemedsam.annotation.annotator_state import AnnotatorState, SliceKey
 from napari_swinlitemedsam.annotation.failure_messages import explain_failure
 from napari_swinlitemedsam.annotation.jobs import JobKind
@@ -29,8 +31,6 @@ from napari_swinlitemedsam.annotation.scheduler import (
     BackgroundSource,
     Situation,
     SliceScheduler,
-    plural,
-    slice_text,
 )
 from napari_swinlitemedsam.inference.read_ahead import DEFAULT_READ_AHEAD_BYTES
 
@@ -65,15 +65,7 @@ class Annotator:
         self.window = None  # intensity window for the model (see set_window)
         self._undo_group = layer_io.UndoGroup()
         self._syncing = False
-        self._starters = {
-            jobs.LoadModelJob: self._start_model_load,
-            jobs.PrepareJob: self._start_prepare,
-            jobs.EncodeJob: self._start_encode,
-            jobs.PrefetchJob: self._start_encode,
-            jobs.DecodeJob: self._start_decode,
-            jobs.PropagateJob: self._start_propagation,
-            jobs.BackgroundJob: self._start_background,
-        }
+        self.job_starter = AnnotatorJobs(self)
         viewer.layers.events.removed.connect(self._on_layer_removed)
         viewer.dims.events.current_step.connect(self._on_slice_changed)
 
@@ -348,102 +340,7 @@ class Annotator:
         if plan.status is not None:
             self.on_status(plan.status)
         if plan.job is not None:
-            self._starters[type(plan.job)](plan.job)
-
-    def _start_model_load(self, job: jobs.LoadModelJob) -> None:
-        def loaded(result) -> None:
-            if self.scheduler.model_request is not None:
-                return  # another model was chosen meanwhile; it loads next
-            self.predictor, seconds = result
-            self.predictor.disk_cache = self.disk_cache  # it may have been set during the load
-            self.model_label, self.model_source, self.last_error = job.label, job, ""
-            self.on_status(f"{job.label} loaded in {seconds:.1f} s")
-
-        args = (job.name_or_path, job.device, self.disk_cache, job.precision)
-        self.runner.start(
-            job.kind, slice_work.load_predictor, args, on_return=loaded, on_done=self.progress.end
-        )
-        self.progress.show(f"Loading {job.label}")
-
-    def _start_prepare(self, job: jobs.PrepareJob) -> None:
-        self.on_status(f"Reading '{self.image.name}'...")
-
-        budget = self.read_ahead_bytes
-
-        def prepared(array) -> None:
-            # Read with a budget changed meanwhile: dropped, and read again (see set_read_ahead).
-            if self.scheduler.is_current(job.image_key) and budget == self.read_ahead_bytes:
-                self._image_u8 = array
-
-        args = (self.image.data, self.is_stack, self.window, budget)
-        self.runner.start(job.kind, slice_work.prepare_image, args, on_return=prepared)
-
-    def _start_encode(self, job: jobs.EncodeJob | jobs.PrefetchJob) -> None:
-        """Encode a slice into the predictor's cache (a prefetch: quietly, without a bar)."""
-
-        def encoded(result) -> None:
-            self.scheduler.slice_encoded(job.image_key, result[0])
-
-        args = (self.predictor, self._image_u8, job)
-        if job.kind is JobKind.PREFETCH:
-            return self.runner.start(job.kind, slice_work.encode_slice, args, on_return=encoded)
-        self.runner.start(
-            job.kind, slice_work.encode_slice, args, on_return=encoded, on_done=self.progress.end
-        )
-        self.progress.show(f"Encoding {slice_text(job.slice_index, self._depth())}")
-
-    def _start_background(self, job: jobs.BackgroundJob) -> None:
-        self.runner.start(job.kind, job.work, job.args, on_return=job.on_return)
-
-    def _start_decode(self, job: jobs.DecodeJob) -> None:
-        args = (self.predictor, self._image_u8, job)
-        self.runner.start(job.kind, slice_work.decode_slice, args, on_return=self._decoded)
-
-    def _decoded(self, result: slice_work.DecodeResult) -> None:
-        job = result.job
-        if self.labels is None:
-            return
-        with self.labels.block_history():
-            for position in self.scheduler.masks_to_write(job):
-                object_id, mask = job.ids[position], result.masks[position]
-                layer_io.write_object_mask(
-                    self.labels, object_id, mask, job.slice_index, self.overwrite
-                )
-        self.last_decode_seconds = result.seconds
-        self.on_status(
-            f"Decoded {plural(len(job.ids), 'box', 'es')} on "
-            f"{slice_text(job.slice_index, self._depth())} in {result.seconds:.2f} s"
-        )
-
-    def _start_propagation(self, job: jobs.PropagateJob) -> None:
-        depth, object_id = self._depth(), job.object_id
-        self._undo_group.open(self.labels)
-
-        def arrived(result) -> None:
-            if not self.scheduler.is_current(job.image_key) or self.labels is None:
-                return
-            layer_io.write_object_mask(
-                self.labels, object_id, result.mask, result.z, self.overwrite
-            )
-            self._undo_group.written = True
-            self.scheduler.slice_encoded(job.image_key, result.z)
-            self.on_status(
-                f"Propagating object {object_id}: slice {result.z + 1}/{depth} "
-                f"({result.done}/{result.total})"
-            )
-            self.progress.advance(result.done, result.total)  # last: the bar may process events
-
-        def ended() -> None:
-            if self._undo_group.is_open:  # not failed (a failure took the slices back)
-                self._undo_group.close()
-                self.on_status(f"Object {object_id} propagated")
-            self.progress.end()
-
-        args = (self.predictor, self._image_u8, job, self.reference_propagation)
-        self.runner.start(
-            job.kind, slice_work.propagate_object, args, on_yield=arrived, on_done=ended
-        )
-        self.progress.show(f"Propagating object {object_id}", total=depth)
+            self.job_starter.start(plan.job)
 
     def _job_failed(self, error: Exception) -> None:
         """Report a failed job; a propagation's slices written so far are taken back."""

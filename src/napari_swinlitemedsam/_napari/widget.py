@@ -12,15 +12,13 @@ from magicgui.widgets import ComboBox, Container
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error
 from qtpy.QtWidgets import (
-    QCheckBox,
     QHBoxLayout,
     QLabel,
-    QPushButton,
-    QRadioButton,
     QVBoxLayout,
     QWidget,
 )
 
+from napari_swinlitemedsam._napari.annotation_options import AnnotationOptions
 from napari_swinlitemedsam._napari.annotator import Annotator
 from napari_swinlitemedsam._napari.class_list_panel import CLASS_KEYS, ClassListPanel
 from napari_swinlitemedsam._napari.finetune_panel import FinetunePanel
@@ -178,18 +176,7 @@ class BoxAnnotatorWidget(QWidget):
         self.encoder_label.setToolTip(
             "The image encoder's runtime and precision, and why; where boxes are decoded"
         )
-        self.overwrite_box = QCheckBox("New masks may overwrite other objects")
-        self.key_slice_box = QCheckBox("New boxes add key slices to the active object")
-        self.reference_box = QCheckBox("Propagate as the LiteMedSAM reference scripts")
-        self.reference_box.setToolTip(
-            "For comparisons: the reference schedule exactly, instead of ours (which stops "
-            "where the decoder doubts its mask and fills gaps from both key slices)"
-        )
-        self.positive_button = QRadioButton("+ clicks")
-        self.negative_button = QRadioButton("- clicks")
-        self.positive_button.setChecked(True)
-        self.propagate_button = QPushButton("Propagate through stack (Shift-G)")
-        self.stop_button = QPushButton("Stop (Shift-X)")
+        self.options = AnnotationOptions(self.annotator, self)
         self.storage_row = StorageRow(self.annotator, self)
         self.status_label = QLabel("Starting...")
         self.status_label.setWordWrap(True)
@@ -211,12 +198,6 @@ class BoxAnnotatorWidget(QWidget):
         self.series_panel.series_classes = SeriesClasses(self.class_panel, self.object_panel)
         self.setMaximumWidth(MAX_WIDTH)
 
-        clicks = QHBoxLayout()
-        clicks.addWidget(self.positive_button)
-        clicks.addWidget(self.negative_button)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.propagate_button)
-        buttons.addWidget(self.stop_button)
         layout = QVBoxLayout(self)
         layout.addWidget(self.form.native)
         encoder_row = QHBoxLayout()
@@ -225,11 +206,7 @@ class BoxAnnotatorWidget(QWidget):
         layout.addLayout(encoder_row)
         layout.addWidget(self.download_row)
         layout.addWidget(self.storage_row)
-        layout.addWidget(self.overwrite_box)
-        layout.addWidget(self.key_slice_box)
-        layout.addWidget(self.reference_box)
-        layout.addLayout(clicks)
-        layout.addLayout(buttons)
+        layout.addWidget(self.options)
         layout.addWidget(self.series_panel)
         layout.addWidget(self.classes_section)
         layout.addWidget(self.finetune_section)
@@ -242,14 +219,6 @@ class BoxAnnotatorWidget(QWidget):
         for choice in (self.model_choice, self.device_choice, self.precision_choice):
             choice.changed.connect(self.model_list.changed)
         self.window_choice.changed.connect(self._window_chosen)
-        self.overwrite_box.toggled.connect(self._set_overwrite)
-        self.key_slice_box.toggled.connect(self._set_key_slices)
-        self.reference_box.toggled.connect(
-            lambda on: setattr(self.annotator, "reference_propagation", bool(on))
-        )
-        self.positive_button.toggled.connect(self.annotator.set_click_sign)
-        self.propagate_button.clicked.connect(lambda *_: self.annotator.propagate())
-        self.stop_button.clicked.connect(lambda *_: self.annotator.cancel())
 
     def _show_status(self, text: str) -> None:
         self.status_label.setText(text)
@@ -258,12 +227,6 @@ class BoxAnnotatorWidget(QWidget):
         self.encoder_label.setText(describe() if describe is not None else "-")
         if hasattr(self, "storage_row"):  # statuses come while the form is being built
             self.storage_row.show_state()
-
-    def _set_overwrite(self, on: bool) -> None:
-        self.annotator.overwrite = bool(on)
-
-    def _set_key_slices(self, on: bool) -> None:
-        self.annotator.extend_object = bool(on)
 
     # ------------------------------------------------------------------ layers
     def _image_layers(self, widget=None) -> list[tuple[str, Image]]:
@@ -390,9 +353,9 @@ class BoxAnnotatorWidget(QWidget):
         actions = {
             "Shift-G": lambda viewer: self.annotator.propagate(),
             "Shift-X": lambda viewer: self.annotator.cancel(),
-            "Shift-K": lambda viewer: self.key_slice_box.toggle(),
-            "Shift-O": lambda viewer: self.overwrite_box.toggle(),
-            "Shift-C": lambda viewer: self._toggle_click_sign(),
+            "Shift-K": lambda viewer: self.options.key_slice_box.toggle(),
+            "Shift-O": lambda viewer: self.options.overwrite_box.toggle(),
+            "Shift-C": lambda viewer: self.options.toggle_click_sign(),
         }
         for number, key in enumerate(CLASS_KEYS):
             actions[key] = lambda viewer, n=number: self.class_panel.pick_by_key(n)
@@ -402,10 +365,6 @@ class BoxAnnotatorWidget(QWidget):
             except ValueError:  # already bound in this viewer (e.g. a second annotator)
                 continue
             self._bound_keys.append(key)
-
-    def _toggle_click_sign(self) -> None:
-        target = self.negative_button if self.positive_button.isChecked() else self.positive_button
-        target.setChecked(True)
 
     def close_annotator(self) -> bool:
         """Stop background work and release the viewer's shortcuts; True when no thread is left.

@@ -11,6 +11,8 @@ predictor of the same model (the self-check's trial predictors), so nothing is o
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from napari_swinlitemedsam.inference.graph_decoder import (
@@ -18,8 +20,11 @@ from napari_swinlitemedsam.inference.graph_decoder import (
     GraphBoxDecoder,
     decodes_boxes_alone,
 )
-from napari_swinlitemedsam.inference.onnx_encoder import RUNTIMES
+from napari_swinlitemedsam.inference.onnx_encoder import RUNTIMES, OnnxEncoder
 from napari_swinlitemedsam.model.segmenter import ImageFeatures, PromptableSegmenter
+
+if TYPE_CHECKING:  # imported when first used: OpenVINO is an optional extra
+    from napari_swinlitemedsam.inference.openvino_encoder import OpenVinoEncoder
 
 DECODER_RUNTIMES = ("torch", *GRAPH_RUNTIMES)
 
@@ -51,7 +56,7 @@ class GraphSteps:
         self.model_name = model_name
         self.encoder_runtime = encoder_runtime
         self.decoder_runtime = decoder_runtime
-        self._encoder = None  # OnnxEncoder or OpenVinoEncoder, opened on first encode
+        self._encoder: OnnxEncoder | OpenVinoEncoder | None = None  # opened on first encode
         self._decoder: GraphBoxDecoder | None = None
 
     @property
@@ -70,13 +75,11 @@ class GraphSteps:
             self._encoder = self._open_encoder()
         return [self._encoder.encode(one[None]).to(self.model.device) for one in tensor]
 
-    def _open_encoder(self):
+    def _open_encoder(self) -> OnnxEncoder | OpenVinoEncoder:
         if self.encoder_runtime == "openvino":
             from napari_swinlitemedsam.inference.openvino_encoder import OpenVinoEncoder
 
             return OpenVinoEncoder(self.model, self.model_name)
-        from napari_swinlitemedsam.inference.onnx_encoder import OnnxEncoder
-
         return OnnxEncoder(self.model, self.model_name)
 
     def decodes(self, points, scribbles) -> bool:

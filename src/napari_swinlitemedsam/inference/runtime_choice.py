@@ -212,9 +212,9 @@ def pick_decoder(box_seconds: dict[str, float], rejected: dict[str, str]) -> str
     """The graph runtime whose later box is fastest if it beats torch fp32's by
     :data:`MIN_SPEEDUP` (its candidate qualified), else ``"torch"``."""
     baseline = box_seconds.get(BASELINE.label)
-    best, best_time = "torch", baseline
     if baseline is None:
-        return best
+        return "torch"
+    best, best_time = "torch", baseline
     for label, value in box_seconds.items():
         runtime = label.split(" ")[0]
         if runtime not in GRAPH_RUNTIMES or label in rejected:
