@@ -93,10 +93,6 @@ def pytest_configure(config):
         import torch
 
         torch.set_num_threads(1)
-        # and so do the processes its tests start (command-line runs, cluster workers): the
-        # cores are taken, and the runtime self-check's decision, kept per thread count, is
-        # then the one the workers already made instead of a new measurement per process
-        os.environ["OMP_NUM_THREADS"] = "1"
     elif hasattr(config.option, "loadscopereorder"):
         config.option.loadscopereorder = False
 

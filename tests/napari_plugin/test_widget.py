@@ -246,10 +246,10 @@ def test_the_annotate_command_opens_a_sample_with_the_widget_docked(
 
 
 def test_a_model_that_cannot_load_is_reported_not_raised(make_napari_viewer, qtbot, monkeypatch):
-    import napari_swinlitemedsam._napari.annotator as annotator_module
+    import napari_swinlitemedsam._napari.annotator_jobs as annotator_jobs_module
 
     errors = []
-    monkeypatch.setattr(annotator_module, "show_error", errors.append)
+    monkeypatch.setattr(annotator_jobs_module, "show_error", errors.append)
     viewer = make_napari_viewer()
     widget = BoxAnnotatorWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Box annotator")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import napari_swinlitemedsam._napari.annotator as annotator_module
+import napari_swinlitemedsam._napari.annotator_jobs as annotator_jobs_module
 from gated_segmenter import gated_predictor
 from napari_helpers import (
     MODEL_TIMEOUT_MS,
@@ -45,7 +45,7 @@ def models(monkeypatch):
 @pytest.fixture
 def errors(monkeypatch):
     shown = []
-    monkeypatch.setattr(annotator_module, "show_error", shown.append)
+    monkeypatch.setattr(annotator_jobs_module, "show_error", shown.append)
     return shown
 
 

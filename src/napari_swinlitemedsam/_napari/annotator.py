@@ -16,7 +16,7 @@ from collections.abc import Callable, Hashable
 
 import numpy as np
 from napari.layers import Image, Labels
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_info
 
 from napari_swinlitemedsam._napari import layer_io
 from napari_swinlitemedsam._napari.annotation_layers import AnnotationLayers
@@ -25,7 +25,6 @@ from napari_swinlitemedsam._napari.mask_storage import MaskStorage
 from napari_swinlitemedsam._napari.workers import JobProgress, JobRunner
 from napari_swinlitemedsam.annotation import jobs
 from napari_swinlitemedsam.annotation.annotator_state import AnnotatorState, SliceKey
-from napari_swinlitemedsam.annotation.failure_messages import explain_failure
 from napari_swinlitemedsam.annotation.jobs import JobKind
 from napari_swinlitemedsam.annotation.scheduler import (
     BackgroundSource,
@@ -43,7 +42,8 @@ class Annotator:
     def __init__(self, viewer, on_status: Callable[[str], None] = lambda text: None) -> None:
         self.viewer = viewer
         self.on_status = on_status
-        self.runner = JobRunner(on_idle=self.schedule, on_error=self._job_failed)
+        self.job_starter = AnnotatorJobs(self)
+        self.runner = JobRunner(on_idle=self.schedule, on_error=self.job_starter.failed)
         self.progress = JobProgress(self.runner)
         self.state = AnnotatorState()
         self.scheduler = SliceScheduler(self.state)
@@ -65,7 +65,6 @@ class Annotator:
         self.window = None  # intensity window for the model (see set_window)
         self._undo_group = layer_io.UndoGroup()
         self._syncing = False
-        self.job_starter = AnnotatorJobs(self)
         viewer.layers.events.removed.connect(self._on_layer_removed)
         viewer.dims.events.current_step.connect(self._on_slice_changed)
 
@@ -341,15 +340,6 @@ class Annotator:
             self.on_status(plan.status)
         if plan.job is not None:
             self.job_starter.start(plan.job)
-
-    def _job_failed(self, error: Exception) -> None:
-        """Report a failed job; a propagation's slices written so far are taken back."""
-        self._undo_group.close(roll_back=True)
-        self.scheduler.job_failed(self.runner.kind)
-        self.last_error = explain_failure(error, self.runner.kind)
-        self.on_status(f"Error: {self.last_error}")
-        show_error(f"Box annotator: {self.last_error}")
-        self.progress.end()
 
     def close(self) -> bool:
         """Stop all work, wait for the running thread, and let go of the viewer."""

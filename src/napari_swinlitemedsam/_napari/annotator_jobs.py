@@ -5,15 +5,18 @@ it to :meth:`AnnotatorJobs.start`; the job's work runs on the annotator's ``JobR
 (the functions of ``annotation.slice_work``) and its result comes back here, on the GUI thread:
 a loaded predictor, a prepared image, an encoded slice, decoded masks written into the masks
 layer (one undo step per decode), a propagation's slices written as they arrive (one undo step
-for the whole object).
+for the whole object); a failed job is reported and a propagation's slices taken back.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from napari.utils.notifications import show_error
+
 from napari_swinlitemedsam._napari import layer_io
 from napari_swinlitemedsam.annotation import jobs, slice_work
+from napari_swinlitemedsam.annotation.failure_messages import explain_failure
 from napari_swinlitemedsam.annotation.jobs import JobKind
 from napari_swinlitemedsam.annotation.scheduler import plural, slice_text
 
@@ -157,3 +160,13 @@ class AnnotatorJobs:
             job.kind, slice_work.propagate_object, args, on_yield=arrived, on_done=ended
         )
         annotator.progress.show(f"Propagating object {object_id}", total=depth)
+
+    def failed(self, error: Exception) -> None:
+        """Report a failed job; a propagation's slices written so far are taken back."""
+        annotator = self.annotator
+        annotator._undo_group.close(roll_back=True)
+        annotator.scheduler.job_failed(annotator.runner.kind)
+        annotator.last_error = explain_failure(error, annotator.runner.kind)
+        annotator.on_status(f"Error: {annotator.last_error}")
+        show_error(f"Box annotator: {annotator.last_error}")
+        annotator.progress.end()
