@@ -50,7 +50,8 @@ class GraphSteps:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {encoder_runtime!r}")
         if decoder_runtime not in DECODER_RUNTIMES:
             raise ValueError(
-                f"decoder runtime must be one of {DECODER_RUNTIMES}, got {decoder_runtime!r}"
+                f"decoder_runtime must be 'auto' or one of {DECODER_RUNTIMES}, "
+                f"got {decoder_runtime!r}"
             )
         self.model = model
         self.model_name = model_name

@@ -23,7 +23,7 @@ from napari_swinlitemedsam.inference import transforms
 from napari_swinlitemedsam.inference.box_prompts import decoder_prompts
 from napari_swinlitemedsam.inference.disk_cache import DiskEmbeddingCache, encoder_identity
 from napari_swinlitemedsam.inference.embedding_cache import EmbeddingCache, EncodedSlice
-from napari_swinlitemedsam.inference.graph_steps import DECODER_RUNTIMES, GraphSteps
+from napari_swinlitemedsam.inference.graph_steps import GraphSteps
 from napari_swinlitemedsam.inference.inputs import (
     PredictorError,
     check_boxes,
@@ -123,11 +123,6 @@ class BoxPredictor:
         self.model = model.eval()
         if decoder_runtime == "auto":
             decoder_runtime = self.runtime_choice.decoder
-        if decoder_runtime not in DECODER_RUNTIMES:
-            raise ValueError(
-                f"decoder_runtime must be 'auto' or one of {DECODER_RUNTIMES}, "
-                f"got {decoder_runtime!r}"
-            )
         self.graph = GraphSteps(self.model, model_name, self.runtime, decoder_runtime)
         self.prompts = prompts
         self.cache = cache if cache is not None else EmbeddingCache()
