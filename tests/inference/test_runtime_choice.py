@@ -120,10 +120,12 @@ class FakePredictor:
     logit_error: float = 0.0
     fails: bool = False
     decode_seconds: float = 0.0
+    encodes: int = 0
 
     def set_image(self, image):
         if self.fails:
             raise RuntimeError("kernel not available")
+        self.encodes += 1
         self.clock.now += self.seconds
         self.shape = image.shape
 
@@ -141,8 +143,8 @@ class FakePredictor:
 _SHARED_CLOCK = FakeClock()  # the fake predictors of _choose advance it; measure reads it
 
 
-def _fake_clock_measure(candidates, make_predictor, cases):
-    return measure(candidates, make_predictor, cases, clock=_SHARED_CLOCK)
+def _fake_clock_measure(candidates, make_predictor, cases, **options):
+    return measure(candidates, make_predictor, cases, clock=_SHARED_CLOCK, **options)
 
 
 CASES = [CheckCase(np.zeros((120, 120), np.uint8), np.array([[10.0, 10, 109, 109]]))]
@@ -183,6 +185,45 @@ def test_faster_but_different_masks_or_logits_are_rejected():
         {BASELINE: {"seconds": 2.0}, BF16: {"seconds": 0.5, "logit_error": 0.05}}
     )
     assert pick(seconds, rejected) == BF16
+
+
+@pytest.mark.parametrize(
+    ("box_only", "speeds", "rounds"),
+    [
+        # ONNX Runtime 2x faster, boxes too: one timed round after the warm-up settles it
+        (True, {BASELINE: (2.0, 0.10), ORT: (1.0, 0.05)}, 2),
+        # an 11 % gain: 5 % of noise could take it under the 10 % bar, so all rounds run
+        (False, {BASELINE: (2.0, 0.10), ORT: (1.8, 0.10)}, 3),
+        # torch stays, clearly: settled
+        (False, {BASELINE: (2.0, 0.10), ORT: (2.5, 0.10)}, 2),
+        # the encoder's pick is clear but the box decoder's is a near tie (for box-only models)
+        (True, {BASELINE: (2.0, 0.10), ORT: (1.0, 0.09)}, 3),
+        (False, {BASELINE: (2.0, 0.10), ORT: (1.0, 0.09)}, 2),
+    ],
+)
+def test_the_check_stops_early_only_when_one_more_round_could_not_change_the_decision(
+    box_only, speeds, rounds
+):
+    clock = FakeClock()
+    predictors = {
+        c: FakePredictor(clock, seconds, decode_seconds=box) for c, (seconds, box) in speeds.items()
+    }
+    two_cases = [CASES[0], CheckCase(np.zeros((90, 100), np.uint8), np.array([[5.0, 5, 60, 80]]))]
+    measured = measure(
+        list(speeds),
+        predictors.__getitem__,
+        two_cases,
+        clock=clock,
+        settled=runtime_choice.settled_by(box_only),
+    )
+    assert [p.encodes for p in predictors.values()] == [rounds] * len(speeds)
+    assert set(measured.seconds) == {c.label for c in speeds}
+    # however many rounds ran, every case was checked (a warm-up and a timed round at least)
+    three_cases = [*two_cases, CASES[0]]
+    for predictor in predictors.values():
+        predictor.encodes = 0
+    measure(list(speeds), predictors.__getitem__, three_cases, clock=clock, settled=lambda m: True)
+    assert [p.encodes for p in predictors.values()] == [3] * len(speeds)
 
 
 def test_a_runtime_that_fails_is_left_out():

@@ -19,6 +19,9 @@
    slice, on its graph runtime when it has one), and the fastest qualifying one decodes
    boxes if it beats torch's by 10 %, whatever runs the encoder. On the AVX2-only development
    CPU OpenVINO encoded fastest and ONNX Runtime decoded a box fastest.
+   The check stops after its first timed round when one more round could not change the
+   decision (every time moved by 5 % against it, :func:`settled_by`); near ties get a
+   second timed round.
 4. The decision is cached as a small JSON file in the user cache folder (or in
    ``$SWINLITEMEDSAM_RUNTIME_CHOICE_DIR``: e.g. one folder shared by the workers of a
    cluster run, or a test session's temporary folder), keyed by the CPU model and flags, the
@@ -79,6 +82,9 @@ from napari_swinlitemedsam.storage.atomic_files import write_atomically
 
 RUNTIME_OPTIONS = ("auto", *RUNTIMES)
 MIN_SPEEDUP = 1.10
+# How far one timed round may move a candidate's time on a quiet machine: the self-check stops
+# after its first timed round when no such move could change the decision (see settled_by).
+ROUND_NOISE = 0.05
 
 
 class EmulatedBf16Warning(UserWarning):
@@ -224,6 +230,40 @@ def pick_decoder(box_seconds: dict[str, float], rejected: dict[str, str]) -> str
     return best
 
 
+def _holds_under_noise(times: dict[str, float], winner: str, choose: Callable) -> bool:
+    """Whether ``choose(times)`` still gives ``winner`` (a label) with the winner's time
+    :data:`ROUND_NOISE` slower and every other time that much faster: the worst case of one
+    more round for this decision."""
+    shaken = {
+        label: value * (1 + ROUND_NOISE if label == winner else 1 - ROUND_NOISE)
+        for label, value in times.items()
+    }
+    return choose(shaken) == winner
+
+
+def settled_by(box_only: bool) -> Callable[[Measured], bool]:
+    """The self-check's early stop (:func:`measure`'s ``settled``): the encoder's pick, and for
+    a box-only model the box decoder's pick, would hold whatever one more round measured
+    within :data:`ROUND_NOISE`. Clear gaps (LiteMedSAM on ONNX Runtime ~2x torch) stop after
+    one timed round; near ties run all rounds."""
+
+    def settled(measured: Measured) -> bool:
+        rejected = measured.rejected
+
+        def encoder(times: dict[str, float]) -> str:
+            return pick(times, rejected).label
+
+        def decoder(times: dict[str, float]) -> str:
+            return f"{pick_decoder(times, rejected)} fp32"
+
+        encoder_holds = _holds_under_noise(measured.seconds, encoder(measured.seconds), encoder)
+        if not box_only or not encoder_holds:
+            return encoder_holds
+        return _holds_under_noise(measured.box_seconds, decoder(measured.box_seconds), decoder)
+
+    return settled
+
+
 def read_cached(path: Path) -> RuntimeChoice | None:
     """A decision stored by :func:`write_cached`, or None if absent or unreadable."""
     try:
@@ -296,9 +336,11 @@ def choose_runtime(
     with self_check_lock(path(with_weights=False)):
         if (cached := stored()) is not None:
             return cached
-        seconds, rejected, box_seconds = measure(found, make_predictor, cases())
-        chosen = pick(seconds, rejected)
         box_only = isinstance(model, PromptableSegmenter) and decodes_boxes_alone(model)
+        seconds, rejected, box_seconds = measure(
+            found, make_predictor, cases(), settled=settled_by(box_only)
+        )
+        chosen = pick(seconds, rejected)
         choice = RuntimeChoice(
             chosen.runtime,
             chosen.precision,

@@ -17,7 +17,8 @@ import numpy as np
 
 MASK_DSC_FLOOR = 0.98
 LOGIT_BOUND = 1e-3  # of the baseline's logit range, float32 runtimes only
-ROUNDS = 3  # round 0 warms up; the best of the others is the candidate's time
+MAX_ROUNDS = 3  # round 0 warms up; the best of the others is the candidate's time
+MIN_ROUNDS = 2  # a warm-up and one timed round, if the decision is settled by then
 CHECK_OBJECTS = 6  # boxes per check slice
 BOX_REPEATS = 2  # one-box decodes timed per round and float32 candidate (a later box)
 
@@ -116,8 +117,9 @@ def measure(
     candidates: Sequence[Candidate],
     make_predictor: Callable[[Candidate], CheckablePredictor],
     cases: Sequence[CheckCase],
-    rounds: int = ROUNDS,
+    rounds: int = MAX_ROUNDS,
     clock: Callable[[], float] = time.perf_counter,
+    settled: Callable[[Measured], bool] | None = None,
 ) -> Measured:
     """Time and check each candidate.
 
@@ -129,12 +131,17 @@ def measure(
     runs on the candidate's graph runtime, this times it). Round 0 is a warm-up (ONNX export,
     allocator); a candidate's time is its fastest later round. A candidate that fails is
     rejected with its error.
+
+    After :data:`MIN_ROUNDS` rounds, and once every case has been checked, ``settled(what
+    was measured so far)`` may end the check early: no more rounds are run when it returns
+    True (the caller decides what a settled decision is; None: all ``rounds`` run).
     """
     if candidates[0] != BASELINE:
         raise ValueError("the first candidate must be torch fp32, the reference of the check")
     predictors, rejected = {}, {}
     times: dict[str, list[float]] = {c.label: [] for c in candidates}
     box_times: dict[str, list[float]] = {c.label: [] for c in candidates}
+    so_far = Measured({}, rejected, {})
     for candidate in candidates:
         try:
             predictors[candidate] = make_predictor(candidate)
@@ -171,6 +178,17 @@ def measure(
                 reference = result
             elif (problem := agreement_problem(candidate, reference, result)) is not None:
                 rejected[candidate.label] = problem
+        so_far = _fastest(times, box_times, rejected)
+        enough = round_index + 1 >= max(MIN_ROUNDS, len(cases))
+        if enough and settled is not None and settled(so_far):
+            break
+    return so_far
+
+
+def _fastest(
+    times: dict[str, list[float]], box_times: dict[str, list[float]], rejected: dict[str, str]
+) -> Measured:
+    """Each candidate's fastest timed round and later box (copies: measuring goes on)."""
     seconds = {label: min(values) for label, values in times.items() if values}
     box_seconds = {label: min(values) for label, values in box_times.items() if values}
-    return Measured(seconds, rejected, box_seconds)
+    return Measured(seconds, dict(rejected), box_seconds)
