@@ -176,3 +176,25 @@ def test_the_self_checks_opened_decoder_is_kept(random_litemedsam, tmp_path, mon
     assert predictor.describe_runtimes() == (
         "torch fp32 (measured); boxes decoded on onnxruntime (1.67x torch)"
     )
+
+
+def test_a_forced_decoder_runtime_overrides_the_measured_one(random_litemedsam, monkeypatch):
+    """``from_pretrained(..., decoder_runtime="torch")`` goes through the measured set-up: the
+    forced value wins over the decision (it used to be passed twice and raise a TypeError)."""
+    from napari_swinlitemedsam.inference import runtime_setup
+    from napari_swinlitemedsam.inference.runtime_choice import RuntimeChoice
+
+    def measured_choice(model, make, precision, runtime, choice_dir=None):
+        return RuntimeChoice("onnxruntime", "fp32", "measured", decoder="onnxruntime")
+
+    monkeypatch.setattr(runtime_setup, "choose_runtime", measured_choice)
+    for forced, expected in (("torch", "torch"), ("auto", "onnxruntime")):
+        predictor = runtime_setup.build_measured(
+            BoxPredictor,
+            random_litemedsam,
+            PROMPTS_BOX,
+            "random",
+            EmbeddingCache(),
+            decoder_runtime=forced,
+        )
+        assert (predictor.runtime, predictor.decoder_runtime) == ("onnxruntime", expected)

@@ -52,9 +52,11 @@ def build_measured(
     """A ``predictor_class`` around ``model`` running the measured (or forced) choice.
 
     ``precision``/``runtime`` "auto" are resolved by :func:`.runtime_choice.choose_runtime`
-    (a self-check the first time, the cached decision afterwards); a forced value is kept.
-    ``options`` go to the predictor's constructor.
+    (a self-check the first time, the cached decision afterwards); a forced value is kept, a
+    forced ``decoder_runtime`` among the ``options`` too. ``options`` go to the predictor's
+    constructor.
     """
+    forced_decoder = options.pop("decoder_runtime", "auto")
     tried: dict[Candidate, BoxPredictor] = {}
 
     def make(candidate: Candidate) -> BoxPredictor:
@@ -64,6 +66,7 @@ def build_measured(
         return tried[candidate]
 
     choice: RuntimeChoice = choose_runtime(model, make, precision, runtime, choice_dir=choice_dir)
+    decoder = choice.decoder if forced_decoder == "auto" else forced_decoder
     predictor = predictor_class(
         model,
         prompts,
@@ -71,13 +74,13 @@ def build_measured(
         name,
         precision=choice.precision if precision == "auto" else precision,
         runtime=choice.runtime if runtime == "auto" else runtime,
-        decoder_runtime=choice.decoder,
+        decoder_runtime=decoder,
         **options,
     )
     predictor.runtime_choice = choice
     # keep the graph sessions the self-check already opened
     predictor.adopt_graph_sessions(
         tried.get(Candidate(choice.runtime, choice.precision)),
-        tried.get(Candidate(choice.decoder, "fp32")),
+        tried.get(Candidate(decoder, "fp32")),
     )
     return predictor
