@@ -80,6 +80,17 @@ def _runtime_files_in_a_temporary_folder(tmp_path_factory):
         yield folder
 
 
+@pytest.fixture
+def shared_embedding_cache(_runtime_files_in_a_temporary_folder):
+    """A disk embedding cache shared by every test of this run (and both xdist workers): for
+    tests that encode the same real slices (the 17-slice nuclei stack propagated in the 3D
+    widget test and in its screenshot), whichever runs first encodes them, the other reads
+    them. Only for tests about what is done with the features, not about encoding."""
+    from napari_swinlitemedsam.inference.disk_cache import DiskEmbeddingCache
+
+    return DiskEmbeddingCache(_runtime_files_in_a_temporary_folder / "embeddings")
+
+
 def pytest_configure(config):
     """Under pytest-xdist (``-n 2``) each worker process uses one torch thread: two workers
     with torch's default of one thread per core would oversubscribe the cores, and the

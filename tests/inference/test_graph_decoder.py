@@ -28,6 +28,13 @@ LOGIT_TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
+def graphs(tmp_path_factory):
+    """One export folder for this module: the random model's decoder graph (same weights in
+    every test) is exported once, not once per test."""
+    return tmp_path_factory.mktemp("graphs")
+
+
+@pytest.fixture(scope="module")
 def random_litemedsam():
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(3)
@@ -48,10 +55,10 @@ def _assert_close_to_torch(got, expected) -> None:
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
-def test_graph_decoder_matches_torch_for_any_number_of_boxes(random_litemedsam, runtime, tmp_path):
+def test_graph_decoder_matches_torch_for_any_number_of_boxes(random_litemedsam, runtime, graphs):
     if runtime == "openvino":
         pytest.importorskip("openvino")  # the optional extra
-    decoder = GraphBoxDecoder(random_litemedsam, runtime, "random", export_dir=tmp_path)
+    decoder = GraphBoxDecoder(random_litemedsam, runtime, "random", export_dir=graphs)
     embedding = _embedding()
     boxes = torch.tensor(
         [[10.0, 20.0, 90.0, 120.0], [0.0, 0.0, 255.0, 255.0], [100.0, 140.0, 104.0, 141.0]]
@@ -81,9 +88,9 @@ def test_only_box_only_decoders_go_to_a_graph():
 
 
 def test_predictor_decodes_boxes_on_the_graph_and_clicks_in_torch(
-    random_litemedsam, tmp_path, monkeypatch
+    random_litemedsam, graphs, monkeypatch
 ):
-    monkeypatch.setenv("SWINLITEMEDSAM_ONNX_DIR", str(tmp_path))
+    monkeypatch.setenv("SWINLITEMEDSAM_ONNX_DIR", str(graphs))
     image = np.random.default_rng(4).integers(0, 256, size=(90, 120), dtype=np.uint8)
     in_torch = BoxPredictor(random_litemedsam, PROMPTS_BOX, EmbeddingCache(), runtime="torch")
     on_graph = BoxPredictor(random_litemedsam, PROMPTS_BOX, EmbeddingCache(), runtime="onnxruntime")
@@ -119,18 +126,16 @@ def test_predictor_decodes_boxes_on_the_graph_and_clicks_in_torch(
     assert not calls  # boxes alone: the graph again
 
 
-def test_swin_predictor_on_a_graph_runtime_decodes_in_torch(monkeypatch, tmp_path):
-    monkeypatch.setenv("SWINLITEMEDSAM_ONNX_DIR", str(tmp_path))
+def test_swin_predictor_on_a_graph_runtime_decodes_in_torch(monkeypatch, graphs):
+    monkeypatch.setenv("SWINLITEMEDSAM_ONNX_DIR", str(graphs))
     swin = build_swin_litemedsam().eval()
     predictor = BoxPredictor(swin, PROMPTS_BOX_POINTS_SCRIBBLE, runtime="onnxruntime")
     assert predictor.decoder_runtime == "torch"
     assert "boxes decoded" not in predictor.describe_runtimes()
 
 
-def test_the_decoder_runtime_is_set_apart_from_the_encoders(
-    random_litemedsam, tmp_path, monkeypatch
-):
-    monkeypatch.setenv("SWINLITEMEDSAM_ONNX_DIR", str(tmp_path))
+def test_the_decoder_runtime_is_set_apart_from_the_encoders(random_litemedsam, graphs, monkeypatch):
+    monkeypatch.setenv("SWINLITEMEDSAM_ONNX_DIR", str(graphs))
     predictor = BoxPredictor(
         random_litemedsam,
         PROMPTS_BOX,
@@ -149,13 +154,13 @@ def test_the_decoder_runtime_is_set_apart_from_the_encoders(
         BoxPredictor(random_litemedsam, PROMPTS_BOX, decoder_runtime="tensorrt")
 
 
-def test_the_self_checks_opened_decoder_is_kept(random_litemedsam, tmp_path, monkeypatch):
+def test_the_self_checks_opened_decoder_is_kept(random_litemedsam, graphs, monkeypatch):
     """The measured choice "encoder in torch, boxes on ONNX Runtime": the final predictor takes
     over the decoder session the self-check's trial predictor opened."""
     from napari_swinlitemedsam.inference import runtime_setup
     from napari_swinlitemedsam.inference.runtime_choice import Candidate, RuntimeChoice
 
-    monkeypatch.setenv("SWINLITEMEDSAM_ONNX_DIR", str(tmp_path))
+    monkeypatch.setenv("SWINLITEMEDSAM_ONNX_DIR", str(graphs))
     trials = {}
 
     def measured_choice(model, make, precision, runtime, choice_dir=None):

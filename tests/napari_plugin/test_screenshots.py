@@ -91,7 +91,7 @@ def test_screenshot_hand_correction(shown_viewer, qtbot, tmp_path):
     assert (labels.data == 1).sum() < (before == 1).sum() + 200
 
 
-def test_screenshot_3d_propagation(shown_viewer, qtbot, tmp_path):
+def test_screenshot_3d_propagation(shown_viewer, qtbot, tmp_path, shared_embedding_cache):
     viewer = shown_viewer
     sample = load_sample("nuclei3d")
     first, last, key = 27, 43, 8
@@ -99,6 +99,7 @@ def test_screenshot_3d_propagation(shown_viewer, qtbot, tmp_path):
     reference = sample.labels[first : last + 1]
     viewer.add_image(image, name="nuclei3d", scale=sample.spacing)
     _, annotator = annotate(viewer)
+    annotator.set_disk_cache(shared_embedding_cache)  # the stack of test_widget_3d.py
     viewer.dims.set_current_step(0, key)
     nuclei = (7, 11, 8)
     for label in nuclei:

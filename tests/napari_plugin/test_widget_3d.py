@@ -39,8 +39,10 @@ def slices_with(labels: np.ndarray, object_id: int) -> set[int]:
     return {int(z) for z in np.flatnonzero((labels == object_id).any(axis=(1, 2)))}
 
 
-@pytest.mark.slow  # real encodes of 17 slices
-def test_box_on_a_slice_then_propagation_through_the_stack(make_napari_viewer, qtbot):
+@pytest.mark.slow  # real encodes of 17 slices (unless the 3D screenshot test stored them)
+def test_box_on_a_slice_then_propagation_through_the_stack(
+    make_napari_viewer, qtbot, shared_embedding_cache
+):
     sample = load_sample("nuclei3d")
     image = sample.image[FIRST : LAST + 1]
     truth = sample.labels[FIRST : LAST + 1] == NUCLEUS
@@ -50,6 +52,8 @@ def test_box_on_a_slice_then_propagation_through_the_stack(make_napari_viewer, q
     widget = BoxAnnotatorWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Box annotator")
     annotator = widget.annotator
+    # The slices' features may come from the 3D screenshot test's run (same stack, same model).
+    annotator.set_disk_cache(shared_embedding_cache)
     viewer.dims.set_current_step(0, KEY)
     assert annotator.current_slice() == KEY
 
