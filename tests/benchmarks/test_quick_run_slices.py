@@ -79,7 +79,7 @@ def test_reference_style_attention_matches_ours(bench):
     from reference_style import plain_attention
 
     model = build_swin_litemedsam().eval()
-    images = torch.rand(2, 3, 256, 256, generator=torch.Generator().manual_seed(1))
+    images = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         ours = model.image_encoder(images)[0]
         with plain_attention(model):

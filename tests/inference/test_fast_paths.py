@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from napari_swinlitemedsam.inference.embedding_cache import EmbeddingCache
-from napari_swinlitemedsam.inference.onnx_encoder import onnx_available
+from napari_swinlitemedsam.inference.onnx_encoder import EXPORT_DIR_ENV, onnx_available
 from napari_swinlitemedsam.inference.precision import (
     check_feature_dtype,
     check_precision,
@@ -172,16 +174,20 @@ def test_attention_with_autograd_does_not_memo_and_has_gradients():
 
 @pytest.mark.slow
 @pytest.mark.skipif(not onnx_available(), reason="onnxruntime and onnx are optional")
-def test_onnxruntime_encoder_matches_torch(random_litemedsam, tmp_path, monkeypatch):
-    monkeypatch.setenv("SWINLITEMEDSAM_ONNX_DIR", str(tmp_path))
+def test_onnxruntime_encoder_matches_torch(random_litemedsam):
+    # The graph goes to the test session's export folder (see conftest): the runtime-choice and
+    # graph-decoder tests use the same seed-0 model under the same name and reuse its export.
     image = np.random.default_rng(1).integers(0, 256, size=(80, 100), dtype=np.uint8)
     boxes = np.array([[10, 10, 60, 50]])
-    torch_run = BoxPredictor(random_litemedsam, PROMPTS_BOX, EmbeddingCache())
-    ort_run = BoxPredictor(random_litemedsam, PROMPTS_BOX, EmbeddingCache(), runtime="onnxruntime")
+    torch_run = BoxPredictor(random_litemedsam, PROMPTS_BOX, EmbeddingCache(), "random")
+    ort_run = BoxPredictor(
+        random_litemedsam, PROMPTS_BOX, EmbeddingCache(), "random", runtime="onnxruntime"
+    )
     expected = torch_run.set_image(image).features.embedding
     got = ort_run.set_image(image).features.embedding
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
-    assert list(tmp_path.glob("*.onnx"))  # exported once, into the configured folder
+    folder = Path(os.environ[EXPORT_DIR_ENV])
+    assert list(folder.glob("random-*.onnx"))  # exported into the configured folder
     np.testing.assert_allclose(
         ort_run.predict(boxes).low_res_logits, torch_run.predict(boxes).low_res_logits, atol=1e-3
     )
@@ -190,13 +196,14 @@ def test_onnxruntime_encoder_matches_torch(random_litemedsam, tmp_path, monkeypa
 
 
 @pytest.mark.slow
-def test_openvino_encoder_matches_torch(random_litemedsam, tmp_path, monkeypatch):
+def test_openvino_encoder_matches_torch(random_litemedsam):
     pytest.importorskip("openvino")  # the optional extra
-    monkeypatch.setenv("SWINLITEMEDSAM_ONNX_DIR", str(tmp_path))
     image = np.random.default_rng(2).integers(0, 256, size=(80, 100), dtype=np.uint8)
     boxes = np.array([[10, 10, 60, 50]])
-    torch_run = BoxPredictor(random_litemedsam, PROMPTS_BOX, EmbeddingCache())
-    ov_run = BoxPredictor(random_litemedsam, PROMPTS_BOX, EmbeddingCache(), runtime="openvino")
+    torch_run = BoxPredictor(random_litemedsam, PROMPTS_BOX, EmbeddingCache(), "random")
+    ov_run = BoxPredictor(
+        random_litemedsam, PROMPTS_BOX, EmbeddingCache(), "random", runtime="openvino"
+    )
     expected = torch_run.set_image(image).features.embedding
     got = ov_run.set_image(image).features.embedding
     # Same graph, another runtime: float32 rounding only (the ONNX Runtime test's bound).

@@ -28,16 +28,12 @@ LOGIT_TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
-def graphs(tmp_path_factory):
-    """One export folder for this module: the random model's decoder graph (same weights in
-    every test) is exported once, not once per test."""
-    return tmp_path_factory.mktemp("graphs")
-
-
-@pytest.fixture(scope="module")
 def random_litemedsam():
+    """Seed 0, named "random" in the predictors: the model of the fast-path and runtime-choice
+    tests, so that its graphs, exported into the test session's folder (see conftest), are
+    exported once for all of them."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(3)
+        torch.manual_seed(0)
         return build_litemedsam().eval()
 
 
@@ -55,10 +51,10 @@ def _assert_close_to_torch(got, expected) -> None:
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
-def test_graph_decoder_matches_torch_for_any_number_of_boxes(random_litemedsam, runtime, graphs):
+def test_graph_decoder_matches_torch_for_any_number_of_boxes(random_litemedsam, runtime):
     if runtime == "openvino":
         pytest.importorskip("openvino")  # the optional extra
-    decoder = GraphBoxDecoder(random_litemedsam, runtime, "random", export_dir=graphs)
+    decoder = GraphBoxDecoder(random_litemedsam, runtime, "random")
     embedding = _embedding()
     boxes = torch.tensor(
         [[10.0, 20.0, 90.0, 120.0], [0.0, 0.0, 255.0, 255.0], [100.0, 140.0, 104.0, 141.0]]
@@ -87,13 +83,12 @@ def test_only_box_only_decoders_go_to_a_graph():
         GraphBoxDecoder(build_litemedsam(), "tensorrt")
 
 
-def test_predictor_decodes_boxes_on_the_graph_and_clicks_in_torch(
-    random_litemedsam, graphs, monkeypatch
-):
-    monkeypatch.setenv("SWINLITEMEDSAM_ONNX_DIR", str(graphs))
+def test_predictor_decodes_boxes_on_the_graph_and_clicks_in_torch(random_litemedsam, monkeypatch):
     image = np.random.default_rng(4).integers(0, 256, size=(90, 120), dtype=np.uint8)
-    in_torch = BoxPredictor(random_litemedsam, PROMPTS_BOX, EmbeddingCache(), runtime="torch")
-    on_graph = BoxPredictor(random_litemedsam, PROMPTS_BOX, EmbeddingCache(), runtime="onnxruntime")
+    in_torch = BoxPredictor(random_litemedsam, PROMPTS_BOX, EmbeddingCache(), "random")
+    on_graph = BoxPredictor(
+        random_litemedsam, PROMPTS_BOX, EmbeddingCache(), "random", runtime="onnxruntime"
+    )
     on_graph.set_encoded(in_torch.set_image(image))  # the same features: only the decoder differs
     boxes = np.array([[10, 10, 60, 50], [30, 40, 110, 85]])
 
@@ -126,20 +121,19 @@ def test_predictor_decodes_boxes_on_the_graph_and_clicks_in_torch(
     assert not calls  # boxes alone: the graph again
 
 
-def test_swin_predictor_on_a_graph_runtime_decodes_in_torch(monkeypatch, graphs):
-    monkeypatch.setenv("SWINLITEMEDSAM_ONNX_DIR", str(graphs))
+def test_swin_predictor_on_a_graph_runtime_decodes_in_torch():
     swin = build_swin_litemedsam().eval()
     predictor = BoxPredictor(swin, PROMPTS_BOX_POINTS_SCRIBBLE, runtime="onnxruntime")
     assert predictor.decoder_runtime == "torch"
     assert "boxes decoded" not in predictor.describe_runtimes()
 
 
-def test_the_decoder_runtime_is_set_apart_from_the_encoders(random_litemedsam, graphs, monkeypatch):
-    monkeypatch.setenv("SWINLITEMEDSAM_ONNX_DIR", str(graphs))
+def test_the_decoder_runtime_is_set_apart_from_the_encoders(random_litemedsam):
     predictor = BoxPredictor(
         random_litemedsam,
         PROMPTS_BOX,
         EmbeddingCache(),
+        "random",
         runtime="torch",
         decoder_runtime="onnxruntime",
     )
@@ -154,13 +148,12 @@ def test_the_decoder_runtime_is_set_apart_from_the_encoders(random_litemedsam, g
         BoxPredictor(random_litemedsam, PROMPTS_BOX, decoder_runtime="tensorrt")
 
 
-def test_the_self_checks_opened_decoder_is_kept(random_litemedsam, graphs, monkeypatch):
+def test_the_self_checks_opened_decoder_is_kept(random_litemedsam, monkeypatch):
     """The measured choice "encoder in torch, boxes on ONNX Runtime": the final predictor takes
     over the decoder session the self-check's trial predictor opened."""
     from napari_swinlitemedsam.inference import runtime_setup
     from napari_swinlitemedsam.inference.runtime_choice import Candidate, RuntimeChoice
 
-    monkeypatch.setenv("SWINLITEMEDSAM_ONNX_DIR", str(graphs))
     trials = {}
 
     def measured_choice(model, make, precision, runtime, choice_dir=None):
