@@ -111,7 +111,20 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     """Files holding the most ``slow`` tests first (each file's tests in their own order):
     under ``-n 2 --dist loadfile`` the long files start at once and the many short ones fill
-    both workers to the end (longest first is the classic rule for balancing two queues)."""
+    both workers to the end (longest first is the classic rule for balancing two queues).
+
+    Before them all, a file with a ``warms_up`` test (and that test first in it): it measures
+    the shipped model's runtime decision, which most widget tests then read from the session's
+    folder. Left to chance, two widget tests starting together on both workers needed it at
+    once, and one worker waited idle for the other's self-check (~40 s)."""
     slow_tests = Counter(item.path for item in items if item.get_closest_marker("slow"))
+    warms_up = {item.path for item in items if item.get_closest_marker("warms_up")}
     first_seen = {path: index for index, path in enumerate(dict.fromkeys(i.path for i in items))}
-    items.sort(key=lambda item: (-slow_tests[item.path], first_seen[item.path]))
+    items.sort(
+        key=lambda item: (
+            item.path not in warms_up,
+            -slow_tests[item.path],
+            first_seen[item.path],
+            item.get_closest_marker("warms_up") is None,
+        )
+    )

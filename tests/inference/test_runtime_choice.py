@@ -421,13 +421,14 @@ def test_explicit_bf16_on_an_emulating_cpu_warns_with_the_slowdown(monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.warms_up
 @pytest.mark.skipif(not onnx_available(), reason="onnxruntime and onnx are not installed")
 def test_real_self_check_of_the_shipped_model_finds_the_graph_runtimes_agree_with_torch():
     """The real check of the shipped LiteMedSAM on the bundled slices, as a user's first load
     runs it: every float32 graph runtime's masks and logits pass the float32 bounds (whichever
     is faster here). The decision goes to the test session's folder (see conftest): measured
-    here, or by the first test of this session that loaded the model (the same code; a widget
-    test's first box usually), and read back."""
+    here (the test is scheduled first, see conftest), or by a test of this session that loaded
+    the model before it (the same code), and read back."""
     predictor = BoxPredictor.from_pretrained("litemedsam", device="cpu")
     choice = predictor.runtime_choice
     assert choice.how in ("measured", "cached")
