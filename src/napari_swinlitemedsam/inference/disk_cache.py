@@ -44,8 +44,9 @@ from napari_swinlitemedsam.storage.atomic_files import is_temporary, write_atomi
 
 LOGGER = logging.getLogger(__name__)
 
-#: Bump when the file layout changes (old entries are then simply never found).
-CACHE_FORMAT_VERSION = 1
+#: Bump when the file layout changes (old entries are then simply never found). 2: the
+#: Swin-LiteMedSAM skip context holds the skip maps' convolution terms (a narrower fine map).
+CACHE_FORMAT_VERSION = 2
 #: Bump when ``transforms.prepare_image`` (resize, normalisation, padding) changes what the
 #: encoder sees for the same uint8 input.
 PREPROCESSING_VERSION = "longest-side-256-area/minmax/pad-bottom-right/1"

@@ -30,6 +30,9 @@ from napari_swinlitemedsam.storage.atomic_files import write_atomically
 
 RUNTIMES = ("torch", "onnxruntime", "openvino")
 OPSET = 18
+#: Bump when what a graph computes changes for the same weights (its file name carries it, so a
+#: graph exported by an older version is never loaded). 2: Swin-LiteMedSAM's skip context.
+GRAPH_VERSION = 2
 EXPORT_DIR_ENV = "SWINLITEMEDSAM_ONNX_DIR"
 
 
@@ -108,11 +111,11 @@ def cached_graph(
     """The ONNX file of one step of ``model`` (``part``: "" for the encoder step, e.g.
     "boxdecoder"), written by ``export(model, path)`` first if not there yet.
 
-    The name carries the weights fingerprint, the opset and torch's version: new weights or a
-    new exporter give a new file.
+    The name carries the weights fingerprint, :data:`GRAPH_VERSION`, the opset and torch's
+    version: new weights, new graph contents or a new exporter give a new file.
     """
     folder = Path(export_dir) if export_dir is not None else default_export_dir()
-    tag = f"{model_name or 'model'}-{weights_fingerprint(model)}-opset{OPSET}"
+    tag = f"{model_name or 'model'}-{weights_fingerprint(model)}-g{GRAPH_VERSION}-opset{OPSET}"
     step = f"-{part}" if part else ""
     path = folder / f"{tag}{step}-torch{torch.__version__.split('+')[0]}.onnx"
     if not path.exists():

@@ -11,6 +11,12 @@ Compared with SAM's decoder, the upscaling path also sees the encoder's skip map
 * ``output_upscaling2`` works on ``cat(that, fs0)`` (256 channels, 128x128) and doubles it again
   to 256x256 with 32 channels, which the hypernetwork tokens turn into mask logits.
 
+Each upscaling block starts with a 1x1 convolution of a concatenation, which splits into a term
+of the prompt-dependent input and a term of the skip map. The skip maps' terms do not depend on
+the prompts either: :meth:`SkipMaskDecoder.skip_context` computes them once per image too (0.8
+GFLOPs a decode call saved, and the fine term has half the channels of fs0, so a cached slice
+takes 12 instead of 16 MiB in float32).
+
 The official class also declares two prompt-generation blocks (``prompt1``, ``prompt2``) that
 its forward never calls; they are not built here (see ``checkpoint.py`` for how their keys are
 dropped).
@@ -30,11 +36,14 @@ from napari_swinlitemedsam.model.common import MLP, LayerNorm2d
 
 @dataclass(frozen=True)
 class SkipContext:
-    """Prompt-independent decoder inputs for one image.
+    """Prompt-independent decoder inputs for one image: each skip map's term of the first 1x1
+    convolution of its upscaling block, bias included (see :func:`_upscale_with_skip`).
 
     Attributes:
-        fine: fs0, the first stage output, (1, 128, 128, 128).
-        coarse: the neck applied to cat(fs1, fs2, fs3), (1, 256, 64, 64).
+        fine: the term of fs0 (the first stage output) in ``output_upscaling2``,
+            (1, 64, 128, 128).
+        coarse: the term of the neck's output on cat(fs1, fs2, fs3) in ``output_upscaling1``,
+            (1, 256, 64, 64).
     """
 
     fine: torch.Tensor
@@ -90,7 +99,11 @@ class SkipMaskDecoder(nn.Module):
     def skip_context(self, skips: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> SkipContext:
         """The prompt-independent part: skips [fs0, fs1, fs2, fs3] -> :class:`SkipContext`."""
         fine, *coarse = skips
-        return SkipContext(fine=fine, coarse=self.neck(torch.cat(coarse, dim=1)))
+        neck = self.neck(torch.cat(coarse, dim=1))
+        return SkipContext(
+            fine=_skip_term(self.output_upscaling2, fine),
+            coarse=_skip_term(self.output_upscaling1, neck),
+        )
 
     def forward(
         self,
@@ -141,18 +154,27 @@ class SkipMaskDecoder(nn.Module):
         return masks[:, selected], iou_pred[:, selected]
 
 
-def _upscale_with_skip(block: nn.Sequential, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-    """``block(cat([x, skip.expand(B)], dim=1))`` without building the concatenation.
+def _skip_term(block: nn.Sequential, skip: torch.Tensor) -> torch.Tensor:
+    """The share of ``skip`` (1 or B, Cs, H, W) in ``block``'s first 1x1 convolution of
+    ``cat([x, skip], dim=1)``, with the convolution's bias: (1 or B, C_out, H, W)."""
+    first = typing.cast(nn.Conv2d, block[0])
+    split = first.in_channels - skip.shape[1]
+    return F.conv2d(skip, first.weight[:, split:], first.bias)
+
+
+def _upscale_with_skip(
+    block: nn.Sequential, x: torch.Tensor, skip_term: torch.Tensor
+) -> torch.Tensor:
+    """``block(cat([x, skip], dim=1))`` without building the concatenation.
 
     The block starts with a 1x1 convolution, which splits into one part on ``x`` and one on
-    ``skip``; the skip part is computed once for the image (batch 1) and broadcast over the B
-    prompt sets instead of being recomputed on B copies. ``x``: (B, Cx, H, W); ``skip``:
-    (1 or B, Cs, H, W).
+    ``skip``; the skip part (``skip_term``, from :func:`_skip_term`) is computed once per image
+    (batch 1) and broadcast over the B prompt sets. ``x``: (B, Cx, H, W); ``skip_term``:
+    (1 or B, C_out, H, W).
     """
     first, *rest = block
     first = typing.cast(nn.Conv2d, first)
-    split = x.shape[1]
-    out = F.conv2d(x, first.weight[:, :split]) + F.conv2d(skip, first.weight[:, split:], first.bias)
+    out = F.conv2d(x, first.weight[:, : x.shape[1]]) + skip_term
     for layer in rest:
         out = layer(out)
     return out
