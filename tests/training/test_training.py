@@ -263,7 +263,6 @@ def test_a_160_wide_block_runs_exactly_in_both_halves_of_a_320_wide_block():
 
 def test_emulated_skip_path_reproduces_the_teacher_decoder(teacher):
     from napari_swinlitemedsam.model.registry import build_swin_litemedsam
-    from napari_swinlitemedsam.model.skip_mask_decoder import SkipContext
     from napari_swinlitemedsam.training.decoder_transplant import (
         emulate_teacher_upscaling,
     )
@@ -279,7 +278,9 @@ def test_emulated_skip_path_reproduces_the_teacher_decoder(teacher):
         sparse, dense = teacher.prompt_encoder(points=None, boxes=boxes, masks=None)
         position = teacher.prompt_encoder.get_dense_pe()
         expected, _ = teacher.mask_decoder(embedding, position, sparse, dense)
-        context = SkipContext(torch.randn(1, 128, 128, 128), torch.randn(1, 256, 64, 64))
+        # any skip maps: the emulation gives them no weight
+        skips = [torch.randn(1, c, size, size) for c, size in ((128, 128), (160, 64), (320, 64))]
+        context = student.mask_decoder.skip_context([*skips, torch.randn(1, 320, 64, 64)])
         got, _ = student.mask_decoder(embedding, position, sparse, dense, context)
     assert torch.allclose(got, expected, atol=0.1)
     # Another computation of the same upscaling: a pixel may threshold the other way only
