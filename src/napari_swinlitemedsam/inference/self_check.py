@@ -138,7 +138,8 @@ def measure(
     """
     if candidates[0] != BASELINE:
         raise ValueError("the first candidate must be torch fp32, the reference of the check")
-    predictors, rejected = {}, {}
+    predictors: dict[Candidate, CheckablePredictor] = {}
+    rejected: dict[str, str] = {}
     times: dict[str, list[float]] = {c.label: [] for c in candidates}
     box_times: dict[str, list[float]] = {c.label: [] for c in candidates}
     so_far = Measured({}, rejected, {})
