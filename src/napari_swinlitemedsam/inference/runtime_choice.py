@@ -20,8 +20,8 @@
    boxes if it beats torch's by 10 %, whatever runs the encoder. On the AVX2-only development
    CPU OpenVINO encoded fastest and ONNX Runtime decoded a box fastest.
    The check stops after its first timed round when one more round could not change the
-   decision (every time moved by 5 % against it, :func:`settled_by`); near ties get a
-   second timed round.
+   decision (every time moved by 5 % against it, :func:`settled_by`), or only to a candidate
+   measured within 10 % of the winner; a gain near the 10 % bar gets a second timed round.
 4. The decision is cached as a small JSON file in the user cache folder (or in
    ``$SWINLITEMEDSAM_RUNTIME_CHOICE_DIR``: e.g. one folder shared by the workers of a
    cluster run, or a test session's temporary folder), keyed by the CPU model and flags, the
@@ -230,22 +230,26 @@ def pick_decoder(box_seconds: dict[str, float], rejected: dict[str, str]) -> str
     return best
 
 
-def _holds_under_noise(times: dict[str, float], winner: str, choose: Callable) -> bool:
-    """Whether ``choose(times)`` still gives ``winner`` (a label) with the winner's time
-    :data:`ROUND_NOISE` slower and every other time that much faster: the worst case of one
-    more round for this decision."""
+def _settled(times: dict[str, float], winner: str, choose: Callable) -> bool:
+    """Whether one more round could not change the decision ``winner`` (a label) of
+    ``choose(times)`` in a way that matters: with the winner's time :data:`ROUND_NOISE` slower
+    and every other that much faster (the worst case of one more round), ``choose`` still
+    gives the winner, or a candidate measured within 2 x ROUND_NOISE of it (two runtimes that
+    close are equally good: a further round could not tell them apart either)."""
     shaken = {
         label: value * (1 + ROUND_NOISE if label == winner else 1 - ROUND_NOISE)
         for label, value in times.items()
     }
-    return choose(shaken) == winner
+    other = choose(shaken)
+    return other == winner or times[other] <= times[winner] * (1 + 2 * ROUND_NOISE)
 
 
 def settled_by(box_only: bool) -> Callable[[Measured], bool]:
     """The self-check's early stop (:func:`measure`'s ``settled``): the encoder's pick, and for
-    a box-only model the box decoder's pick, would hold whatever one more round measured
-    within :data:`ROUND_NOISE`. Clear gaps (LiteMedSAM on ONNX Runtime ~2x torch) stop after
-    one timed round; near ties run all rounds."""
+    a box-only model the box decoder's pick, would hold (or change only to an equally fast
+    candidate) whatever one more round measured within :data:`ROUND_NOISE`. Clear gaps
+    (LiteMedSAM on ONNX Runtime ~2x torch) stop after one timed round; a gain near the 10 %
+    bar runs all rounds."""
 
     def settled(measured: Measured) -> bool:
         rejected = measured.rejected
@@ -256,10 +260,10 @@ def settled_by(box_only: bool) -> Callable[[Measured], bool]:
         def decoder(times: dict[str, float]) -> str:
             return f"{pick_decoder(times, rejected)} fp32"
 
-        encoder_holds = _holds_under_noise(measured.seconds, encoder(measured.seconds), encoder)
-        if not box_only or not encoder_holds:
-            return encoder_holds
-        return _holds_under_noise(measured.box_seconds, decoder(measured.box_seconds), decoder)
+        encoder_settled = _settled(measured.seconds, encoder(measured.seconds), encoder)
+        if not box_only or not encoder_settled:
+            return encoder_settled
+        return _settled(measured.box_seconds, decoder(measured.box_seconds), decoder)
 
     return settled
 
