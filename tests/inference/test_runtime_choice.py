@@ -8,26 +8,23 @@ import json
 import threading
 import time
 import warnings
-from dataclasses import dataclass
 
-import numpy as np
 import pytest
 import torch
 
+from fake_self_check import CASES, FakeClock, FakePredictor
 from napari_swinlitemedsam.inference import cpu_features, runtime_choice, runtime_choice_store
 from napari_swinlitemedsam.inference.cpu_features import describe_cpu, parse_cpuinfo
 from napari_swinlitemedsam.inference.embedding_cache import EmbeddingCache
 from napari_swinlitemedsam.inference.onnx_encoder import onnx_available
-from napari_swinlitemedsam.inference.predictor import BoxPredictor, Prediction
+from napari_swinlitemedsam.inference.predictor import BoxPredictor
 from napari_swinlitemedsam.inference.runtime_choice import (
     BASELINE,
     Candidate,
-    CheckCase,
     EmulatedBf16Warning,
     candidates_for,
     choose_runtime,
     measure,
-    pick,
 )
 from napari_swinlitemedsam.model.registry import PROMPTS_BOX, build_litemedsam
 from stub_segmenter import CountingSegmenter
@@ -45,6 +42,7 @@ NO_FLAGS = "processor\t: 0\nmodel name\t: Some CPU\n"
 CPU = torch.device("cpu")
 ORT = Candidate("onnxruntime", "fp32")
 BF16 = Candidate("torch", "bf16")
+OPENVINO = Candidate("openvino", "fp32")
 
 
 def test_native_bf16_is_read_from_the_flags():
@@ -101,168 +99,11 @@ def test_unknown_options_are_refused():
         candidates_for("auto", "tensorrt", CPU, parse_cpuinfo(EPYC_AVX2), False)
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@dataclass
-class FakePredictor:
-    """Encodes in ``seconds`` of the fake clock; its masks are a box mask, optionally shrunk
-    by ``shrink`` pixels, and its logits are offset by ``logit_error``."""
-
-    clock: FakeClock
-    seconds: float
-    shrink: int = 0
-    logit_error: float = 0.0
-    fails: bool = False
-    decode_seconds: float = 0.0
-    encodes: int = 0
-
-    def set_image(self, image):
-        if self.fails:
-            raise RuntimeError("kernel not available")
-        self.encodes += 1
-        self.clock.now += self.seconds
-        self.shape = image.shape
-
-    def predict(self, boxes):
-        self.clock.now += self.decode_seconds
-        masks = np.zeros((len(boxes), *self.shape), bool)
-        for mask, (x0, y0, x1, y1) in zip(masks, boxes.astype(int), strict=True):
-            s = self.shrink
-            mask[y0 + s : y1 + 1 - s, x0 + s : x1 + 1 - s] = True
-        logits = np.linspace(-10, 10, 256 * 256, dtype=np.float32).reshape(1, 256, 256)
-        logits = np.repeat(logits, len(boxes), axis=0) + self.logit_error
-        return Prediction(masks, np.ones(len(boxes)), logits, boxes)
-
-
 _SHARED_CLOCK = FakeClock()  # the fake predictors of _choose advance it; measure reads it
 
 
 def _fake_clock_measure(candidates, make_predictor, cases, **options):
     return measure(candidates, make_predictor, cases, clock=_SHARED_CLOCK, **options)
-
-
-CASES = [CheckCase(np.zeros((120, 120), np.uint8), np.array([[10.0, 10, 109, 109]]))]
-
-
-def _measure(variants):
-    clock = FakeClock()
-    predictors = {c: FakePredictor(clock, **options) for c, options in variants.items()}
-    return measure(list(variants), predictors.__getitem__, CASES, clock=clock)
-
-
-def test_a_faster_runtime_that_agrees_is_chosen():
-    seconds, rejected, _ = _measure({BASELINE: {"seconds": 2.0}, ORT: {"seconds": 1.0}})
-    assert seconds == {"torch fp32": 2.0, "onnxruntime fp32": 1.0}
-    assert rejected == {}
-    assert pick(seconds, rejected) == ORT
-
-
-def test_a_gain_within_the_noise_keeps_torch_fp32():
-    seconds, rejected, _ = _measure({BASELINE: {"seconds": 2.0}, ORT: {"seconds": 1.9}})
-    assert pick(seconds, rejected) == BASELINE
-
-
-def test_faster_but_different_masks_or_logits_are_rejected():
-    # 100x100 box shrunk by 2 px on each side: DSC = 2*96²/(100²+96²) = 0.9796 < 0.98
-    seconds, rejected, _ = _measure(
-        {BASELINE: {"seconds": 2.0}, BF16: {"seconds": 0.5, "shrink": 2}}
-    )
-    assert "DSC" in rejected["torch bf16"]
-    assert pick(seconds, rejected) == BASELINE
-    # float32 runtimes must also keep their logits within 1e-3 of the range (20 here)
-    seconds, rejected, _ = _measure(
-        {BASELINE: {"seconds": 2.0}, ORT: {"seconds": 0.5, "logit_error": 0.05}}
-    )
-    assert "logits" in rejected["onnxruntime fp32"]
-    # ... which bf16 is not held to: 8 bits of mantissa cannot meet a float32 bound
-    seconds, rejected, _ = _measure(
-        {BASELINE: {"seconds": 2.0}, BF16: {"seconds": 0.5, "logit_error": 0.05}}
-    )
-    assert pick(seconds, rejected) == BF16
-
-
-@pytest.mark.parametrize(
-    ("box_only", "speeds", "rounds"),
-    [
-        # ONNX Runtime 2x faster, boxes too: one timed round after the warm-up settles it
-        (True, {BASELINE: (2.0, 0.10), ORT: (1.0, 0.05)}, 2),
-        # an 11 % gain: 5 % of noise could take it under the 10 % bar, so all rounds run
-        (False, {BASELINE: (2.0, 0.10), ORT: (1.8, 0.10)}, 3),
-        # torch stays, clearly: settled
-        (False, {BASELINE: (2.0, 0.10), ORT: (2.5, 0.10)}, 2),
-        # the encoder's pick is clear but the box decoder's is a near tie (for box-only models)
-        (True, {BASELINE: (2.0, 0.10), ORT: (1.0, 0.09)}, 3),
-        (False, {BASELINE: (2.0, 0.10), ORT: (1.0, 0.09)}, 2),
-        # two graph runtimes within 2 %: either is as good, one more round could not tell
-        (
-            False,
-            {BASELINE: (2.0, 0.10), ORT: (1.0, 0.05), Candidate("openvino", "fp32"): (0.98, 0.05)},
-            2,
-        ),
-    ],
-)
-def test_the_check_stops_early_only_when_one_more_round_could_not_change_the_decision(
-    box_only, speeds, rounds
-):
-    clock = FakeClock()
-    predictors = {
-        c: FakePredictor(clock, seconds, decode_seconds=box) for c, (seconds, box) in speeds.items()
-    }
-    two_cases = [CASES[0], CheckCase(np.zeros((90, 100), np.uint8), np.array([[5.0, 5, 60, 80]]))]
-    measured = measure(
-        list(speeds),
-        predictors.__getitem__,
-        two_cases,
-        clock=clock,
-        settled=runtime_choice.settled_by(box_only),
-    )
-    assert [p.encodes for p in predictors.values()] == [rounds] * len(speeds)
-    assert set(measured.seconds) == {c.label for c in speeds}
-    # however many rounds ran, every case was checked (a warm-up and a timed round at least)
-    three_cases = [*two_cases, CASES[0]]
-    for predictor in predictors.values():
-        predictor.encodes = 0
-    measure(list(speeds), predictors.__getitem__, three_cases, clock=clock, settled=lambda m: True)
-    assert [p.encodes for p in predictors.values()] == [3] * len(speeds)
-
-
-def test_a_runtime_that_fails_is_left_out():
-    seconds, rejected, _ = _measure({BASELINE: {"seconds": 2.0}, ORT: {"seconds": 1, "fails": 1}})
-    assert "kernel not available" in rejected["onnxruntime fp32"]
-    assert pick(seconds, rejected) == BASELINE
-
-
-OPENVINO = Candidate("openvino", "fp32")
-
-
-def test_later_boxes_are_timed_apart_and_their_fastest_runtime_decodes():
-    """On the development CPU OpenVINO encoded fastest and ONNX Runtime decoded a box fastest:
-    the two steps are chosen apart."""
-    measured = _measure(
-        {
-            BASELINE: {"seconds": 2.0, "decode_seconds": 0.10},
-            ORT: {"seconds": 1.5, "decode_seconds": 0.06},
-            OPENVINO: {"seconds": 1.0, "decode_seconds": 0.10},
-            BF16: {"seconds": 3.0, "decode_seconds": 0.10},
-        }
-    )
-    assert measured.box_seconds == pytest.approx(
-        {"torch fp32": 0.10, "onnxruntime fp32": 0.06, "openvino fp32": 0.10}
-    )  # bf16 decodes in torch: not timed
-    assert pick(measured.seconds, measured.rejected) == OPENVINO
-    assert runtime_choice.pick_decoder(measured.box_seconds, measured.rejected) == "onnxruntime"
-    # within the noise, or from a candidate whose masks disagreed: torch decodes
-    assert runtime_choice.pick_decoder({"torch fp32": 0.1, "onnxruntime fp32": 0.095}, {}) == (
-        "torch"
-    )
-    rejected = {"onnxruntime fp32": "logits differ"}
-    assert runtime_choice.pick_decoder(measured.box_seconds, rejected) == "torch"
 
 
 def test_a_box_only_model_gets_the_measured_decoder_and_others_torch(tmp_path, monkeypatch):
