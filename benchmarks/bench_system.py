@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -31,6 +32,7 @@ from napari_swinlitemedsam.io.samples import load_sample
 imported = time.perf_counter()
 predictor = BoxPredictor.from_pretrained(sys.argv[1], device="cpu", runtime=sys.argv[2])
 loaded = time.perf_counter()
+ready_at = time.time()  # wall clock, compared with the parent's launch time
 sample = load_sample("nuclei2d")
 opened = time.perf_counter()
 predictor.set_image(sample.image)
@@ -51,14 +53,12 @@ print(json.dumps({"import_s": imported - start, "load_s": loaded - imported,
                   "read_sample_s": opened - loaded, "first_mask_s": first - opened,
                   "warm_first_mask_s": warm_first, "later_box_s": statistics.median(later),
                   "encoder": predictor.runtime_choice.label,
-                  "after_ready_s": time.perf_counter() - loaded}))
+                  "decoder": predictor.decoder_runtime, "ready_at": ready_at}))
 """
 
 
 def _python(args: list[str], timeout: float = 600) -> tuple[float, str]:
     """Wall seconds and stdout of ``python args`` in a fresh process."""
-    import time
-
     start = time.perf_counter()
     done = subprocess.run(
         [sys.executable, *args],
@@ -71,6 +71,14 @@ def _python(args: list[str], timeout: float = 600) -> tuple[float, str]:
     return time.perf_counter() - start, done.stdout
 
 
+def _launch_to_imported(module: str) -> float:
+    """Seconds from launching a fresh ``python`` to ``module`` imported in it (the process's
+    exit afterwards is not counted)."""
+    launched = time.time()
+    _, out = _python(["-c", f"import time, {module}; print(time.time())"])
+    return float(out.strip().splitlines()[-1]) - launched
+
+
 def startup_section(repeats: int, runtime: str = "auto") -> tuple[list[Row], dict]:
     """Fresh-process wall time of imports and of loading each model's weights.
 
@@ -79,14 +87,14 @@ def startup_section(repeats: int, runtime: str = "auto") -> tuple[list[Row], dic
     forces "torch" so that no fresh process spends a self-check.
     """
     section = "4 start-up"
-    commands = {
-        "python -c 'import torch'": ["-c", "import torch"],
-        "import ...inference.predictor": ["-c", "import napari_swinlitemedsam.inference.predictor"],
-        "import napari_swinlitemedsam (plugin entry)": ["-c", "import napari_swinlitemedsam"],
+    modules = {
+        "python -c 'import torch'": "torch",
+        "import ...inference.predictor": "napari_swinlitemedsam.inference.predictor",
+        "import napari_swinlitemedsam (plugin entry)": "napari_swinlitemedsam",
     }
     rows, figures = [], {}
-    for label, args in commands.items():
-        samples = [_python(args)[0] for _ in range(repeats)]
+    for label, module in modules.items():
+        samples = [_launch_to_imported(module) for _ in range(repeats)]
         median = sorted(samples)[len(samples) // 2]
         figures[label] = median
         rows.append(
@@ -94,7 +102,7 @@ def startup_section(repeats: int, runtime: str = "auto") -> tuple[list[Row], dic
                 section,
                 label,
                 fmt_seconds(median),
-                f"median of {repeats} fresh processes",
+                f"launch to imported, median of {repeats} fresh processes",
                 {"seconds": median},
             )
         )
@@ -104,11 +112,13 @@ def startup_section(repeats: int, runtime: str = "auto") -> tuple[list[Row], dic
         for name, source in (("litemedsam", "litemedsam"), ("swin-litemedsam", str(swin_file))):
             runs = []
             for _ in range(repeats):
-                wall, out = _python(["-c", LOAD_SCRIPT, source, runtime])
-                runs.append((wall, json.loads(out.strip().splitlines()[-1])))
+                launched = time.time()
+                _, out = _python(["-c", LOAD_SCRIPT, source, runtime])
+                parts = json.loads(out.strip().splitlines()[-1])
+                # launch to ready: interpreter start, imports, weights (not the exit at the end)
+                runs.append((parts["ready_at"] - launched, parts))
             runs.sort(key=lambda run: run[0])
-            wall, parts = runs[len(runs) // 2]
-            ready = wall - parts["after_ready_s"]  # interpreter start, imports, weights
+            ready, parts = runs[len(runs) // 2]
             figures[f"{name} import+load"] = ready
             figures[f"{name} first mask"] = parts["first_mask_s"]
             rows.append(
@@ -139,7 +149,8 @@ def startup_section(repeats: int, runtime: str = "auto") -> tuple[list[Row], dic
                 (
                     "later_box_s",
                     "a later box on the same image",
-                    "median of 10 boxes, one decoder call each (slice already encoded)",
+                    "median of 10 boxes, one decoder call each (slice already encoded); "
+                    f"decoder {parts['decoder']}",
                 ),
             )
             for key, label, note in timed:
