@@ -12,6 +12,7 @@ from napari_swinlitemedsam.inference.graph_decoder import (
     decodes_boxes_alone,
     exported_decoder_graph,
 )
+from napari_swinlitemedsam.inference.onnx_encoder import open_cpu_session
 from napari_swinlitemedsam.inference.predictor import BoxPredictor
 from napari_swinlitemedsam.model.registry import (
     PROMPTS_BOX,
@@ -72,6 +73,16 @@ def test_the_graph_is_exported_once_per_weights(random_litemedsam, tmp_path):
     assert first.stat().st_mtime_ns == stamp  # read back, not exported again
     other = build_litemedsam().eval()  # other random weights
     assert exported_decoder_graph(other, "random", tmp_path) != first
+
+
+def test_onnx_runtime_threads_do_not_spin_after_a_run(random_litemedsam):
+    # Spinning threads kept both cores busy after a decode, and the box's post-processing in
+    # torch (or another runtime's next call) then waited for them: ~90 ms a later box instead
+    # of ~70 ms on 2 cores (docs/performance.md). The setting is part of every session.
+    session = open_cpu_session(exported_decoder_graph(random_litemedsam, "random"), 2)
+    options = session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.intra_op_num_threads == 2
 
 
 def test_only_box_only_decoders_go_to_a_graph():
