@@ -25,8 +25,21 @@ def test_on_a_gpu_only_torch_runs_and_bf16_follows_the_gpu_not_the_cpu(monkeypat
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: gpu_has_bf16)
     # the exported graphs run on the CPU only: installed or not, they are no candidates here
     found = candidates_for("auto", "auto", CUDA, AVX2_HOST, True, True)
-    assert found == ([BASELINE, Candidate("torch", "bf16")] if gpu_has_bf16 else [BASELINE])
+    fp16 = Candidate("torch", "fp16")  # every CUDA GPU: the half precision of pre-Ampere GPUs
+    assert found == (
+        [BASELINE, Candidate("torch", "bf16"), fp16] if gpu_has_bf16 else [BASELINE, fp16]
+    )
     assert candidates_for("fp32", "auto", CUDA, AVX2_HOST, True, True) == [BASELINE]
+    assert candidates_for("fp16", "auto", CUDA, AVX2_HOST, True, True) == [fp16]
+
+
+def test_fp16_is_refused_off_a_gpu_with_what_to_use_instead():
+    cpu = torch.device("cpu")
+    with pytest.raises(ValueError, match="runs on a CUDA GPU only, not on cpu; use 'auto'"):
+        candidates_for("fp16", "auto", cpu, AVX2_HOST, True, True)
+    assert Candidate("torch", "fp16") not in candidates_for(
+        "auto", "auto", cpu, AVX2_HOST, True, True
+    )
 
 
 def test_auto_picks_the_gpu_when_there_is_one(monkeypatch):
@@ -52,6 +65,11 @@ def test_bf16_autocast_is_made_for_the_device_the_encoder_runs_on():
     cpu_context = encoder_context("bf16", torch.device("cpu"))
     assert cpu_context.device == "cpu"
     assert not isinstance(encoder_context("fp32", CUDA), torch.autocast)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        half = encoder_context("fp16", CUDA)
+    assert isinstance(half, torch.autocast) and half.fast_dtype == torch.float16
     images = torch.zeros(2, 3, 8, 8)
-    assert encoder_input(images, "bf16").is_contiguous(memory_format=torch.channels_last)
+    for half in ("bf16", "fp16"):
+        assert encoder_input(images, half).is_contiguous(memory_format=torch.channels_last)
     assert encoder_input(images, "fp32") is images

@@ -80,7 +80,8 @@ class Annotator:
         """Load another model in the background; queued boxes wait for it.
 
         ``disk_cache``: a DiskEmbeddingCache for this and later models (None keeps the current
-        one). ``precision``: of the image encoder, ``"auto"``, ``"fp32"`` or ``"bf16"``.
+        one). ``precision``: of the image encoder, ``"auto"``, ``"fp32"``, ``"bf16"`` or
+        ``"fp16"`` (CUDA only).
         """
         if disk_cache is not None:
             self.disk_cache = disk_cache

@@ -134,8 +134,8 @@ class BoxAnnotatorWidget(QWidget):
         self.precision_choice = ComboBox(label="Precision", choices=PRECISIONS, value=PRECISIONS[0])
         self.precision_choice.tooltip = (
             "Arithmetic of the image encoder: auto (bf16 only on CPUs with native bfloat16 "
-            "units and where masks agree; fp32 elsewhere), fp32, or bf16 (slower where it is "
-            "emulated)"
+            "units and where masks agree; fp32 elsewhere; on a CUDA GPU fp16 is checked too), "
+            "fp32, bf16 (slower where it is emulated) or fp16 (CUDA GPUs only)"
         )
         self.window_choice = ComboBox(
             label="Intensity", choices=list(WINDOW_CHOICES), value=AUTO_WINDOW

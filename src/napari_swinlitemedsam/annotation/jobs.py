@@ -44,7 +44,7 @@ class JobKind(enum.Enum):
 @dataclass(frozen=True)
 class LoadModelJob:
     """Load weights (a registry name or a ``.pth`` path) onto ``device``, the image encoder
-    running in ``precision`` (``"auto"``, ``"fp32"`` or ``"bf16"``)."""
+    running in ``precision`` (``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``)."""
 
     kind: ClassVar[JobKind] = JobKind.LOAD_MODEL
     name_or_path: str

@@ -8,7 +8,7 @@ from pathlib import Path
 
 CHOOSE_FILE = "Choose file..."
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("auto", "fp32", "bf16")  # "auto": measured once per model and machine
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # "auto": measured once per model and machine
 """The encoder's precision choices (``BoxPredictor``'s ``precision``; spelled out here so that
 building the widget's form does not import torch)."""
 

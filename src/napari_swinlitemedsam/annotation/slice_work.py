@@ -34,7 +34,7 @@ def plane(image: np.ndarray, slice_index: SliceKey) -> np.ndarray:
 def load_predictor(name_or_path: str, device: str, disk_cache=None, precision: str = "auto"):
     """Load weights (offline) and return ``(BoxPredictor, seconds)``; ``precision`` of the
     image encoder: ``"auto"`` (runtime and precision chosen by the one-time self-check of
-    :mod:`~napari_swinlitemedsam.inference.runtime_choice`), ``"fp32"`` or ``"bf16"``.
+    :mod:`~napari_swinlitemedsam.inference.runtime_choice`), ``"fp32"``, ``"bf16"`` or ``"fp16"``.
 
     ``disk_cache``: an optional
     :class:`~napari_swinlitemedsam.inference.disk_cache.DiskEmbeddingCache` the predictor reads

@@ -34,10 +34,11 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precision",
         default="auto",
-        choices=("auto", "fp32", "bf16"),
+        choices=("auto", "fp32", "bf16", "fp16"),
         help="auto: bf16 only where the CPU computes it natively and a one-time check on this "
-        "machine shows equal masks, else fp32; bf16 on other CPUs is emulated and many times "
-        "slower (a warning says so); default: auto",
+        "machine shows equal masks, else fp32 (on a CUDA GPU fp16 is checked too); bf16 on "
+        "other CPUs is emulated and many times slower (a warning says so); fp16: CUDA GPUs "
+        "only; default: auto",
     )
     parser.add_argument(
         "--runtime",

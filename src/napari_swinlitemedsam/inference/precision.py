@@ -16,6 +16,11 @@ defaults to float32.
     Encoded slices are stored in float16, which halves the memory per cached slice (a
     Swin-LiteMedSAM slice: 16 MiB -> 8 MiB), so twice as many slices fit in the same cache
     budget. The decoder converts them back to float32; masks change in a handful of pixels.
+``precision="fp16"`` (CUDA GPUs only)
+    The encoder computes under float16 autocast, as ``"bf16"`` does under bfloat16: the fast
+    half precision of GPUs without bfloat16 (NVIDIA before Ampere: T4, V100). Offered to the
+    self-check as a candidate on a CUDA device; on a CPU it is refused (no CPU of ours computes
+    float16 faster than float32).
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ import torch
 from napari_swinlitemedsam.inference.cpu_features import CPUINFO, describe_cpu
 from napari_swinlitemedsam.model.segmenter import ImageFeatures
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "fp16")
+HALF_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 PRECISION_OPTIONS = ("auto", *PRECISIONS)  # "auto": chosen by :mod:`.runtime_choice`
 FEATURE_DTYPES = (None, torch.float32, torch.float16, torch.bfloat16)
 
@@ -52,18 +58,19 @@ def check_feature_dtype(dtype: torch.dtype | None) -> torch.dtype | None:
 
 def encoder_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
     """The autocast context for the encoder under ``precision`` on ``device``."""
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision in HALF_DTYPES:
+        return torch.autocast(device.type, dtype=HALF_DTYPES[precision])
     return contextlib.nullcontext()
 
 
 def encoder_input(images: torch.Tensor, precision: str) -> torch.Tensor:
     """(B, 3, 256, 256) encoder input in the memory layout that suits ``precision``.
 
-    bf16: channels-last, which lets the bfloat16 convolutions (LiteMedSAM's TinyViT is
-    mostly convolutions) skip a layout conversion at every layer; float32 is left as it is.
+    bf16 and fp16: channels-last, which lets the half-precision convolutions (LiteMedSAM's
+    TinyViT is mostly convolutions) skip a layout conversion at every layer; float32 is left
+    as it is.
     """
-    if precision == "bf16":
+    if precision in HALF_DTYPES:
         return images.contiguous(memory_format=torch.channels_last)
     return images
 

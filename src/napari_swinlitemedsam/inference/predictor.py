@@ -77,9 +77,10 @@ class BoxPredictor:
         disk_cache: optional second cache level on disk, keyed by the pixels' content and
             consulted after ``cache``; features then come in its storage dtype whether just
             encoded or read back, so warm and cold runs give the same masks.
-        precision: ``"auto"``, ``"fp32"`` or ``"bf16"`` (encoder under bfloat16 autocast;
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` (encoder under bfloat16 autocast;
             fast only on CPUs with native bfloat16, see :mod:`.precision`; on other CPUs an
-            :class:`EmulatedBf16Warning` says how much slower it is).
+            :class:`EmulatedBf16Warning` says how much slower it is), or ``"fp16"`` (float16
+            autocast, CUDA GPUs only).
         feature_dtype: dtype of the encoded slices kept in the cache (None: float32;
             ``torch.float16`` halves their memory).
         runtime: ``"auto"``, ``"torch"``, ``"onnxruntime"`` or ``"openvino"`` (the ``openvino``

@@ -171,8 +171,13 @@ def candidates_for(
         raise ValueError(f"runtime must be one of {RUNTIME_OPTIONS}, got {runtime!r}")
     if precision != "auto" and runtime != "auto":
         return [Candidate(runtime, precision)]
-    if precision == "bf16":
-        return [Candidate("torch", "bf16")]  # only torch runs bf16
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(
+            f"precision 'fp16' runs on a CUDA GPU only, not on {device.type}; use 'auto', "
+            "'fp32' or 'bf16'"
+        )
+    if precision in ("bf16", "fp16"):
+        return [Candidate("torch", precision)]  # only torch runs half precision
     if runtime in ("onnxruntime", "openvino"):
         return [Candidate(runtime, "fp32")]  # the exported graphs run float32 only
     found = [BASELINE]
@@ -182,6 +187,8 @@ def candidates_for(
         found.append(Candidate("openvino", "fp32"))
     if precision == "auto" and bf16_is_native(device, cpu):
         found.append(Candidate("torch", "bf16"))
+    if precision == "auto" and device.type == "cuda":  # every CUDA GPU computes float16
+        found.append(Candidate("torch", "fp16"))
     if precision == "fp32":
         found = [c for c in found if c.precision == "fp32"]
     return found
