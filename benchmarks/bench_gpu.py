@@ -11,14 +11,14 @@ What it measures, for each model (LiteMedSAM with its real weights, Swin-LiteMed
 synthetic benchmark weights):
 
 * **encoder per slice**: ``model.encode`` on real slices (nuclei2d, head CT), in batches of
-  ``--batches`` slices, under float32, bfloat16 autocast and float16 autocast (``--precisions``;
-  fp16 is measured at this level only: the predictor offers fp32 and bf16), the device
-  synchronised before the clock stops. Agreement: the largest difference of the embedding from
-  float32's, as a share of float32's value range.
+  ``--batches`` slices, under float32, bfloat16 autocast and float16 autocast
+  (``--precisions``), the device synchronised before the clock stops. Agreement: the largest
+  difference of the embedding from float32's, as a share of float32's value range.
 * **300-slice CT propagation**: the bundled head CT (36 slices) resampled to ``--slices`` slices
   (nearest slice, so neighbours repeat as in a thin-slice scan) and ``--size``², its two labelled
   structures as 3D boxes, ``segment_volume`` with the predictor's defaults (pipelined encode)
-  and ``--encode-batch`` slices per encoder call; labels of bf16 compared with float32 (DSC).
+  and ``--encode-batch`` slices per encoder call, under each precision of ``--precisions``
+  the device runs (half precisions on a GPU only); their labels compared with float32's (DSC).
 * **first mask**: a new predictor, one 512² image (nuclei2d) to its first mask: the first time
   in the process (CUDA context, kernel selection) and on a second image (what each new image
   costs).
@@ -52,7 +52,6 @@ from report import Row, as_json_ready, markdown_table  # noqa: E402
 from timing import fmt_seconds  # noqa: E402
 
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-PREDICTOR_PRECISIONS = ("fp32", "bf16")
 
 
 def synchronize(device: torch.device) -> None:
@@ -146,15 +145,21 @@ def ct_case(slices: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     return volume, boxes
 
 
-def propagation_rows(name, model, device, slices, size, encode_batch) -> list[Row]:
-    """The CT propagation under each predictor precision the device runs; labels compared."""
+def runs_on(precision: str, device: torch.device) -> bool:
+    """Whether the propagation is measured under ``precision`` on ``device``: float32
+    everywhere, half precisions on a GPU (on a CPU they are the runtime section's business)."""
+    if precision == "fp32":
+        return True
+    if device.type != "cuda":
+        return False
+    return precision != "bf16" or bool(torch.cuda.is_bf16_supported())
+
+
+def propagation_rows(name, model, device, precisions, slices, size, encode_batch) -> list[Row]:
+    """The CT propagation under each precision the device runs; labels compared with fp32."""
     volume, boxes = ct_case(slices, size)
     rows, labels = [], {}
-    for precision in PREDICTOR_PRECISIONS:
-        if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            continue
-        if precision == "bf16" and device.type == "cpu":
-            continue  # bf16 on a CPU is the runtime section's business (emulated on most)
+    for precision in ["fp32"] + [p for p in precisions if p != "fp32" and runs_on(p, device)]:
         predictor = make_predictor(model.to(device), name, precision=precision, runtime="torch")
         start = time.perf_counter()
         labels[precision] = run_to_end(
@@ -211,7 +216,9 @@ def run(args: argparse.Namespace) -> tuple[list[Row], dict]:
         model = build_model(name).to(device)
         rows += first_mask_rows(name, model, device)
         rows += encoder_rows(name, model, device, args.precisions, args.batches, args.repeats)
-        rows += propagation_rows(name, model, device, args.slices, args.size, args.encode_batch)
+        rows += propagation_rows(
+            name, model, device, args.precisions, args.slices, args.size, args.encode_batch
+        )
     return rows, device_summary(device)
 
 

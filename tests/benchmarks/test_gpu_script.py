@@ -55,6 +55,14 @@ def test_the_ct_case_has_the_asked_size_and_a_box_per_structure(bench_gpu):
     assert (x0 <= x1).all() and (y0 <= y1).all() and (z0 < z1).all() and (z1 < 300).all()
 
 
+def test_half_precisions_propagate_on_a_gpu_only(bench_gpu, monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert bench_gpu.runs_on("fp32", cpu) and not bench_gpu.runs_on("fp16", cpu)
+    assert not bench_gpu.runs_on("bf16", cpu)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    assert bench_gpu.runs_on("fp16", cuda) and not bench_gpu.runs_on("bf16", cuda)
+
+
 def test_asking_for_cuda_without_a_gpu_says_what_to_do(bench_gpu, monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit):
