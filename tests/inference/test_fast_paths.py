@@ -38,9 +38,9 @@ def _features(scale: float = 1.0, dtype=torch.float32) -> ImageFeatures:
 
 
 def test_unknown_precision_and_feature_dtype_are_refused():
-    assert check_precision("bf16") == "bf16"
+    assert check_precision("bf16") == "bf16" and check_precision("fp16") == "fp16"
     with pytest.raises(ValueError, match="fp32"):
-        check_precision("fp16")
+        check_precision("int8")
     with pytest.raises(ValueError, match="float16"):
         check_feature_dtype(torch.int8)
 

@@ -93,8 +93,8 @@ def test_openvino_is_a_candidate_where_installed():
 
 
 def test_unknown_options_are_refused():
-    with pytest.raises(ValueError, match="precision"):
-        candidates_for("fp16", "auto", CPU, parse_cpuinfo(EPYC_AVX2), False)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        candidates_for("int8", "auto", CPU, parse_cpuinfo(EPYC_AVX2), False)
     with pytest.raises(ValueError, match="runtime"):
         candidates_for("auto", "tensorrt", CPU, parse_cpuinfo(EPYC_AVX2), False)
 
