@@ -35,8 +35,9 @@ def test_on_a_gpu_only_torch_runs_and_bf16_follows_the_gpu_not_the_cpu(monkeypat
 
 def test_fp16_is_refused_off_a_gpu_with_what_to_use_instead():
     cpu = torch.device("cpu")
-    with pytest.raises(ValueError, match="runs on a CUDA GPU only, not on cpu; use 'auto'"):
-        candidates_for("fp16", "auto", cpu, AVX2_HOST, True, True)
+    for runtime in ("auto", "torch"):  # forced runtime and precision together too
+        with pytest.raises(ValueError, match="runs on a CUDA GPU only, not on cpu; use 'auto'"):
+            candidates_for("fp16", runtime, cpu, AVX2_HOST, True, True)
     assert Candidate("torch", "fp16") not in candidates_for(
         "auto", "auto", cpu, AVX2_HOST, True, True
     )

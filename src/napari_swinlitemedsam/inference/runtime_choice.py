@@ -56,7 +56,7 @@ from napari_swinlitemedsam.inference.cpu_features import CpuDescription, describ
 from napari_swinlitemedsam.inference.graph_decoder import GRAPH_RUNTIMES, decodes_boxes_alone
 from napari_swinlitemedsam.inference.onnx_encoder import RUNTIMES, onnx_available
 from napari_swinlitemedsam.inference.openvino_encoder import openvino_available
-from napari_swinlitemedsam.inference.precision import PRECISION_OPTIONS
+from napari_swinlitemedsam.inference.precision import HALF_DTYPES, PRECISION_OPTIONS
 from napari_swinlitemedsam.inference.runtime_choice_store import (  # noqa: F401 (re-exported)
     CHOICE_DIR_ENV,
     SELF_CHECK_VERSION,
@@ -169,14 +169,14 @@ def candidates_for(
         raise ValueError(f"precision must be one of {PRECISION_OPTIONS}, got {precision!r}")
     if runtime not in RUNTIME_OPTIONS:
         raise ValueError(f"runtime must be one of {RUNTIME_OPTIONS}, got {runtime!r}")
-    if precision != "auto" and runtime != "auto":
-        return [Candidate(runtime, precision)]
     if precision == "fp16" and device.type != "cuda":
         raise ValueError(
             f"precision 'fp16' runs on a CUDA GPU only, not on {device.type}; use 'auto', "
             "'fp32' or 'bf16'"
         )
-    if precision in ("bf16", "fp16"):
+    if precision != "auto" and runtime != "auto":
+        return [Candidate(runtime, precision)]
+    if precision in HALF_DTYPES:
         return [Candidate("torch", precision)]  # only torch runs half precision
     if runtime in ("onnxruntime", "openvino"):
         return [Candidate(runtime, "fp32")]  # the exported graphs run float32 only
