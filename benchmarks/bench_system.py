@@ -57,9 +57,8 @@ print(json.dumps({"import_s": imported - start, "load_s": loaded - imported,
 """
 
 
-def _python(args: list[str], timeout: float = 600) -> tuple[float, str]:
-    """Wall seconds and stdout of ``python args`` in a fresh process."""
-    start = time.perf_counter()
+def _python(args: list[str], timeout: float = 600) -> str:
+    """Stdout of ``python args`` in a fresh process."""
     done = subprocess.run(
         [sys.executable, *args],
         capture_output=True,
@@ -68,14 +67,14 @@ def _python(args: list[str], timeout: float = 600) -> tuple[float, str]:
         cwd=REPO_ROOT,
         check=True,
     )
-    return time.perf_counter() - start, done.stdout
+    return done.stdout
 
 
 def _launch_to_imported(module: str) -> float:
     """Seconds from launching a fresh ``python`` to ``module`` imported in it (the process's
     exit afterwards is not counted)."""
     launched = time.time()
-    _, out = _python(["-c", f"import time, {module}; print(time.time())"])
+    out = _python(["-c", f"import time, {module}; print(time.time())"])
     return float(out.strip().splitlines()[-1]) - launched
 
 
@@ -113,7 +112,7 @@ def startup_section(repeats: int, runtime: str = "auto") -> tuple[list[Row], dic
             runs = []
             for _ in range(repeats):
                 launched = time.time()
-                _, out = _python(["-c", LOAD_SCRIPT, source, runtime])
+                out = _python(["-c", LOAD_SCRIPT, source, runtime])
                 parts = json.loads(out.strip().splitlines()[-1])
                 # launch to ready: interpreter start, imports, weights (not the exit at the end)
                 runs.append((parts["ready_at"] - launched, parts))
@@ -175,7 +174,7 @@ def memory_section(slices: int, size: int, runs: list[dict]) -> tuple[list[Row],
         args = [str(BENCH_DIR / "memory_probe.py"), "--slices", str(slices), "--size", str(size)]
         for key, value in options.items():
             args += [f"--{key.replace('_', '-')}", str(value)]
-        _, out = _python(args, timeout=3600)
+        out = _python(args, timeout=3600)
         result = json.loads(out.strip().splitlines()[-1])
         label = ", ".join(f"{k}={v}" for k, v in options.items()) or "defaults"
         figures[label] = result
