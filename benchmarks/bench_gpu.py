@@ -46,12 +46,15 @@ from napari_swinlitemedsam.inference import transforms  # noqa: E402
 from napari_swinlitemedsam.inference.generators import run_to_end  # noqa: E402
 from napari_swinlitemedsam.inference.inputs import model_input_uint8  # noqa: E402
 from napari_swinlitemedsam.inference.intensity import to_uint8  # noqa: E402
+from napari_swinlitemedsam.inference.precision import (  # noqa: E402
+    PRECISIONS,
+    encoder_context,
+    encoder_input,
+)
 from napari_swinlitemedsam.inference.volume import segment_volume  # noqa: E402
 from napari_swinlitemedsam.io.samples import load_sample  # noqa: E402
 from report import Row, as_json_ready, markdown_table  # noqa: E402
 from timing import fmt_seconds  # noqa: E402
-
-AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def synchronize(device: torch.device) -> None:
@@ -104,17 +107,12 @@ def encoder_rows(name, model, device, precisions, batches, repeats) -> list[Row]
         reference = model.encode(largest[:1])[0].embedding.float()
     value_range = float(reference.max() - reference.min())
     for precision in precisions:
-        dtype = AUTOCAST[precision]
         for batch in batches:
-            images = largest[:batch]
+            images = encoder_input(largest[:batch], precision)
 
-            def encode(images=images, dtype=dtype):
-                with (
-                    torch.inference_mode(),
-                    torch.autocast(
-                        device.type, dtype=dtype or torch.float32, enabled=dtype is not None
-                    ),
-                ):
+            # the predictor's own autocast and memory layout for ``precision``
+            def encode(images=images, precision=precision):
+                with torch.inference_mode(), encoder_context(precision, device):
                     return model.encode(images)
 
             seconds = timed(encode, device, repeats)
@@ -240,9 +238,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--encode-batch", type=int, default=8)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    unknown = set(args.precisions) - set(AUTOCAST)
+    unknown = set(args.precisions) - set(PRECISIONS)
     if unknown:
-        parser.error(f"unknown precision(s) {sorted(unknown)}; choose from {sorted(AUTOCAST)}")
+        parser.error(f"unknown precision(s) {sorted(unknown)}; choose from {sorted(PRECISIONS)}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("no CUDA GPU is visible to torch here; pass --device cpu for a dry run")
     return args
