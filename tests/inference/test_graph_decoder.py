@@ -10,7 +10,7 @@ from napari_swinlitemedsam.inference.embedding_cache import EmbeddingCache
 from napari_swinlitemedsam.inference.graph_decoder import (
     GraphBoxDecoder,
     decodes_boxes_alone,
-    exported_decoder_graph,
+    exported_decoder_graphs,
 )
 from napari_swinlitemedsam.inference.onnx_encoder import open_cpu_session
 from napari_swinlitemedsam.inference.predictor import BoxPredictor
@@ -66,23 +66,43 @@ def test_graph_decoder_matches_torch_for_any_number_of_boxes(random_litemedsam, 
         _assert_close_to_torch(decoder.decode(embedding, boxes[:count]), expected)
 
 
-def test_the_graph_is_exported_once_per_weights(random_litemedsam, tmp_path):
-    first = exported_decoder_graph(random_litemedsam, "random", tmp_path)
-    stamp = first.stat().st_mtime_ns
-    assert exported_decoder_graph(random_litemedsam, "random", tmp_path) == first
-    assert first.stat().st_mtime_ns == stamp  # read back, not exported again
+def test_the_image_context_is_kept_for_the_next_box_and_renewed_for_a_new_image(
+    random_litemedsam, monkeypatch
+):
+    decoder = GraphBoxDecoder(random_litemedsam, "onnxruntime", "random")
+    runs = []
+    run_context = decoder._run_context
+    monkeypatch.setattr(decoder, "_run_context", lambda *a: runs.append(1) or run_context(*a))
+    first, second = _embedding(1), _embedding(2)
+    box = torch.tensor([[30.0, 40.0, 150.0, 170.0]])
+    decoder.decode(first, box)
+    decoder.decode(first, box + 5)
+    assert len(runs) == 1  # the second box on the same image reuses the context
+    got = decoder.decode(second, box)
+    assert len(runs) == 2
+    with torch.inference_mode():
+        expected = random_litemedsam.decode(ImageFeatures(second), box)
+    _assert_close_to_torch(got, expected)  # the new image's context, not the old one
+
+
+def test_the_graphs_are_exported_once_per_weights(random_litemedsam, tmp_path):
+    first = exported_decoder_graphs(random_litemedsam, "random", tmp_path)
+    assert len(set(first)) == 2
+    stamps = [path.stat().st_mtime_ns for path in first]
+    assert exported_decoder_graphs(random_litemedsam, "random", tmp_path) == first
+    assert [path.stat().st_mtime_ns for path in first] == stamps  # read back, not exported again
     other = build_litemedsam().eval()  # other random weights
-    assert exported_decoder_graph(other, "random", tmp_path) != first
+    assert set(exported_decoder_graphs(other, "random", tmp_path)).isdisjoint(first)
 
 
 def test_onnx_runtime_threads_do_not_spin_after_a_run(random_litemedsam):
     # Spinning threads kept both cores busy after a decode, and the box's post-processing in
     # torch (or another runtime's next call) then waited for them: ~90 ms a later box instead
     # of ~70 ms on 2 cores (docs/performance.md). The setting is part of every session.
-    session = open_cpu_session(exported_decoder_graph(random_litemedsam, "random"), 2)
-    options = session.get_session_options()
-    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
-    assert options.intra_op_num_threads == 2
+    for path in exported_decoder_graphs(random_litemedsam, "random"):
+        options = open_cpu_session(path, 2).get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+        assert options.intra_op_num_threads == 2
 
 
 def test_only_box_only_decoders_go_to_a_graph():
