@@ -20,7 +20,7 @@ import numpy as np
 from bench_setup import make_predictor
 from mask_agreement import describe, mask_agreement
 from napari_swinlitemedsam.inference import transforms
-from napari_swinlitemedsam.inference.graph_decoder import decodes_boxes_alone
+from napari_swinlitemedsam.inference.graph_steps import has_graph_decoder
 from napari_swinlitemedsam.inference.onnx_encoder import onnx_available
 from napari_swinlitemedsam.inference.openvino_encoder import openvino_available
 from napari_swinlitemedsam.io.samples import load_sample
@@ -115,7 +115,7 @@ def _decode_model(name, model, image, boxes, z, repeats, warmup) -> tuple[list[R
     }
     fns["reference x1"] = lambda: reference.masks(boxes_256[:1])
     graph_runs = {}
-    if decodes_boxes_alone(model):  # the box-only decoder on the graph runtimes, same features
+    if has_graph_decoder(model):  # the decoder on the graph runtimes, same features
         for runtime in graph_runtimes_installed():
             graph_runs[runtime] = make_predictor(model, name, runtime=runtime)
             graph_runs[runtime].predict_256(boxes_256[:1], encoded)  # untimed: export, compile

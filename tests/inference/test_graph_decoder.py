@@ -16,7 +16,6 @@ from napari_swinlitemedsam.inference.onnx_encoder import open_cpu_session
 from napari_swinlitemedsam.inference.predictor import BoxPredictor
 from napari_swinlitemedsam.model.registry import (
     PROMPTS_BOX,
-    PROMPTS_BOX_POINTS_SCRIBBLE,
     build_litemedsam,
     build_swin_litemedsam,
 )
@@ -150,13 +149,6 @@ def test_predictor_decodes_boxes_on_the_graph_and_clicks_in_torch(random_litemed
     calls.clear()
     on_graph.predict(boxes[:1])
     assert not calls  # boxes alone: the graph again
-
-
-def test_swin_predictor_on_a_graph_runtime_decodes_in_torch():
-    swin = build_swin_litemedsam().eval()
-    predictor = BoxPredictor(swin, PROMPTS_BOX_POINTS_SCRIBBLE, runtime="onnxruntime")
-    assert predictor.decoder_runtime == "torch"
-    assert "boxes decoded" not in predictor.describe_runtimes()
 
 
 def test_the_decoder_runtime_is_set_apart_from_the_encoders(random_litemedsam):

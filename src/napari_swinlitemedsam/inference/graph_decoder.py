@@ -16,18 +16,21 @@ disagreed would not be chosen.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from napari_swinlitemedsam.inference.onnx_encoder import OPSET, cached_graph, open_cpu_session
+from napari_swinlitemedsam.inference.graph_sessions import (
+    GRAPH_RUNTIMES,
+    OUTPUTS,
+    export_graph,
+    float_array,
+    open_graph,
+)
+from napari_swinlitemedsam.inference.onnx_encoder import cached_graph
 from napari_swinlitemedsam.model.cached_box_decoder import BoxDecoderContext, CachedBoxDecoder
 from napari_swinlitemedsam.model.segmenter import PromptableSegmenter
-from napari_swinlitemedsam.storage.atomic_files import write_atomically
-
-GRAPH_RUNTIMES = ("onnxruntime", "openvino")
 
 
 def decodes_boxes_alone(model: PromptableSegmenter) -> bool:
@@ -43,7 +46,7 @@ def export_box_context(model: PromptableSegmenter, path: Path) -> Path:
     (1, 256, 64, 64), outputs :data:`CONTEXT_NAMES`."""
     step = BoxDecoderContext(model).eval()
     embedding = torch.zeros(1, model.prompt_encoder.embed_dim, *_grid(model))
-    return _export(step, (embedding,), ["embedding"], list(CONTEXT_NAMES), {}, path)
+    return export_graph(step, (embedding,), ["embedding"], list(CONTEXT_NAMES), {}, path)
 
 
 def export_box_decoder(model: PromptableSegmenter, path: Path) -> Path:
@@ -55,7 +58,7 @@ def export_box_decoder(model: PromptableSegmenter, path: Path) -> Path:
         context = BoxDecoderContext(model).eval()(embedding)
     boxes = torch.tensor([[10.0, 10.0, 60.0, 60.0], [20.0, 30.0, 90.0, 100.0]])
     batch = {0: "boxes"}
-    return _export(
+    return export_graph(
         step,
         (*context, boxes),
         [*CONTEXT_NAMES, "boxes"],
@@ -67,24 +70,6 @@ def export_box_decoder(model: PromptableSegmenter, path: Path) -> Path:
 
 def _grid(model: PromptableSegmenter) -> tuple[int, int]:
     return tuple(model.prompt_encoder.image_embedding_size)  # type: ignore[return-value]
-
-
-def _export(step, example, input_names, output_names, dynamic_axes, path: Path) -> Path:
-    def write(stream) -> None:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer warnings about shape checks
-            torch.onnx.export(
-                step,
-                example,
-                stream,
-                opset_version=OPSET,
-                dynamo=False,
-                input_names=input_names,
-                output_names=output_names,
-                dynamic_axes=dynamic_axes or None,
-            )
-
-    return write_atomically(path, write, durable=False, temp_suffix=".onnx")
 
 
 def exported_decoder_graphs(
@@ -128,9 +113,10 @@ class GraphBoxDecoder:
             raise ValueError("this model's decoder needs more than the boxes; decode in torch")
         self.context_path, self.path = exported_decoder_graphs(model, model_name, export_dir)
         threads = int(threads or torch.get_num_threads())
-        opener = _open_onnxruntime if runtime == "onnxruntime" else _open_openvino
-        self._run_context = opener(self.context_path, threads, ["embedding"], CONTEXT_NAMES)
-        self._run = opener(self.path, threads, [*CONTEXT_NAMES, "boxes"], ("logits", "iou"))
+        self._run_context = open_graph(
+            self.context_path, runtime, threads, ["embedding"], CONTEXT_NAMES
+        )
+        self._run = open_graph(self.path, runtime, threads, [*CONTEXT_NAMES, "boxes"], OUTPUTS)
         # the last embedding seen (held, so it cannot be freed and its id reused) and its context
         self._context_of: torch.Tensor | None = None
         self._context: list[np.ndarray] = []
@@ -139,33 +125,7 @@ class GraphBoxDecoder:
         """(1, 256, 64, 64) embedding, (N, 4) boxes in the 256 frame -> (logits (N, 1, 256, 256),
         iou (N, 1)), float32 CPU tensors."""
         if embedding is not self._context_of:
-            self._context = self._run_context(_as_array(embedding))
+            self._context = self._run_context(float_array(embedding))
             self._context_of = embedding
-        logits, iou = self._run(*self._context, _as_array(boxes))
+        logits, iou = self._run(*self._context, float_array(boxes))
         return torch.from_numpy(logits), torch.from_numpy(iou)
-
-
-def _as_array(tensor: torch.Tensor) -> np.ndarray:
-    return tensor.detach().to("cpu", torch.float32).contiguous().numpy()
-
-
-def _open_onnxruntime(path: Path, threads: int, inputs, outputs):
-    session = open_cpu_session(path, threads)
-
-    def run(*arrays: np.ndarray) -> list[np.ndarray]:
-        return session.run(list(outputs), dict(zip(inputs, arrays)))
-
-    return run
-
-
-def _open_openvino(path: Path, threads: int, inputs, outputs):
-    from napari_swinlitemedsam.inference.openvino_encoder import compile_on_cpu
-
-    request = compile_on_cpu(path, threads).create_infer_request()
-
-    def run(*arrays: np.ndarray) -> list[np.ndarray]:
-        request.infer(list(arrays))
-        # copies: the request's output buffers are reused by the next inference
-        return [np.array(request.get_output_tensor(i).data) for i in range(len(outputs))]
-
-    return run

@@ -1,9 +1,9 @@
 """The encoder and box-decoder steps a predictor runs on a graph runtime, opened on first use.
 
 A :class:`~.predictor.BoxPredictor` runs each step in torch or on a graph runtime (ONNX Runtime
-or OpenVINO's CPU plugin, float32): the encoder on ``encoder_runtime``; a box without clicks on
-``decoder_runtime`` when the model's decoder takes the box alone (LiteMedSAM, see
-:mod:`.graph_decoder`). The two runtimes are chosen apart by the self-check
+or OpenVINO's CPU plugin, float32): the encoder on ``encoder_runtime``; on ``decoder_runtime``
+a LiteMedSAM box without clicks (:mod:`.graph_decoder`) and every Swin-LiteMedSAM decode
+(:mod:`.graph_skip_decoder`). The two runtimes are chosen apart by the self-check
 (:mod:`.runtime_choice`): on some CPUs OpenVINO encodes fastest and ONNX Runtime decodes a box
 fastest. The exported graphs are opened when first needed and can be taken over from another
 predictor of the same model (the self-check's trial predictors), so nothing is opened twice.
@@ -15,11 +15,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from napari_swinlitemedsam.inference.graph_decoder import (
-    GRAPH_RUNTIMES,
-    GraphBoxDecoder,
-    decodes_boxes_alone,
-)
+from napari_swinlitemedsam.inference.graph_decoder import GraphBoxDecoder, decodes_boxes_alone
+from napari_swinlitemedsam.inference.graph_sessions import GRAPH_RUNTIMES
+from napari_swinlitemedsam.inference.graph_skip_decoder import GraphSkipDecoder
 from napari_swinlitemedsam.inference.onnx_encoder import RUNTIMES, OnnxEncoder
 from napari_swinlitemedsam.model.segmenter import ImageFeatures, PromptableSegmenter
 
@@ -27,6 +25,12 @@ if TYPE_CHECKING:  # imported when first used: OpenVINO is an optional extra
     from napari_swinlitemedsam.inference.openvino_encoder import OpenVinoEncoder
 
 DECODER_RUNTIMES = ("torch", *GRAPH_RUNTIMES)
+
+
+def has_graph_decoder(model: PromptableSegmenter) -> bool:
+    """Whether ``model``'s boxes can be decoded on a graph runtime: LiteMedSAM's box-only
+    decoder (boxes without clicks), Swin-LiteMedSAM's skip decoder (every box)."""
+    return decodes_boxes_alone(model) or model.uses_skips
 
 
 class GraphSteps:
@@ -58,7 +62,7 @@ class GraphSteps:
         self.encoder_runtime = encoder_runtime
         self.decoder_runtime = decoder_runtime
         self._encoder: OnnxEncoder | OpenVinoEncoder | None = None  # opened on first encode
-        self._decoder: GraphBoxDecoder | None = None
+        self._decoder: GraphBoxDecoder | GraphSkipDecoder | None = None
 
     @property
     def encodes(self) -> bool:
@@ -84,21 +88,34 @@ class GraphSteps:
         return OnnxEncoder(self.model, self.model_name)
 
     def decodes(self, points, scribbles) -> bool:
-        """Whether boxes with these prompts go to the graph: boxes alone, on a model that needs
-        nothing else; clicks, scribbles and skip maps are decoded in torch."""
-        return (
-            self.decoder_runtime in GRAPH_RUNTIMES
-            and points is None
-            and scribbles is None
-            and decodes_boxes_alone(self.model)
-        )
+        """Whether a decode with these prompts goes to the graph: Swin-LiteMedSAM's always
+        (its derived points, scribble and the user's clicks are graph inputs); a box-only
+        model's when it has boxes alone (clicks are decoded in torch)."""
+        if self.decoder_runtime not in GRAPH_RUNTIMES:
+            return False
+        if self.model.uses_skips:
+            return True
+        return points is None and scribbles is None and has_graph_decoder(self.model)
 
-    def decode(self, embedding: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """(1, 256, 64, 64) embedding, (N, 4) boxes in the 256 frame -> (logits (N, 1, 256, 256),
-        iou (N, 1)) on the decoder runtime."""
+    def decode(
+        self,
+        features: ImageFeatures,
+        boxes: torch.Tensor,
+        points: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        scribbles: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        """One image's features and (N, 4) boxes in the 256 frame (with, for
+        Swin-LiteMedSAM, (N, P, 2) points, (N, P) labels, (N, 1, 256, 256) scribbles) ->
+        (logits (N, 1, 256, 256), iou (N, 1)) on the decoder runtime."""
         if self._decoder is None:
-            self._decoder = GraphBoxDecoder(self.model, self.decoder_runtime, self.model_name)
-        return self._decoder.decode(embedding, boxes)
+            opener = GraphSkipDecoder if self.model.uses_skips else GraphBoxDecoder
+            self._decoder = opener(self.model, self.decoder_runtime, self.model_name)
+        if isinstance(self._decoder, GraphBoxDecoder):
+            return self._decoder.decode(features.embedding, boxes)
+        if points is None or labels is None or scribbles is None:
+            raise ValueError("Swin-LiteMedSAM decodes a box with its points and scribble")
+        return self._decoder.decode(features, boxes, points, labels, scribbles)
 
     def adopt(self, encoder_from: GraphSteps | None, decoder_from: GraphSteps | None) -> None:
         """Take over the opened encoder of ``encoder_from`` and the opened decoder of

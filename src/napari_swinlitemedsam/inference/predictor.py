@@ -86,9 +86,10 @@ class BoxPredictor:
         runtime: ``"auto"``, ``"torch"``, ``"onnxruntime"`` or ``"openvino"`` (the ``openvino``
             extra); both run the encoder step exported once per weights (see
             :mod:`.onnx_encoder`), float32 only.
-        decoder_runtime: where a box without clicks is decoded when the model's decoder takes
-            the box alone (LiteMedSAM): ``"auto"`` (the self-check's choice, else the encoder's
-            graph runtime, else torch), ``"torch"``, ``"onnxruntime"`` or ``"openvino"``.
+        decoder_runtime: where boxes are decoded (a LiteMedSAM box without clicks, every
+            Swin-LiteMedSAM box; LiteMedSAM boxes with clicks decode in torch): ``"auto"``
+            (the self-check's choice, else the encoder's graph runtime, else torch),
+            ``"torch"``, ``"onnxruntime"`` or ``"openvino"``.
 
     "auto" here measures nothing: with several candidates it means torch fp32. The measured
     choice (:mod:`.runtime_choice`) is made by :meth:`from_pretrained`; ``runtime_choice``
@@ -359,7 +360,13 @@ class BoxPredictor:
                     )
 
                 if self.graph.decodes(points, scribbles):
-                    logits, iou = self.graph.decode(features.embedding, as_tensor(boxes_256))
+                    logits, iou = self.graph.decode(
+                        features,
+                        as_tensor(boxes_256),
+                        as_tensor(points),
+                        as_tensor(labels, cast=False),
+                        as_tensor(scribbles),
+                    )
                 else:
                     logits, iou = self.model.decode(
                         features,
@@ -384,7 +391,7 @@ class BoxPredictor:
 
     @property
     def decoder_runtime(self) -> str:
-        """Where a box without clicks is decoded (``"torch"`` for models that need more)."""
+        """Where a box without clicks is decoded."""
         return self.graph.decoder_runtime if self.graph.decodes(None, None) else "torch"
 
     def describe_runtimes(self) -> str:

@@ -14,10 +14,10 @@
    float32 runtimes, every logit lies within 1e-3 of the logit range of torch's. The fastest
    qualifying candidate wins if it beats torch float32 by at least 10 %; otherwise torch
    float32 stays (a smaller gain is within the noise of a few runs on a busy machine).
-   **The box decoder is chosen apart** (models whose decoder takes the box alone,
-   LiteMedSAM): each float32 candidate also times a later box (one box on the encoded
-   slice, on its graph runtime when it has one), and the fastest qualifying one decodes
-   boxes if it beats torch's by 10 %, whatever runs the encoder. On the AVX2-only development
+   **The box decoder is chosen apart**: each float32 candidate also times a later box (one
+   box on the encoded slice, on its graph runtime: LiteMedSAM's box-only decoder,
+   Swin-LiteMedSAM's whole decoder step), and the fastest qualifying one decodes boxes if it
+   beats torch's by 10 %, whatever runs the encoder. On the AVX2-only development
    CPU OpenVINO encoded fastest and ONNX Runtime decoded a box fastest.
    The check stops after its first timed round when one more round could not change the
    decision (every time moved by 5 % against it, :func:`settled_by`), or only to a candidate
@@ -53,7 +53,8 @@ from typing import BinaryIO
 import torch
 
 from napari_swinlitemedsam.inference.cpu_features import CpuDescription, describe_cpu
-from napari_swinlitemedsam.inference.graph_decoder import GRAPH_RUNTIMES, decodes_boxes_alone
+from napari_swinlitemedsam.inference.graph_sessions import GRAPH_RUNTIMES
+from napari_swinlitemedsam.inference.graph_steps import has_graph_decoder
 from napari_swinlitemedsam.inference.onnx_encoder import RUNTIMES, onnx_available
 from napari_swinlitemedsam.inference.openvino_encoder import openvino_available
 from napari_swinlitemedsam.inference.precision import HALF_DTYPES, PRECISION_OPTIONS
@@ -104,7 +105,7 @@ class RuntimeChoice:
         rejected: candidate label -> why it did not qualify.
         cpu: the CPU summary line the decision was made on.
         decoder: where a box without clicks is decoded (``"torch"``, ``"onnxruntime"``,
-            ``"openvino"``; a predictor uses a graph runtime only for box-only decoders).
+            ``"openvino"``; LiteMedSAM boxes with clicks always decode in torch).
             Default: the encoder's runtime.
         box_seconds: measured seconds per later one-box decode, by candidate label.
     """
@@ -251,9 +252,9 @@ def _settled(times: dict[str, float], winner: str, choose: Callable) -> bool:
     return other == winner or times[other] <= times[winner] * (1 + 2 * ROUND_NOISE)
 
 
-def settled_by(box_only: bool) -> Callable[[Measured], bool]:
+def settled_by(graph_decoder: bool) -> Callable[[Measured], bool]:
     """The self-check's early stop (:func:`measure`'s ``settled``): the encoder's pick, and for
-    a box-only model the box decoder's pick, would hold (or change only to an equally fast
+    a model with a graph decoder the box decoder's pick, would hold (or change only to an equally fast
     candidate) whatever one more round measured within :data:`ROUND_NOISE`. Clear gaps
     (LiteMedSAM on ONNX Runtime ~2x torch) stop after one timed round; a gain near the 10 %
     bar runs all rounds."""
@@ -268,7 +269,7 @@ def settled_by(box_only: bool) -> Callable[[Measured], bool]:
             return f"{pick_decoder(times, rejected)} fp32"
 
         encoder_settled = _settled(measured.seconds, encoder(measured.seconds), encoder)
-        if not box_only or not encoder_settled:
+        if not graph_decoder or not encoder_settled:
             return encoder_settled
         return _settled(measured.box_seconds, decoder(measured.box_seconds), decoder)
 
@@ -347,9 +348,9 @@ def choose_runtime(
     with self_check_lock(path(with_weights=False)):
         if (cached := stored()) is not None:
             return cached
-        box_only = isinstance(model, PromptableSegmenter) and decodes_boxes_alone(model)
+        graph_decoder = isinstance(model, PromptableSegmenter) and has_graph_decoder(model)
         seconds, rejected, box_seconds = measure(
-            found, make_predictor, cases(), settled=settled_by(box_only)
+            found, make_predictor, cases(), settled=settled_by(graph_decoder)
         )
         chosen = pick(seconds, rejected)
         choice = RuntimeChoice(
@@ -359,7 +360,7 @@ def choose_runtime(
             seconds,
             rejected,
             summary,
-            decoder=pick_decoder(box_seconds, rejected) if box_only else "torch",
+            decoder=pick_decoder(box_seconds, rejected) if graph_decoder else "torch",
             box_seconds=box_seconds,
         )
         write_cached(path(with_weights=chosen.precision != "fp32"), choice)

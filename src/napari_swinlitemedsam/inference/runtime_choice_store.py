@@ -20,7 +20,8 @@ from napari_swinlitemedsam.inference.disk_cache import weights_fingerprint
 from napari_swinlitemedsam.inference.onnx_encoder import onnx_available
 from napari_swinlitemedsam.inference.openvino_encoder import openvino_available
 
-SELF_CHECK_VERSION = 3  # bump when the check itself changes, so old decisions are redone
+SELF_CHECK_VERSION = 4  # bump when the check itself changes, so old decisions are redone
+# 4: Swin-LiteMedSAM's decoder step got graph candidates
 CHOICE_DIR_ENV = "SWINLITEMEDSAM_RUNTIME_CHOICE_DIR"
 SELF_CHECK_WAIT_S = 300.0  # longest wait for another process's self-check
 

@@ -10,10 +10,8 @@ decoder's eleven image-sized matrix products per box.
 :class:`CachedBoxDecoder` also computes the rest with fewer memory passes than
 :class:`~.mask_decoder.MaskDecoder` (same arithmetic, float rounding aside):
 
-- the upscaler's two transposed convolutions (kernel 2, stride 2) do not overlap, so each is one
-  matrix product per pixel; kept channels-last, no image-sized tensor is transposed, the
-  LayerNorm runs on the last axis, and only the final one-channel mask is rearranged into its
-  (256, 256) grid;
+- the upscaler runs channels-last (:mod:`.channels_last_upscaling`): its transposed
+  convolutions are matrix products per pixel, no image-sized tensor is transposed;
 - only the single-mask output (mask token 0) and its IoU estimate are computed.
 
 These modules are what the graph runtimes run for a box without clicks
@@ -31,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from napari_swinlitemedsam.model.channels_last_upscaling import mask_grid, pixel_product
 from napari_swinlitemedsam.model.common import LayerNorm2d
 from napari_swinlitemedsam.model.mask_decoder import MaskDecoder
 from napari_swinlitemedsam.model.segmenter import PromptableSegmenter
@@ -194,27 +193,11 @@ class CachedBoxDecoder(nn.Module):
         return block.norm3(tokens + block.mlp(tokens))
 
     def _upscaled_mask(self, image: torch.Tensor, mask_weights: torch.Tensor) -> torch.Tensor:
-        """Image tokens (N, H*W, C) and mask weights (N, C // 8) -> logits (N, 1, 4H, 4W).
-
-        Channels-last throughout: pixel (i, j) with sub-pixels (a, b) of the first and
-        (c, d) of the second transposed convolution lands at (4i + 2a + c, 4j + 2b + d).
-        """
+        """Image tokens (N, H*W, C) and mask weights (N, C // 8) -> logits (N, 1, 4H, 4W),
+        channels-last (:mod:`.channels_last_upscaling`)."""
         first, norm, second = _upscaler(self.decoder)
-        count, pixels, _ = image.shape
         height, width = self.prompt_encoder.image_embedding_size
-        up = self._pixel_product(image, first).reshape(count, pixels * 4, self._first_width)
+        up = pixel_product(image, first)
         up = F.gelu(F.layer_norm(up, (self._first_width,), norm.weight, norm.bias, norm.eps))
-        up = F.gelu(self._pixel_product(up, second).reshape(count, pixels * 16, -1))
-        mask = (up @ mask_weights[:, :, None]).reshape(count, height, width, 2, 2, 2, 2)
-        return mask.permute(0, 1, 3, 5, 2, 4, 6).reshape(count, 1, 4 * height, 4 * width)
-
-    @staticmethod
-    def _pixel_product(x: torch.Tensor, convolution: nn.ConvTranspose2d) -> torch.Tensor:
-        """(N, P, C_in) -> (N, P, 4 * C_out): a kernel-2 stride-2 transposed convolution per
-        pixel (bias included), sub-pixels (a, b) before the output channel."""
-        weight = convolution.weight  # (C_in, C_out, 2, 2)
-        bias = (
-            convolution.bias if convolution.bias is not None else weight.new_zeros(weight.shape[1])
-        )
-        per_pixel = weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1)
-        return x @ per_pixel + bias.repeat(4)
+        up = F.gelu(pixel_product(up, second))
+        return mask_grid(up @ mask_weights[:, :, None], height, width)

@@ -96,6 +96,10 @@ class SkipMaskDecoder(nn.Module):
             dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth
         )
 
+    def upscaling_blocks(self) -> tuple[nn.Sequential, nn.Sequential]:
+        """The coarse (64 -> 128) and the fine (128 -> 256) upscaling block."""
+        return self.output_upscaling1, self.output_upscaling2
+
     def skip_context(self, skips: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> SkipContext:
         """The prompt-independent part: skips [fs0, fs1, fs2, fs3] -> :class:`SkipContext`."""
         fine, *coarse = skips
