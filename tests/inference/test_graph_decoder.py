@@ -219,3 +219,35 @@ def test_a_forced_decoder_runtime_overrides_the_measured_one(random_litemedsam, 
             decoder_runtime=forced,
         )
         assert (predictor.runtime, predictor.decoder_runtime) == ("onnxruntime", expected)
+
+
+def test_a_half_precision_cache_keeps_the_image_context(random_litemedsam, monkeypatch):
+    """Slices kept in float16 are converted for torch at every decode; the graph reads the
+    stored slice itself, so the image's context is still computed once for all its boxes."""
+    predictor = BoxPredictor(
+        random_litemedsam,
+        PROMPTS_BOX,
+        EmbeddingCache(),
+        "random",
+        feature_dtype=torch.float16,
+        decoder_runtime="onnxruntime",
+    )
+    image = np.random.default_rng(8).integers(0, 256, size=(64, 80), dtype=np.uint8)
+    encoded = predictor.set_image(image)
+    assert encoded.features.embedding.dtype == torch.float16
+    predictor.predict(np.array([[5, 5, 50, 40]]))
+    decoder = predictor.graph._decoder
+    runs = []
+    run_context = decoder._run_context
+    monkeypatch.setattr(decoder, "_run_context", lambda *a: runs.append(1) or run_context(*a))
+    got = predictor.predict(np.array([[10, 8, 60, 50]]))
+    assert not runs  # the context of the first box is reused
+    with torch.inference_mode():
+        expected = random_litemedsam.decode(
+            encoded.features.to("cpu", torch.float32),
+            torch.as_tensor(got.boxes_256, dtype=torch.float32),
+        )
+    _assert_close_to_torch(
+        (torch.from_numpy(got.low_res_logits)[:, None], torch.from_numpy(got.scores)[:, None]),
+        expected,
+    )

@@ -344,7 +344,10 @@ class BoxPredictor:
         device, dtype = self.device, self.model.dtype
         all_masks, all_scores, all_logits = [], [], []
         with torch.inference_mode():
-            features = encoded.features
+            # the graph decoders take the stored features as they are (they read them as float32
+            # and keep what they derive from them for the image's next boxes: a converted copy
+            # would be a new object every call)
+            stored = features = encoded.features
             if features.embedding.device != device or features.embedding.dtype != dtype:
                 features = features.to(device, dtype)
             # Chunks keep the per-box (256, 64, 64) dense tensors of one call in cache-sized
@@ -361,7 +364,7 @@ class BoxPredictor:
 
                 if self.graph.decodes(points, scribbles):
                     logits, iou = self.graph.decode(
-                        features,
+                        stored,
                         as_tensor(boxes_256),
                         as_tensor(points),
                         as_tensor(labels, cast=False),
