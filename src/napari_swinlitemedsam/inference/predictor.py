@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +37,7 @@ from napari_swinlitemedsam.inference.precision import (
     encoder_input,
     stored_features,
 )
+from napari_swinlitemedsam.inference.prediction import Prediction
 from napari_swinlitemedsam.inference.prompt_random import RandomSource
 from napari_swinlitemedsam.inference.runtime_choice import RuntimeChoice, choose_runtime
 from napari_swinlitemedsam.inference.runtime_setup import build_measured, warn_if_bf16_is_emulated
@@ -45,22 +45,7 @@ from napari_swinlitemedsam.model.checkpoint import load_model
 from napari_swinlitemedsam.model.registry import PROMPTS_BOX, PROMPTS_BOX_POINTS_SCRIBBLE
 from napari_swinlitemedsam.model.segmenter import ImageFeatures, PromptableSegmenter
 
-
-@dataclass(frozen=True)
-class Prediction:
-    """Decoder output for N boxes on one image.
-
-    Attributes:
-        masks: (N, H, W) bool at the original image size.
-        scores: (N,) predicted IoU of each mask.
-        low_res_logits: (N, 256, 256) float32 logits in the padded 256 frame.
-        boxes_256: (N, 4) the boxes as given to the model (256 frame).
-    """
-
-    masks: np.ndarray
-    scores: np.ndarray
-    low_res_logits: np.ndarray
-    boxes_256: np.ndarray
+__all__ = ["BoxPredictor", "Prediction", "PredictorError"]
 
 
 class BoxPredictor:
@@ -344,11 +329,14 @@ class BoxPredictor:
         device, dtype = self.device, self.model.dtype
         all_masks, all_scores, all_logits = [], [], []
         with torch.inference_mode():
-            # the graph decoders take the stored features as they are (they read them as float32
-            # and keep what they derive from them for the image's next boxes: a converted copy
-            # would be a new object every call)
-            stored = features = encoded.features
-            if features.embedding.device != device or features.embedding.dtype != dtype:
+            on_graph = self.graph.decodes(points, scribbles)
+            decode = self.graph.decode if on_graph else self.model.decode
+            # a graph decoder reads the stored features as float32 and keeps what it derives
+            # from them for the image's next boxes: only torch gets a converted copy
+            features = encoded.features
+            if not on_graph and (
+                features.embedding.device != device or features.embedding.dtype != dtype
+            ):
                 features = features.to(device, dtype)
             # Chunks keep the per-box (256, 64, 64) dense tensors of one call in cache-sized
             # batches; one huge batch is memory-bound and slower than several small ones.
@@ -362,22 +350,13 @@ class BoxPredictor:
                         array[chunk], dtype=dtype if cast else None, device=device
                     )
 
-                if self.graph.decodes(points, scribbles):
-                    logits, iou = self.graph.decode(
-                        stored,
-                        as_tensor(boxes_256),
-                        as_tensor(points),
-                        as_tensor(labels, cast=False),
-                        as_tensor(scribbles),
-                    )
-                else:
-                    logits, iou = self.model.decode(
-                        features,
-                        as_tensor(boxes_256),
-                        as_tensor(points),
-                        as_tensor(labels, cast=False),
-                        as_tensor(scribbles),
-                    )
+                logits, iou = decode(
+                    features,
+                    as_tensor(boxes_256),
+                    as_tensor(points),
+                    as_tensor(labels, cast=False),
+                    as_tensor(scribbles),
+                )
                 logits = logits[:, 0].float()
                 original = transforms.logits_to_original(
                     logits, encoded.new_size, encoded.original_size
