@@ -22,7 +22,6 @@ the exported ``model.decode`` (``docs/performance.md``).
 
 from __future__ import annotations
 
-import math
 import typing
 
 import torch
@@ -34,7 +33,6 @@ from napari_swinlitemedsam.model.common import LayerNorm2d
 from napari_swinlitemedsam.model.mask_decoder import MaskDecoder
 from napari_swinlitemedsam.model.segmenter import PromptableSegmenter
 from napari_swinlitemedsam.model.transformer import (
-    Attention,
     TwoWayAttentionBlock,
     TwoWayTransformer,
 )
@@ -64,31 +62,6 @@ def _upscaler(decoder: MaskDecoder) -> tuple[nn.ConvTranspose2d, LayerNorm2d, nn
     )
 
 
-def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
-    """(B, N, C) -> (B, heads, N, C // heads)."""
-    batch, tokens, channels = x.shape
-    return x.reshape(batch, tokens, heads, channels // heads).transpose(1, 2)
-
-
-def _merge_heads(x: torch.Tensor) -> torch.Tensor:
-    """(B, heads, N, D) -> (B, N, heads * D)."""
-    batch, heads, tokens, width = x.shape
-    return x.transpose(1, 2).reshape(batch, tokens, heads * width)
-
-
-def _attend(
-    attention: Attention, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
-) -> torch.Tensor:
-    """``attention``'s softmax attention of projected, head-split (B, heads, N|M, D) inputs
-    (batch 1 broadcasts), then its output projection -> (B, N, C)."""
-    scores = (queries @ keys.transpose(-2, -1)) / math.sqrt(queries.shape[-1])
-    return attention.out_proj(_merge_heads(torch.softmax(scores, dim=-1) @ values))
-
-
-def _project(projection: nn.Linear, x: torch.Tensor, heads: int) -> torch.Tensor:
-    return _split_heads(projection(x), heads)
-
-
 class BoxDecoderContext(nn.Module):
     """The box-independent products of the decoder's first two-way block, once per image.
 
@@ -114,9 +87,9 @@ class BoxDecoderContext(nn.Module):
         to_tokens = self.first_block.cross_attn_image_to_token
         return (
             image,
-            _project(to_image.k_proj, with_pe, to_image.num_heads),
-            _project(to_image.v_proj, image, to_image.num_heads),
-            _project(to_tokens.q_proj, with_pe, to_tokens.num_heads),
+            to_image.split_heads(to_image.k_proj(with_pe)),
+            to_image.split_heads(to_image.v_proj(image)),
+            to_tokens.split_heads(to_tokens.q_proj(with_pe)),
         )
 
 
@@ -153,11 +126,10 @@ class CachedBoxDecoder(nn.Module):
         tokens = self._token_steps(first, prompt, prompt, keys, values)
         to_tokens = first.cross_attn_image_to_token
         with_pe = tokens + prompt
-        attended = _attend(
-            to_tokens,
+        attended = to_tokens.attend(
             queries,
-            _project(to_tokens.k_proj, with_pe, to_tokens.num_heads),
-            _project(to_tokens.v_proj, tokens, to_tokens.num_heads),
+            to_tokens.split_heads(to_tokens.k_proj(with_pe)),
+            to_tokens.split_heads(to_tokens.v_proj(tokens)),
         )
         image = first.norm4(image + attended)
         for block in later:
@@ -188,8 +160,8 @@ class CachedBoxDecoder(nn.Module):
             tokens = tokens + block.self_attn(with_pe, with_pe, tokens)
         tokens = block.norm1(tokens)
         to_image = block.cross_attn_token_to_image
-        query = _project(to_image.q_proj, tokens + prompt, to_image.num_heads)
-        tokens = block.norm2(tokens + _attend(to_image, query, keys, values))
+        query = to_image.split_heads(to_image.q_proj(tokens + prompt))
+        tokens = block.norm2(tokens + to_image.attend(query, keys, values))
         return block.norm3(tokens + block.mlp(tokens))
 
     def _upscaled_mask(self, image: torch.Tensor, mask_weights: torch.Tensor) -> torch.Tensor:

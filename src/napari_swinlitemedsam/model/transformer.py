@@ -43,15 +43,16 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(embedding_dim, inner_dim)
         self.out_proj = nn.Linear(inner_dim, embedding_dim)
 
-    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         """(B, N, C) -> (B, heads, N, C // heads)."""
         batch, tokens, channels = x.shape
         return x.reshape(batch, tokens, self.num_heads, channels // self.num_heads).transpose(1, 2)
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        queries = self._split_heads(self.q_proj(q))
-        keys = self._split_heads(self.k_proj(k))
-        values = self._split_heads(self.v_proj(v))
+    def attend(
+        self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
+    ) -> torch.Tensor:
+        """Softmax attention of projected, head-split (B, heads, N|M, D) inputs (batch 1
+        broadcasts), then the output projection -> (B, N, embedding_dim)."""
         head_dim = queries.shape[-1]
         scores = (queries @ keys.transpose(-2, -1)) / math.sqrt(head_dim)
         weights = torch.softmax(scores, dim=-1)
@@ -59,6 +60,13 @@ class Attention(nn.Module):
         batch, _, tokens, _ = out.shape
         out = out.transpose(1, 2).reshape(batch, tokens, -1)
         return self.out_proj(out)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return self.attend(
+            self.split_heads(self.q_proj(q)),
+            self.split_heads(self.k_proj(k)),
+            self.split_heads(self.v_proj(v)),
+        )
 
 
 class TwoWayAttentionBlock(nn.Module):
