@@ -16,6 +16,7 @@ from napari_swinlitemedsam.annotation.jobs import (
     PrefetchJob,
     PrepareJob,
     PropagateJob,
+    RuntimeCheckJob,
 )
 from napari_swinlitemedsam.annotation.scheduler import Situation, SliceScheduler
 
@@ -166,6 +167,51 @@ def test_background_sources_come_after_the_neighbouring_slices(scheduler):
     assert scheduler.next_job(READY_2D).job is offered
 
 
+def test_the_runtime_check_steps_after_the_users_work_and_before_prefetch(scheduler):
+    scheduler.runtime_check_pending = True
+    draw(scheduler, ShapeBox(0, 4, box(1, 1, 5, 5)))
+    assert isinstance(scheduler.next_job(stack(4)).job, DecodeJob)  # a box first
+    assert scheduler.next_job(stack(4)).job == EncodeJob("image-1", 4)  # the slice on screen
+    scheduler.slice_encoded("image-1", 4)
+    plan = scheduler.next_job(stack(4))
+    assert plan.job == RuntimeCheckJob() and plan.status.startswith("Ready")
+    assert scheduler.next_job(stack(4)).job == RuntimeCheckJob()  # until it is done
+    scheduler.runtime_check_pending = False  # it decided
+    assert isinstance(scheduler.next_job(stack(4)).job, PrefetchJob)
+
+
+def test_a_propagation_waits_for_the_runtime_check_but_a_box_does_not(scheduler):
+    scheduler.runtime_check_pending = True
+    draw(scheduler, ShapeBox(0, 3, box(1, 1, 5, 5)), ShapeBox(0, 3, box(12, 12, 16, 16)))
+    assert scheduler.propagate(1)
+    assert isinstance(scheduler.next_job(stack(3)).job, DecodeJob)
+    plan = scheduler.next_job(stack(3))
+    assert plan.job == RuntimeCheckJob() and "before propagating" in plan.status
+    scheduler.runtime_check_pending = False
+    job = scheduler.next_job(stack(3)).job
+    assert isinstance(job, PropagateJob) and job.object_id == 1
+
+
+def test_the_runtime_check_steps_while_no_image_is_chosen():
+    scheduler = SliceScheduler(AnnotatorState())
+    scheduler.runtime_check_pending = True
+    plan = scheduler.next_job(READY_2D)
+    assert plan.job == RuntimeCheckJob()
+    assert plan.status == "LiteMedSAM ready: choose an image layer"
+
+
+def test_a_failed_runtime_check_is_not_tried_again_and_another_model_drops_it(scheduler):
+    scheduler.runtime_check_pending = True
+    scheduler.slice_encoded("image-1", None)
+    scheduler.job_failed(JobKind.RUNTIME_CHECK)
+    assert not scheduler.runtime_check_pending
+    scheduler.user_acted()
+    assert scheduler.next_job(READY_2D).job is None
+    scheduler.runtime_check_pending = True
+    scheduler.model_chosen(LoadModelJob("litemedsam", "cpu", "LiteMedSAM"))
+    assert not scheduler.runtime_check_pending
+
+
 def test_failed_automatic_work_waits_for_the_user_but_boxes_still_decode(scheduler):
     scheduler.job_failed(JobKind.ENCODE)
     assert scheduler.next_job(READY_2D).job is None
@@ -194,3 +240,4 @@ def test_every_job_names_its_kind():
     }
     assert DecodeJob.kind is JobKind.DECODE and PropagateJob.kind is JobKind.PROPAGATE
     assert JobKind.PREFETCH.automatic and not JobKind.DECODE.automatic
+    assert RuntimeCheckJob.kind is JobKind.RUNTIME_CHECK and JobKind.RUNTIME_CHECK.automatic

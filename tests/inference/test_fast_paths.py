@@ -10,8 +10,15 @@ import numpy as np
 import pytest
 import torch
 
+from napari_swinlitemedsam.inference.disk_cache import weights_fingerprint
 from napari_swinlitemedsam.inference.embedding_cache import EmbeddingCache
-from napari_swinlitemedsam.inference.onnx_encoder import EXPORT_DIR_ENV, onnx_available
+from napari_swinlitemedsam.inference.onnx_encoder import (
+    EXPORT_DIR_ENV,
+    GRAPH_VERSION,
+    cached_graph,
+    onnx_available,
+    torch_version,
+)
 from napari_swinlitemedsam.inference.precision import (
     check_feature_dtype,
     check_precision,
@@ -216,3 +223,34 @@ def test_openvino_encoder_matches_torch(random_litemedsam):
 def test_unknown_runtime_is_refused(random_litemedsam):
     with pytest.raises(ValueError, match="runtime"):
         BoxPredictor(random_litemedsam, PROMPTS_BOX, runtime="tensorrt")
+
+
+def test_a_new_export_removes_the_outdated_graphs_of_the_same_weights_only(tmp_path):
+    model = build_litemedsam().eval()
+    weights = f"random-{weights_fingerprint(model)}"
+    now, torch_now = f"g{GRAPH_VERSION}-opset18", f"torch{torch_version()}"
+    outdated = [
+        f"{weights}-g{GRAPH_VERSION - 1}-opset18-{torch_now}.onnx",  # an older graph version
+        f"{weights}-{now}-boxdecoder-{torch_now}.onnx",  # a part no longer exported
+    ]
+    kept = [
+        f"{weights}-{now}-boxcontext-{torch_now}.onnx",  # another current part
+        f"{weights}-{now}-torch2.9.1.onnx",  # another environment's torch
+        f"other-{weights_fingerprint(model)}-g1-opset18-{torch_now}.onnx",  # other weights
+        f"{weights}-g1-notes.txt",
+    ]
+    for name in outdated + kept:
+        (tmp_path / name).write_bytes(b"graph")
+    exports = []
+
+    def export(model, path):
+        exports.append(path)
+        path.write_bytes(b"new graph")
+        return path
+
+    path = cached_graph(model, "random", tmp_path, "", export)
+    assert exports == [path] and path.name == f"{weights}-{now}-{torch_now}.onnx"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*kept, path.name])
+    (tmp_path / outdated[0]).write_bytes(b"graph")  # nothing is exported: nothing is removed
+    assert cached_graph(model, "random", tmp_path, "", export) == path and len(exports) == 1
+    assert (tmp_path / outdated[0]).exists()

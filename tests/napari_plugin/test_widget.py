@@ -76,10 +76,15 @@ def test_drawn_box_gives_the_objects_mask_without_freezing_the_window(
     object_id = int(labels.max())
     assert object_id == 1 and set(np.unique(labels)) == {0, 1}
     assert dice(labels == object_id, truth) > MIN_DSC
-    # The widget gives exactly what the inference API gives for the same box (same embedding).
+    # The widget gives what the inference API gives for the same box (same embedding):
+    # exactly, unless the runtime self-check ran in the background of this window ("measured")
+    # and switched the decoder after this box (float32 runtimes agree to ~1e-6 of the logits).
     predictor = annotator.predictor
     predictor.set_encoded(predictor.encode(sample.image, key=(annotator.image_key, None)))
-    assert np.array_equal(labels == object_id, predictor.predict(box[None]).masks[0])
+    api_mask = predictor.predict(box[None]).masks[0]
+    differing = int(((labels == object_id) != api_mask).sum())
+    assert differing == 0 if predictor.runtime_choice.how != "measured" else differing <= 2
+    assert predictor.pending_self_check is None  # done while the window waited
     # The box's edge takes its label's colour, and painting continues that object.
     np.testing.assert_allclose(
         annotator.boxes.edge_color[0], annotator.labels.colormap.map(object_id)

@@ -37,6 +37,7 @@ class AnnotatorJobs:
             jobs.DecodeJob: self.start_decode,
             jobs.PropagateJob: self.start_propagation,
             jobs.BackgroundJob: self.start_background,
+            jobs.RuntimeCheckJob: self.start_runtime_check,
         }
 
     def start(self, job) -> None:
@@ -53,7 +54,10 @@ class AnnotatorJobs:
             # the disk cache may have been set during the load
             annotator.predictor.disk_cache = annotator.disk_cache
             annotator.model_label, annotator.model_source, annotator.last_error = job.label, job, ""
-            annotator.on_status(f"{job.label} loaded in {seconds:.1f} s")
+            check = getattr(annotator.predictor, "pending_self_check", None)
+            annotator.scheduler.runtime_check_pending = check is not None
+            later = " (torch fp32 until its runtime self-check, run between jobs, decides)"
+            annotator.on_status(f"{job.label} loaded in {seconds:.1f} s{later * bool(check)}")
 
         args = (job.name_or_path, job.device, annotator.disk_cache, job.precision)
         annotator.runner.start(
@@ -106,6 +110,24 @@ class AnnotatorJobs:
     def start_background(self, job: jobs.BackgroundJob) -> None:
         annotator = self.annotator
         annotator.runner.start(job.kind, job.work, job.args, on_return=job.on_return)
+
+    def start_runtime_check(self, job: jobs.RuntimeCheckJob) -> None:
+        """One step of the loaded model's deferred self-check; once it has decided, the
+        predictor runs the chosen runtimes (it switched itself in the step)."""
+        annotator = self.annotator
+        predictor = annotator.predictor
+        check = getattr(predictor, "pending_self_check", None)
+        if check is None:
+            annotator.scheduler.runtime_check_pending = False
+            return annotator.schedule()
+
+        def stepped(finished: bool) -> None:
+            if not finished or annotator.predictor is not predictor:
+                return
+            annotator.scheduler.runtime_check_pending = False
+            annotator.on_status(f"Runtime self-check done: {predictor.describe_runtimes()}")
+
+        annotator.runner.start(job.kind, check.step, (), on_return=stepped)
 
     def start_decode(self, job: jobs.DecodeJob) -> None:
         annotator = self.annotator

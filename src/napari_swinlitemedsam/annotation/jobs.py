@@ -30,6 +30,7 @@ class JobKind(enum.Enum):
     PROPAGATE = "propagating through the stack"
     PREFETCH = "encoding ahead"
     BACKGROUND = "reading ahead"
+    RUNTIME_CHECK = "measuring the runtimes"
     FINETUNE = "fine-tuning"
     DISCOVER_MODELS = "looking for models"
     DOWNLOAD = "downloading"
@@ -38,7 +39,13 @@ class JobKind(enum.Enum):
     def automatic(self) -> bool:
         """Work the annotator starts by itself (not on a box, click or button): after a failure
         it waits for the user instead of retrying at once."""
-        return self in (JobKind.PREPARE, JobKind.ENCODE, JobKind.PREFETCH, JobKind.BACKGROUND)
+        return self in (
+            JobKind.PREPARE,
+            JobKind.ENCODE,
+            JobKind.PREFETCH,
+            JobKind.BACKGROUND,
+            JobKind.RUNTIME_CHECK,
+        )
 
 
 @dataclass(frozen=True)
@@ -117,5 +124,16 @@ class BackgroundJob:
     on_return: Callable | None = None
 
 
-SliceJob = LoadModelJob | PrepareJob | EncodeJob | PrefetchJob | DecodeJob | PropagateJob
+@dataclass(frozen=True)
+class RuntimeCheckJob:
+    """One step of the loaded model's runtime self-check (a candidate's trial, about one
+    encode), run between the user's jobs until it has decided (see
+    ``inference.deferred_self_check``)."""
+
+    kind: ClassVar[JobKind] = JobKind.RUNTIME_CHECK
+
+
+SliceJob = (
+    LoadModelJob | PrepareJob | EncodeJob | PrefetchJob | DecodeJob | PropagateJob | RuntimeCheckJob
+)
 """What the annotator's scheduler can ask for (plus :class:`BackgroundJob`)."""

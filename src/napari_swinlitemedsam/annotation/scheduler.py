@@ -4,10 +4,12 @@ One :class:`SliceScheduler` per annotator. Layer events tell it what changed (bo
 changed, another slice shown, another image or model); :meth:`SliceScheduler.next_job` then
 returns the most urgent job of :mod:`.jobs`:
 
-load the model > prepare the image > decode queued boxes (the slice on screen first) > propagate
-(in the order asked) > encode the slice on screen > prefetch (the neighbouring slices of a stack,
-nearest first, in the direction of the user's last move; then whatever a background source
-offers, e.g. the next image of a series).
+load the model > prepare the image > decode queued boxes (the slice on screen first) >
+propagate (in the order asked) > encode the slice on screen > a step of the model's runtime
+self-check (when it was deferred: the model works on torch meanwhile; also while no image is
+chosen, and before a propagation, which encodes many slices) > prefetch (the neighbouring
+slices of a stack, nearest first, in the direction of the user's last move; then whatever a
+background source offers, e.g. the next image of a series).
 
 Results come back through :meth:`slice_encoded`, :meth:`masks_to_write` and :meth:`job_failed`; a
 result for an image that is no longer annotated (another ``image_key``) is ignored.
@@ -30,6 +32,7 @@ from napari_swinlitemedsam.annotation.jobs import (
     PrefetchJob,
     PrepareJob,
     PropagateJob,
+    RuntimeCheckJob,
     SliceJob,
 )
 from napari_swinlitemedsam.annotation.series import neighbours_to_prefetch
@@ -86,6 +89,7 @@ class SliceScheduler:
         self.direction = 1
         self.last_slice: SliceKey = None
         self.background: list[BackgroundSource] = []
+        self.runtime_check_pending = False  # the loaded model's self-check has steps left
 
     # ----------------------------------------------------------------- what happened
     @property
@@ -101,6 +105,7 @@ class SliceScheduler:
         """Another model: load it next; slices encoded by the old one no longer count."""
         self.model_request = request
         self.encoded.clear()
+        self.runtime_check_pending = False  # the new model brings its own
 
     def attach(self, image_key: Hashable) -> None:
         """Start on another image (queues and bookkeeping of the previous one dropped)."""
@@ -163,7 +168,8 @@ class SliceScheduler:
                 )
             return Plan(status="Choose a model to start")
         if self.image_key is None:
-            return Plan(status=f"{situation.model_label} ready: choose an image layer")
+            status = f"{situation.model_label} ready: choose an image layer"
+            return Plan(self._next_runtime_check(), status)
         if not situation.image_ready:
             return Plan() if self.stalled else Plan(PrepareJob(self.image_key), None)
         current, depth = situation.current, situation.depth
@@ -172,6 +178,9 @@ class SliceScheduler:
             count = plural(len(decode.ids), "box", "es")
             where = slice_text(decode.slice_index, depth)
             return Plan(decode, f"Decoding {count} on {where}...")
+        if self.propagations and (check := self._next_runtime_check()) is not None:
+            # a propagation encodes many slices: measured runtimes first pay for themselves
+            return Plan(check, "Measuring this machine's fastest runtime before propagating...")
         while self.propagations:
             object_id = self.propagations.pop(0)
             obj = self.state.objects.get(object_id)
@@ -185,7 +194,10 @@ class SliceScheduler:
             return Plan(job, f"Encoding {slice_text(current, depth)}...")
         count = len(self.state.objects)
         ready = f"Ready: {plural(count, 'object')}. Draw a box to add one."
-        return Plan(self._next_prefetch(current, depth), ready)
+        return Plan(self._next_runtime_check() or self._next_prefetch(current, depth), ready)
+
+    def _next_runtime_check(self) -> RuntimeCheckJob | None:
+        return RuntimeCheckJob() if self.runtime_check_pending and not self.stalled else None
 
     def _next_decode(self, current: SliceKey) -> DecodeJob | None:
         while self.pending:
@@ -234,5 +246,8 @@ class SliceScheduler:
         return keep
 
     def job_failed(self, kind: JobKind) -> None:
-        """Automatic work that failed waits for the user (no retry loop)."""
+        """Automatic work that failed waits for the user (no retry loop); a failed runtime
+        self-check is not tried again (the model stays on torch float32)."""
         self.stalled = kind.automatic
+        if kind is JobKind.RUNTIME_CHECK:
+            self.runtime_check_pending = False

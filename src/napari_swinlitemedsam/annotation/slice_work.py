@@ -35,6 +35,8 @@ def load_predictor(name_or_path: str, device: str, disk_cache=None, precision: s
     """Load weights (offline) and return ``(BoxPredictor, seconds)``; ``precision`` of the
     image encoder: ``"auto"`` (runtime and precision chosen by the one-time self-check of
     :mod:`~napari_swinlitemedsam.inference.runtime_choice`), ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+    A self-check not made yet is deferred: the predictor starts on torch float32 and its
+    ``pending_self_check`` is run a step at a time between the annotator's jobs.
 
     ``disk_cache``: an optional
     :class:`~napari_swinlitemedsam.inference.disk_cache.DiskEmbeddingCache` the predictor reads
@@ -43,7 +45,9 @@ def load_predictor(name_or_path: str, device: str, disk_cache=None, precision: s
     from napari_swinlitemedsam.inference.predictor import BoxPredictor
 
     started = time.perf_counter()
-    predictor = BoxPredictor.from_pretrained(name_or_path, device=device, precision=precision)
+    predictor = BoxPredictor.from_pretrained(
+        name_or_path, device=device, precision=precision, self_check="later"
+    )
     predictor.disk_cache = disk_cache
     return predictor, time.perf_counter() - started
 

@@ -11,6 +11,7 @@ predictor of the same model (the self-check's trial predictors), so nothing is o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -76,16 +77,35 @@ class GraphSteps:
     def encode(self, tensor: torch.Tensor) -> list[ImageFeatures]:
         """(B, 3, 256, 256) model input -> B ImageFeatures on the model's device (the graphs
         take one image at a time)."""
-        if self._encoder is None:
-            self._encoder = self._open_encoder()
-        return [self._encoder.encode(one[None]).to(self.model.device) for one in tensor]
+        encoder = self._encoder if self._encoder is not None else self.open_encoder()
+        return [encoder.encode(one[None]).to(self.model.device) for one in tensor]
 
-    def _open_encoder(self) -> OnnxEncoder | OpenVinoEncoder:
+    def open_encoder(self) -> OnnxEncoder | OpenVinoEncoder:
+        """Export (once per weights) and open the encoder's graph."""
         if self.encoder_runtime == "openvino":
             from napari_swinlitemedsam.inference.openvino_encoder import OpenVinoEncoder
 
-            return OpenVinoEncoder(self.model, self.model_name)
-        return OnnxEncoder(self.model, self.model_name)
+            self._encoder = OpenVinoEncoder(self.model, self.model_name)
+        else:
+            self._encoder = OnnxEncoder(self.model, self.model_name)
+        return self._encoder
+
+    def open_decoder(self) -> GraphBoxDecoder | GraphSkipDecoder:
+        """Export (once per weights) and open the decoder's graphs."""
+        opener = GraphSkipDecoder if self.model.uses_skips else GraphBoxDecoder
+        self._decoder = opener(self.model, self.decoder_runtime, self.model_name)
+        return self._decoder
+
+    def openings(self) -> list[Callable[[], object]]:
+        """The one-time work still to do before this predictor's graphs run (export, compile,
+        open), one call per graph: the self-check runs each as a step of its own."""
+        pending: list[Callable[[], object]] = []
+        if self.encodes and self._encoder is None:
+            pending.append(self.open_encoder)
+        graph_decoder = self.decoder_runtime in GRAPH_RUNTIMES and has_graph_decoder(self.model)
+        if graph_decoder and self._decoder is None:
+            pending.append(self.open_decoder)
+        return pending
 
     def decodes(self, points, scribbles) -> bool:
         """Whether a decode with these prompts goes to the graph: Swin-LiteMedSAM's always
@@ -108,14 +128,12 @@ class GraphSteps:
         """One image's features and (N, 4) boxes in the 256 frame (with, for
         Swin-LiteMedSAM, (N, P, 2) points, (N, P) labels, (N, 1, 256, 256) scribbles) ->
         (logits (N, 1, 256, 256), iou (N, 1)) on the decoder runtime."""
-        if self._decoder is None:
-            opener = GraphSkipDecoder if self.model.uses_skips else GraphBoxDecoder
-            self._decoder = opener(self.model, self.decoder_runtime, self.model_name)
-        if isinstance(self._decoder, GraphBoxDecoder):
-            return self._decoder.decode(features.embedding, boxes)
+        decoder = self._decoder if self._decoder is not None else self.open_decoder()
+        if isinstance(decoder, GraphBoxDecoder):
+            return decoder.decode(features.embedding, boxes)
         if points is None or labels is None or scribbles is None:
             raise ValueError("Swin-LiteMedSAM decodes a box with its points and scribble")
-        return self._decoder.decode(features, boxes, points, labels, scribbles)
+        return decoder.decode(features, boxes, points, labels, scribbles)
 
     def adopt(self, encoder_from: GraphSteps | None, decoder_from: GraphSteps | None) -> None:
         """Take over the opened encoder of ``encoder_from`` and the opened decoder of

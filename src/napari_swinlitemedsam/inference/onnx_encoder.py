@@ -15,8 +15,11 @@ PyTorch and Swin-LiteMedSAM's encoder no faster; see ``docs/performance.md``).
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import importlib.util
 import os
+import re
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -115,12 +118,41 @@ def cached_graph(
     version: new weights, new graph contents or a new exporter give a new file.
     """
     folder = Path(export_dir) if export_dir is not None else default_export_dir()
-    tag = f"{model_name or 'model'}-{weights_fingerprint(model)}-g{GRAPH_VERSION}-opset{OPSET}"
+    weights = f"{model_name or 'model'}-{weights_fingerprint(model)}"
     step = f"-{part}" if part else ""
-    path = folder / f"{tag}{step}-torch{torch.__version__.split('+')[0]}.onnx"
+    path = folder / f"{weights}-g{GRAPH_VERSION}-opset{OPSET}{step}-torch{torch_version()}.onnx"
     if not path.exists():
         export(model, path)
+        remove_outdated_graphs(folder, weights)
     return path
+
+
+def torch_version() -> str:
+    return torch.__version__.split("+")[0]
+
+
+#: Graph parts no version exports any more (LiteMedSAM's box decoder became two graphs).
+RETIRED_PARTS = ("boxdecoder",)
+
+
+def remove_outdated_graphs(folder: Path, weights: str) -> list[Path]:
+    """Delete the graphs of the same weights (``weights``: "name-fingerprint") that no
+    version of this package loads any more: an older :data:`GRAPH_VERSION` or a retired part
+    (about 16 MB each for LiteMedSAM). Graphs of other torch versions or opsets are kept:
+    another environment may share the folder. Returns what was deleted."""
+    pattern = re.compile(
+        rf"{re.escape(weights)}-g(?P<version>\d+)-opset\d+(?:-(?P<part>[a-z]+))?-torch[^-]+\.onnx"
+    )
+    removed = []
+    for candidate in folder.glob(f"{glob.escape(weights)}-g*.onnx"):
+        found = pattern.fullmatch(candidate.name)
+        if found is None:
+            continue
+        if int(found["version"]) < GRAPH_VERSION or found["part"] in RETIRED_PARTS:
+            with contextlib.suppress(OSError):  # in use elsewhere (Windows): next time
+                candidate.unlink()
+                removed.append(candidate)
+    return removed
 
 
 class OnnxEncoder:

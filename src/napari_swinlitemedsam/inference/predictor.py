@@ -20,6 +20,7 @@ import torch
 
 from napari_swinlitemedsam.inference import transforms
 from napari_swinlitemedsam.inference.box_prompts import decoder_prompts
+from napari_swinlitemedsam.inference.deferred_self_check import DeferredSelfCheck
 from napari_swinlitemedsam.inference.disk_cache import DiskEmbeddingCache, encoder_identity
 from napari_swinlitemedsam.inference.embedding_cache import EmbeddingCache, EncodedSlice
 from napari_swinlitemedsam.inference.graph_steps import GraphSteps
@@ -96,9 +97,6 @@ class BoxPredictor:
     ) -> None:
         if runtime not in ("auto", "torch") and precision not in ("auto", "fp32"):
             raise ValueError(f"runtime={runtime!r} runs float32 only; use precision='fp32'")
-        self.runtime_choice: RuntimeChoice = choose_runtime(model, None, precision, runtime)
-        self.precision = check_precision(self.runtime_choice.precision)
-        self.runtime = check_runtime(self.runtime_choice.runtime)
         if precision == "bf16" and model.device.type == "cpu":
             warn_if_bf16_is_emulated(model_name)
         self.feature_dtype = check_feature_dtype(feature_dtype)
@@ -108,15 +106,27 @@ class BoxPredictor:
         if prompts not in (PROMPTS_BOX, PROMPTS_BOX_POINTS_SCRIBBLE):
             raise ValueError(f"unknown prompt scheme {prompts!r}")
         self.model = model.eval()
-        if decoder_runtime == "auto":
-            decoder_runtime = self.runtime_choice.decoder
-        self.graph = GraphSteps(self.model, model_name, self.runtime, decoder_runtime)
+        self.model_name = model_name
+        self.run_as(choose_runtime(model, None, precision, runtime), decoder_runtime)
         self.prompts = prompts
         self.cache = cache if cache is not None else EmbeddingCache()
-        self.model_name = model_name
         self.disk_cache = disk_cache
-        self._encoder_identity: str | None = None
         self._current: EncodedSlice | None = None
+        self.pending_self_check: DeferredSelfCheck | None = None  # see from_pretrained
+
+    def run_as(self, choice: RuntimeChoice, decoder_runtime: str = "auto") -> None:
+        """Run the encoder and the box decoder as ``choice`` says from now on (the
+        constructor, and a self-check that finished after the predictor started working:
+        :mod:`.deferred_self_check`). ``decoder_runtime`` "auto": the choice's decoder.
+        Slices already in the memory cache are kept: float32 runtimes agree with torch to
+        ~1e-6 of the logit range, and a bfloat16 choice was checked on its masks."""
+        self.runtime_choice = choice
+        self.precision = check_precision(choice.precision)
+        self.runtime = check_runtime(choice.runtime)
+        if decoder_runtime == "auto":
+            decoder_runtime = choice.decoder
+        self.graph = GraphSteps(self.model, self.model_name, self.runtime, decoder_runtime)
+        self._encoder_identity: str | None = None  # the disk cache keys name the runtime
 
     @classmethod
     def from_pretrained(
@@ -127,13 +137,17 @@ class BoxPredictor:
         precision: str = "auto",
         runtime: str = "auto",
         runtime_choice_dir: Path | None = None,
+        self_check: str = "now",
         **options,
     ) -> BoxPredictor:
         """Load weights by name or path (offline) and wrap them in a predictor.
 
         ``precision``/``runtime`` "auto" run the self-check of :mod:`.runtime_choice` the first
         time this model is used on this machine (a few encodes of the bundled samples; the
-        decision is kept in ``runtime_choice_dir``, default the user cache folder).
+        decision is kept in ``runtime_choice_dir``, default the user cache folder):
+        ``self_check="now"`` before returning, ``"later"`` a step at a time through the
+        returned predictor's ``pending_self_check`` while it works on torch float32
+        (:mod:`.deferred_self_check`; None when nothing is left to measure).
         ``options`` (``max_batch``, ``feature_dtype``, ...) go to the constructor.
         """
         loaded = load_model(name_or_path, device=device)
@@ -146,6 +160,7 @@ class BoxPredictor:
             precision,
             runtime,
             runtime_choice_dir,
+            self_check,
             **options,
         )
 
@@ -158,6 +173,11 @@ class BoxPredictor:
             encoder_from.graph if encoder_from is not None else None,
             decoder_from.graph if decoder_from is not None else None,
         )
+
+    def graph_openings(self) -> list:
+        """The graph runtimes' one-time work still to do, one call per graph (the
+        self-check runs each as a step of its own, :mod:`.self_check`)."""
+        return self.graph.openings()
 
     @property
     def encoder_identity(self) -> str:

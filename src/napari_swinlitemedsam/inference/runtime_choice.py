@@ -66,6 +66,13 @@ from napari_swinlitemedsam.inference.runtime_choice_store import (  # noqa: F401
     default_choice_dir,
     self_check_lock,
 )
+from napari_swinlitemedsam.inference.runtime_pick import (  # noqa: F401 (re-exported)
+    MIN_SPEEDUP,
+    ROUND_NOISE,
+    pick,
+    pick_decoder,
+    settled_by,
+)
 from napari_swinlitemedsam.inference.self_check import (  # noqa: F401 (re-exported)
     BASELINE,
     LOGIT_BOUND,
@@ -77,15 +84,12 @@ from napari_swinlitemedsam.inference.self_check import (  # noqa: F401 (re-expor
     agreement_problem,
     bundled_check_cases,
     measure,
+    measure_in_steps,
 )
 from napari_swinlitemedsam.model.segmenter import PromptableSegmenter
 from napari_swinlitemedsam.storage.atomic_files import write_atomically
 
 RUNTIME_OPTIONS = ("auto", *RUNTIMES)
-MIN_SPEEDUP = 1.10
-# How far one timed round may move a candidate's time on a quiet machine: the self-check stops
-# after its first timed round when no such move could change the decision (see settled_by).
-ROUND_NOISE = 0.05
 
 
 class EmulatedBf16Warning(UserWarning):
@@ -99,8 +103,9 @@ class RuntimeChoice:
     Attributes:
         runtime, precision: the choice (never "auto").
         how: ``"forced"``, ``"only candidate"``, ``"measured"``, ``"cached"`` (measured
-            earlier on this machine) or ``"not measured"`` (several candidates, no self-check
-            asked for: the baseline).
+            earlier on this machine), ``"not measured"`` (several candidates, no self-check
+            asked for: the baseline) or ``"measuring"`` (the baseline while a deferred
+            self-check runs, :mod:`.deferred_self_check`).
         seconds: measured seconds per encode, by candidate label (empty unless measured).
         rejected: candidate label -> why it did not qualify.
         cpu: the CPU summary line the decision was made on.
@@ -135,6 +140,8 @@ class RuntimeChoice:
 
     def describe(self) -> str:
         """One line for a status bar or a log: the choice, how it was made, the speed-up."""
+        if self.how == "measuring":
+            return f"{self.label} (for now: the self-check is measuring the other runtimes)"
         text = f"{self.label} ({self.how}"
         baseline = self.seconds.get(BASELINE.label)
         mine = self.seconds.get(self.label)
@@ -212,70 +219,6 @@ EMULATED_BF16_SLOWDOWN = {
 }
 
 
-def pick(seconds: dict[str, float], rejected: dict[str, str]) -> Candidate:
-    """The fastest qualifying candidate if it beats torch fp32 by :data:`MIN_SPEEDUP`."""
-    baseline = seconds[BASELINE.label]
-    best, best_time = BASELINE, baseline
-    for label, value in seconds.items():
-        if label not in rejected and value * MIN_SPEEDUP <= baseline and value < best_time:
-            best, best_time = Candidate(*label.split(" ")), value
-    return best
-
-
-def pick_decoder(box_seconds: dict[str, float], rejected: dict[str, str]) -> str:
-    """The graph runtime whose later box is fastest if it beats torch fp32's by
-    :data:`MIN_SPEEDUP` (its candidate qualified), else ``"torch"``."""
-    baseline = box_seconds.get(BASELINE.label)
-    if baseline is None:
-        return "torch"
-    best, best_time = "torch", baseline
-    for label, value in box_seconds.items():
-        runtime = label.split(" ")[0]
-        if runtime not in GRAPH_RUNTIMES or label in rejected:
-            continue
-        if value * MIN_SPEEDUP <= baseline and value < best_time:
-            best, best_time = runtime, value
-    return best
-
-
-def _settled(times: dict[str, float], winner: str, choose: Callable) -> bool:
-    """Whether one more round could not change the decision ``winner`` (a label) of
-    ``choose(times)`` in a way that matters: with the winner's time :data:`ROUND_NOISE` slower
-    and every other that much faster (the worst case of one more round), ``choose`` still
-    gives the winner, or a candidate measured within 2 x ROUND_NOISE of it (two runtimes that
-    close are equally good: a further round could not tell them apart either)."""
-    shaken = {
-        label: value * (1 + ROUND_NOISE if label == winner else 1 - ROUND_NOISE)
-        for label, value in times.items()
-    }
-    other = choose(shaken)
-    return other == winner or times[other] <= times[winner] * (1 + 2 * ROUND_NOISE)
-
-
-def settled_by(graph_decoder: bool) -> Callable[[Measured], bool]:
-    """The self-check's early stop (:func:`measure`'s ``settled``): the encoder's pick, and for
-    a model with a graph decoder the box decoder's pick, would hold (or change only to an equally fast
-    candidate) whatever one more round measured within :data:`ROUND_NOISE`. Clear gaps
-    (LiteMedSAM on ONNX Runtime ~2x torch) stop after one timed round; a gain near the 10 %
-    bar runs all rounds."""
-
-    def settled(measured: Measured) -> bool:
-        rejected = measured.rejected
-
-        def encoder(times: dict[str, float]) -> str:
-            return pick(times, rejected).label
-
-        def decoder(times: dict[str, float]) -> str:
-            return f"{pick_decoder(times, rejected)} fp32"
-
-        encoder_settled = _settled(measured.seconds, encoder(measured.seconds), encoder)
-        if not graph_decoder or not encoder_settled:
-            return encoder_settled
-        return _settled(measured.box_seconds, decoder(measured.box_seconds), decoder)
-
-    return settled
-
-
 def read_cached(path: Path) -> RuntimeChoice | None:
     """A decision stored by :func:`write_cached`, or None if absent or unreadable."""
     try:
@@ -296,6 +239,97 @@ def write_cached(path: Path, choice: RuntimeChoice) -> None:
         write_atomically(path, write, durable=False)
 
 
+@dataclass(frozen=True)
+class SelfCheck:
+    """A self-check to run for ``model`` among several ``candidates``, and where its decision
+    is kept (:func:`plan_self_check` makes one; :func:`choose_runtime` runs it at once, a
+    :class:`~.deferred_self_check.DeferredSelfCheck` a step at a time)."""
+
+    model: torch.nn.Module
+    candidates: tuple[Candidate, ...]
+    cpu: CpuDescription
+    folder: Path
+    options: tuple[str, str]  # the precision and runtime asked for
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters(), torch.empty(0)).device
+
+    def path(self, with_weights: bool) -> Path:
+        """The decision's file: float32 decisions per architecture, bfloat16 ones per weights
+        (see the module docstring)."""
+        key = choice_key(self.model, self.device, self.cpu, self.options, with_weights)
+        return self.folder / f"{key}.json"
+
+    def stored(self) -> RuntimeChoice | None:
+        """A decision measured earlier on this machine, or None (the weights' hash is only
+        computed when no float32 decision is stored)."""
+        for with_weights in (False, True):
+            cached = read_cached(self.path(with_weights))
+            if cached is not None:
+                return cached
+        return None
+
+    def baseline(self, how: str) -> RuntimeChoice:
+        """Torch float32, e.g. while the check has not run (``how``: "not measured",
+        "measuring")."""
+        return RuntimeChoice(BASELINE.runtime, BASELINE.precision, how, cpu=self.cpu.summary())
+
+    @property
+    def graph_decoder(self) -> bool:
+        model = self.model
+        return isinstance(model, PromptableSegmenter) and has_graph_decoder(model)
+
+    @property
+    def settled(self) -> Callable[[Measured], bool]:
+        """The early stop of :func:`measure` for this model (:func:`settled_by`)."""
+        return settled_by(self.graph_decoder)
+
+    def decide(self, measured: Measured) -> RuntimeChoice:
+        """The choice ``measured`` leads to, stored for the next time."""
+        seconds, rejected, box_seconds = measured
+        chosen = pick(seconds, rejected)
+        graph_decoder = self.graph_decoder
+        choice = RuntimeChoice(
+            chosen.runtime,
+            chosen.precision,
+            "measured",
+            seconds,
+            rejected,
+            self.cpu.summary(),
+            decoder=pick_decoder(box_seconds, rejected) if graph_decoder else "torch",
+            box_seconds=box_seconds,
+        )
+        write_cached(self.path(with_weights=chosen.precision != "fp32"), choice)
+        return choice
+
+
+def plan_self_check(
+    model: torch.nn.Module,
+    precision: str = "auto",
+    runtime: str = "auto",
+    cpu: CpuDescription | None = None,
+    onnx_installed: bool | None = None,
+    choice_dir: Path | None = None,
+    openvino_installed: bool | None = None,
+) -> RuntimeChoice | SelfCheck:
+    """The choice when ``precision`` and ``runtime`` leave one candidate, else the self-check
+    that decides among them (its decision may be stored already: :meth:`SelfCheck.stored`).
+    ``cpu``, ``onnx_installed``, ``openvino_installed`` and ``choice_dir`` default to this
+    machine and the user cache folder; tests inject their own."""
+    cpu = cpu if cpu is not None else describe_cpu()
+    device = next(model.parameters(), torch.empty(0)).device  # no parameters: a CPU stand-in
+    installed = onnx_available() if onnx_installed is None else onnx_installed
+    if openvino_installed is None:
+        openvino_installed = openvino_available()
+    found = candidates_for(precision, runtime, device, cpu, installed, openvino_installed)
+    if len(found) == 1:
+        how = "only candidate" if precision == runtime == "auto" else "forced"
+        return RuntimeChoice(found[0].runtime, found[0].precision, how, cpu=cpu.summary())
+    folder = choice_dir if choice_dir is not None else default_choice_dir()
+    return SelfCheck(model, tuple(found), cpu, folder, (precision, runtime))
+
+
 def choose_runtime(
     model: torch.nn.Module,
     make_predictor: Callable[[Candidate], CheckablePredictor] | None,
@@ -307,61 +341,27 @@ def choose_runtime(
     openvino_installed: bool | None = None,
     cases: Callable[[], Sequence[CheckCase]] = bundled_check_cases,
 ) -> RuntimeChoice:
-    """Resolve ``precision`` and ``runtime`` (each "auto" or a forced value) for ``model``.
+    """Resolve ``precision`` and ``runtime`` (each "auto" or a forced value) for ``model``,
+    running the self-check now if it is needed and not stored.
 
     ``make_predictor`` builds a predictor for a candidate (see :func:`measure`); None means
     "do not measure": with several candidates, torch fp32 is used (``how="not measured"``).
-    ``cpu``, ``onnx_installed``, ``choice_dir`` and ``cases`` default to this machine, the user
-    cache folder and the bundled samples; tests inject their own.
+    ``cases`` defaults to the bundled samples; for the other arguments see
+    :func:`plan_self_check`.
     """
-    cpu = cpu if cpu is not None else describe_cpu()
-    device = next(model.parameters(), torch.empty(0)).device  # no parameters: a CPU stand-in
-    installed = onnx_available() if onnx_installed is None else onnx_installed
-    if openvino_installed is None:
-        openvino_installed = openvino_available()
-    found = candidates_for(precision, runtime, device, cpu, installed, openvino_installed)
-    summary = cpu.summary()
-    if len(found) == 1:
-        how = "only candidate" if precision == runtime == "auto" else "forced"
-        return RuntimeChoice(found[0].runtime, found[0].precision, how, cpu=summary)
+    planned = plan_self_check(
+        model, precision, runtime, cpu, onnx_installed, choice_dir, openvino_installed
+    )
+    if isinstance(planned, RuntimeChoice):
+        return planned
     if make_predictor is None:
-        return RuntimeChoice(BASELINE.runtime, BASELINE.precision, "not measured", cpu=summary)
-    folder = choice_dir if choice_dir is not None else default_choice_dir()
-    options = (precision, runtime)
-
-    # float32 decisions per architecture, bfloat16 ones per weights (see the module docstring)
-    # (the weights' hash is only computed when no float32 decision is stored)
-    def path(with_weights: bool) -> Path:
-        return folder / f"{choice_key(model, device, cpu, options, with_weights)}.json"
-
-    def stored() -> RuntimeChoice | None:
-        for with_weights in (False, True):
-            cached = read_cached(path(with_weights))
-            if cached is not None:
-                return cached
-        return None
-
-    if (cached := stored()) is not None:
+        return planned.baseline("not measured")
+    if (cached := planned.stored()) is not None:
         return cached
     # One self-check of this model at a time: processes starting together (cluster workers,
     # test workers, two viewers) would measure each other's load; who waited reads the decision.
-    with self_check_lock(path(with_weights=False)):
-        if (cached := stored()) is not None:
+    with self_check_lock(planned.path(with_weights=False)):
+        if (cached := planned.stored()) is not None:
             return cached
-        graph_decoder = isinstance(model, PromptableSegmenter) and has_graph_decoder(model)
-        seconds, rejected, box_seconds = measure(
-            found, make_predictor, cases(), settled=settled_by(graph_decoder)
-        )
-        chosen = pick(seconds, rejected)
-        choice = RuntimeChoice(
-            chosen.runtime,
-            chosen.precision,
-            "measured",
-            seconds,
-            rejected,
-            summary,
-            decoder=pick_decoder(box_seconds, rejected) if graph_decoder else "torch",
-            box_seconds=box_seconds,
-        )
-        write_cached(path(with_weights=chosen.precision != "fp32"), choice)
-    return choice
+        measured = measure(planned.candidates, make_predictor, cases(), settled=planned.settled)
+        return planned.decide(measured)

@@ -99,3 +99,27 @@ def _releasing(lock):
         yield
     finally:
         lock.release()
+
+
+@contextlib.contextmanager
+def self_check_turn(decision: Path, wait_s: float):
+    """:func:`self_check_lock` for one step of a self-check done a step at a time: yields True
+    when this process may measure now (the lock is held for the step; a folder that cannot
+    be written: unlocked), False when another process has held it for ``wait_s`` (it is
+    measuring: try again later, its decision may be stored by then)."""
+    from filelock import FileLock, Timeout
+
+    try:
+        decision.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(decision.with_suffix(".lock")), timeout=wait_s)
+        lock.acquire()
+    except Timeout:
+        yield False
+        return
+    except OSError:
+        yield True
+        return
+    try:
+        yield True
+    finally:
+        lock.release()

@@ -14,17 +14,22 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from napari_swinlitemedsam.inference.deferred_self_check import DeferredSelfCheck
 from napari_swinlitemedsam.inference.runtime_choice import (
     Candidate,
     EmulatedBf16Warning,
     RuntimeChoice,
+    SelfCheck,
     choose_runtime,
     emulated_bf16_message,
+    plan_self_check,
 )
 from napari_swinlitemedsam.model.segmenter import PromptableSegmenter
 
 if TYPE_CHECKING:  # the predictor imports this module; only the type flows back
     from napari_swinlitemedsam.inference.predictor import BoxPredictor
+
+SELF_CHECK_OPTIONS = ("now", "later")
 
 
 def warn_if_bf16_is_emulated(model_name: str, stacklevel: int = 3) -> None:
@@ -47,6 +52,7 @@ def build_measured(
     precision: str = "auto",
     runtime: str = "auto",
     choice_dir: Path | None = None,
+    self_check: str = "now",
     **options,
 ) -> BoxPredictor:
     """A ``predictor_class`` around ``model`` running the measured (or forced) choice.
@@ -54,8 +60,12 @@ def build_measured(
     ``precision``/``runtime`` "auto" are resolved by :func:`.runtime_choice.choose_runtime`
     (a self-check the first time, the cached decision afterwards); a forced value is kept, a
     forced ``decoder_runtime`` among the ``options`` too. ``options`` go to the predictor's
-    constructor.
+    constructor. ``self_check``: ``"now"`` (measure before returning) or ``"later"``: when
+    a check is needed and not stored, the predictor starts on torch float32 and its
+    ``pending_self_check`` runs the check a step at a time (:mod:`.deferred_self_check`).
     """
+    if self_check not in SELF_CHECK_OPTIONS:
+        raise ValueError(f"self_check must be one of {SELF_CHECK_OPTIONS}, got {self_check!r}")
     forced_decoder = options.pop("decoder_runtime", "auto")
     tried: dict[Candidate, BoxPredictor] = {}
 
@@ -64,6 +74,19 @@ def build_measured(
             model, prompts, None, name, precision=candidate.precision, runtime=candidate.runtime
         )
         return tried[candidate]
+
+    if self_check == "later":
+        planned = plan_self_check(model, precision, runtime, choice_dir=choice_dir)
+        if isinstance(planned, SelfCheck) and planned.stored() is None:
+            predictor = predictor_class(
+                model, prompts, cache, name, precision="fp32", runtime="torch", **options
+            )
+            torch_decoder = "torch" if forced_decoder == "auto" else forced_decoder
+            predictor.run_as(planned.baseline("measuring"), torch_decoder)
+            predictor.pending_self_check = DeferredSelfCheck(
+                predictor, planned, make, tried, forced_decoder
+            )
+            return predictor
 
     choice: RuntimeChoice = choose_runtime(model, make, precision, runtime, choice_dir=choice_dir)
     decoder = choice.decoder if forced_decoder == "auto" else forced_decoder

@@ -8,7 +8,7 @@ times and checks, it decides nothing.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, NamedTuple, Protocol
@@ -121,7 +121,29 @@ def measure(
     clock: Callable[[], float] = time.perf_counter,
     settled: Callable[[Measured], bool] | None = None,
 ) -> Measured:
-    """Time and check each candidate.
+    """Time and check each candidate in one go (:func:`measure_in_steps` run to its end)."""
+    steps = measure_in_steps(candidates, make_predictor, cases, rounds, clock, settled)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as finished:
+            return finished.value
+
+
+def measure_in_steps(
+    candidates: Sequence[Candidate],
+    make_predictor: Callable[[Candidate], CheckablePredictor],
+    cases: Sequence[CheckCase],
+    rounds: int = MAX_ROUNDS,
+    clock: Callable[[], float] = time.perf_counter,
+    settled: Callable[[Measured], bool] | None = None,
+) -> Generator[str, None, Measured]:
+    """Time and check each candidate, one trial per step: yields the label of the candidate
+    that just encoded and decoded a case (about one encode of work) or, before the rounds,
+    opened one of its graphs (a predictor's optional ``graph_openings()``: export and
+    compile, one call per graph), and returns what was measured. Whoever drives it
+    may do other work between steps (the annotator decodes the user's boxes), so a trial's
+    times are never taken across a pause.
 
     ``make_predictor(candidate)`` gives a predictor (``set_image``/``predict``) that runs its
     encoder that way; ``candidates[0]`` must be the torch fp32 baseline. Round r encodes case
@@ -146,6 +168,10 @@ def measure(
     for candidate in candidates:
         try:
             predictors[candidate] = make_predictor(candidate)
+            # one-time work of a graph runtime (export, compile), a step per graph
+            for opening in getattr(predictors[candidate], "graph_openings", list)():
+                opening()
+                yield candidate.label
         except (ImportError, RuntimeError, ValueError, OSError) as error:
             rejected[candidate.label] = f"could not start: {error}"
     for round_index in range(rounds):
@@ -179,6 +205,7 @@ def measure(
                 reference = result
             elif (problem := agreement_problem(candidate, reference, result)) is not None:
                 rejected[candidate.label] = problem
+            yield candidate.label
         so_far = _fastest(times, box_times, rejected)
         enough = round_index + 1 >= max(MIN_ROUNDS, len(cases))
         if enough and settled is not None and settled(so_far):
