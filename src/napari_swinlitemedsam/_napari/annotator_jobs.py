@@ -56,8 +56,8 @@ class AnnotatorJobs:
             annotator.model_label, annotator.model_source, annotator.last_error = job.label, job, ""
             check = getattr(annotator.predictor, "pending_self_check", None)
             annotator.scheduler.runtime_check_pending = check is not None
-            later = " (torch fp32 until its runtime self-check, run between jobs, decides)"
-            annotator.on_status(f"{job.label} loaded in {seconds:.1f} s{later * bool(check)}")
+            later = "" if check is None else " (torch fp32 until its runtime self-check decides)"
+            annotator.on_status(f"{job.label} loaded in {seconds:.1f} s{later}")
 
         args = (job.name_or_path, job.device, annotator.disk_cache, job.precision)
         annotator.runner.start(
@@ -117,9 +117,10 @@ class AnnotatorJobs:
         annotator = self.annotator
         predictor = annotator.predictor
         check = getattr(predictor, "pending_self_check", None)
-        if check is None:
+        if check is None:  # finished in the step before
             annotator.scheduler.runtime_check_pending = False
-            return annotator.schedule()
+            annotator.schedule()
+            return
 
         def stepped(finished: bool) -> None:
             if not finished or annotator.predictor is not predictor:
