@@ -146,13 +146,14 @@ def test_while_another_process_measures_a_step_waits_its_turn_then_reads_its_dec
     try:
         assert not check.step() and check.trials_done == 0  # nothing measured meanwhile
     finally:
-        # the other process decided openvino and stored it before releasing
-        write_cached(decision, RuntimeChoice("openvino", "fp32", "measured", decoder="torch"))
+        # the other process decided and stored its choice before releasing
+        write_cached(decision, RuntimeChoice("onnxruntime", "fp32", "measured", decoder="torch"))
         release.set()
         thread.join(30)
     assert check.step()
     assert check.trials_done == 0 and check.choice is not None
-    assert (predictor.runtime, predictor.runtime_choice.how) == ("openvino", "cached")
+    assert (predictor.runtime, predictor.runtime_choice.how) == ("onnxruntime", "cached")
+    assert predictor.decoder_runtime == "torch"  # as that process decided
 
 
 def test_when_torch_itself_fails_the_predictor_stays_on_it_and_the_error_is_raised(model, tmp_path):
