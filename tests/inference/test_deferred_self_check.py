@@ -76,7 +76,7 @@ def test_the_predictor_works_on_torch_until_the_last_step_then_runs_the_choice(m
         steps += 1
         assert predictor.runtime == "torch" and predictor.pending_self_check is check
     # a warm-up round and a timed one, two candidates each (the fake predictors open no graph)
-    assert steps == check.trials_done == 4
+    assert steps == check.steps_done == 4
     assert (predictor.runtime, predictor.runtime_choice.how) == ("onnxruntime", "measured")
     # an encode and the case's one box
     assert predictor.runtime_choice.seconds == pytest.approx(
@@ -144,14 +144,14 @@ def test_while_another_process_measures_a_step_waits_its_turn_then_reads_its_dec
     thread.start()
     held.wait(30)
     try:
-        assert not check.step() and check.trials_done == 0  # nothing measured meanwhile
+        assert not check.step() and check.steps_done == 0  # nothing measured meanwhile
     finally:
         # the other process decided and stored its choice before releasing
         write_cached(decision, RuntimeChoice("onnxruntime", "fp32", "measured", decoder="torch"))
         release.set()
         thread.join(30)
     assert check.step()
-    assert check.trials_done == 0 and check.choice is not None
+    assert check.steps_done == 0 and check.choice is not None
     assert (predictor.runtime, predictor.runtime_choice.how) == ("onnxruntime", "cached")
     assert predictor.decoder_runtime == "torch"  # as that process decided
 

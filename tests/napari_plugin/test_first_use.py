@@ -36,7 +36,7 @@ def test_the_first_box_does_not_wait_for_the_runtime_self_check(
     predictor = annotator.predictor
     # The box was decoded before any step of the check (a box comes first), on torch fp32.
     check = predictor.pending_self_check
-    assert check is not None and check.trials_done == 0
+    assert check is not None and check.steps_done == 0
     assert (predictor.runtime, predictor.decoder_runtime) == ("torch", "torch")
     assert widget.encoder_label.text().startswith("torch fp32 (for now: the self-check")
     first_mask = annotator.labels.data == 1
@@ -45,7 +45,7 @@ def test_the_first_box_does_not_wait_for_the_runtime_self_check(
     wait_idle(qtbot, annotator)
     qtbot.waitUntil(lambda: predictor.pending_self_check is None, timeout=MODEL_TIMEOUT_MS)
     wait_idle(qtbot, annotator)
-    assert check.finished and check.trials_done >= 4  # two rounds of at least two candidates
+    assert check.finished and check.steps_done >= 4  # exports, and two rounds of two or more
     choice = predictor.runtime_choice
     assert choice.how == "measured" and choice.seconds.keys() >= {"torch fp32"}
     assert widget.encoder_label.text() == predictor.describe_runtimes()

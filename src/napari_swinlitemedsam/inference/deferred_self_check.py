@@ -65,7 +65,7 @@ class DeferredSelfCheck:
         self.planned = planned
         self.decoder_runtime = decoder_runtime
         self.choice: RuntimeChoice | None = None
-        self.trials_done = 0
+        self.steps_done = 0
         self._make_trial = make_trial
         self._tried = tried
         self._cases = cases
@@ -103,7 +103,7 @@ class DeferredSelfCheck:
                 # torch float32 itself failed: the predictor stays on it, the owner reports it
                 self._finish(self.planned.baseline("not measured"))
                 raise
-            self.trials_done += 1
+            self.steps_done += 1
             return False
 
     def run_to_end(self) -> RuntimeChoice:
