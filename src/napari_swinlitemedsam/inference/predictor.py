@@ -63,23 +63,19 @@ class BoxPredictor:
         disk_cache: optional second cache level on disk, keyed by the pixels' content and
             consulted after ``cache``; features then come in its storage dtype whether just
             encoded or read back, so warm and cold runs give the same masks.
-        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` (encoder under bfloat16 autocast;
-            fast only on CPUs with native bfloat16, see :mod:`.precision`; on other CPUs an
-            :class:`EmulatedBf16Warning` says how much slower it is), or ``"fp16"`` (float16
-            autocast, CUDA GPUs only).
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` (bfloat16 autocast, fast only with
+            native bfloat16, else an :class:`EmulatedBf16Warning`) or ``"fp16"`` (CUDA only).
         feature_dtype: dtype of the encoded slices kept in the cache (None: float32;
             ``torch.float16`` halves their memory).
-        runtime: ``"auto"``, ``"torch"``, ``"onnxruntime"`` or ``"openvino"`` (the ``openvino``
-            extra); both run the encoder step exported once per weights (see
-            :mod:`.onnx_encoder`), float32 only.
+        runtime: ``"auto"``, ``"torch"``, ``"onnxruntime"`` or ``"openvino"`` (an extra): the
+            encoder step exported once per weights (:mod:`.onnx_encoder`), float32 only.
         decoder_runtime: where boxes are decoded (a LiteMedSAM box without clicks, every
             Swin-LiteMedSAM box; LiteMedSAM boxes with clicks decode in torch): ``"auto"``
             (the self-check's choice, else the encoder's graph runtime, else torch),
             ``"torch"``, ``"onnxruntime"`` or ``"openvino"``.
 
-    "auto" here measures nothing: with several candidates it means torch fp32. The measured
-    choice (:mod:`.runtime_choice`) is made by :meth:`from_pretrained`; ``runtime_choice``
-    tells what runs and why.
+    "auto" here measures nothing (several candidates: torch fp32); :meth:`from_pretrained`
+    measures (:mod:`.runtime_choice`); ``runtime_choice`` tells what runs and why.
     """
 
     def __init__(
@@ -115,11 +111,9 @@ class BoxPredictor:
         self.pending_self_check: DeferredSelfCheck | None = None  # see from_pretrained
 
     def run_as(self, choice: RuntimeChoice, decoder_runtime: str = "auto") -> None:
-        """Run the encoder and the box decoder as ``choice`` says from now on (the
-        constructor, and a self-check that finished after the predictor started working:
-        :mod:`.deferred_self_check`). ``decoder_runtime`` "auto": the choice's decoder.
-        Slices already in the memory cache are kept: float32 runtimes agree with torch to
-        ~1e-6 of the logit range, and a bfloat16 choice was checked on its masks."""
+        """Run the encoder and box decoder as ``choice`` says (``decoder_runtime`` "auto": its
+        decoder) from now on, e.g. after a :mod:`.deferred_self_check`. Cached slices stay:
+        float32 runtimes agree to ~1e-6 of the logit range, bfloat16 was checked on masks."""
         self.runtime_choice = choice
         self.precision = check_precision(choice.precision)
         self.runtime = check_runtime(choice.runtime)
@@ -145,9 +139,8 @@ class BoxPredictor:
         ``precision``/``runtime`` "auto" run the self-check of :mod:`.runtime_choice` the first
         time this model is used on this machine (a few encodes of the bundled samples; the
         decision is kept in ``runtime_choice_dir``, default the user cache folder):
-        ``self_check="now"`` before returning, ``"later"`` a step at a time through the
-        returned predictor's ``pending_self_check`` while it works on torch float32
-        (:mod:`.deferred_self_check`; None when nothing is left to measure).
+        ``self_check="now"`` before returning, ``"later"`` a step at a time through
+        ``pending_self_check`` (:mod:`.deferred_self_check`) while it works on torch fp32.
         ``options`` (``max_batch``, ``feature_dtype``, ...) go to the constructor.
         """
         loaded = load_model(name_or_path, device=device)
@@ -175,8 +168,7 @@ class BoxPredictor:
         )
 
     def graph_openings(self) -> list:
-        """The graph runtimes' one-time work still to do, one call per graph (the
-        self-check runs each as a step of its own, :mod:`.self_check`)."""
+        """The graphs' one-time work left, one call per graph (a self-check step each)."""
         return self.graph.openings()
 
     @property
