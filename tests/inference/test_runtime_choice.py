@@ -198,6 +198,23 @@ def test_a_float32_decision_holds_for_new_weights_of_the_same_architecture(tmp_p
     assert len(list(tmp_path.glob("*.json"))) == 2
 
 
+def test_without_a_half_precision_candidate_the_weights_are_never_hashed(tmp_path, monkeypatch):
+    """Only a bfloat16/float16 decision is keyed by the weights; where no such candidate
+    exists none can be stored, and a deferred check asks for the decision at every step."""
+    monkeypatch.setattr(runtime_choice, "measure", _fake_clock_measure)
+
+    def no_hashing(model):
+        raise AssertionError("the weights were hashed")
+
+    monkeypatch.setattr(runtime_choice_store, "weights_fingerprint", no_hashing)
+    made = []
+    first = _choose(_Model(1.0), tmp_path, made, cpuinfo=EPYC_AVX2)
+    again = _choose(_Model(1.0), tmp_path, made, cpuinfo=EPYC_AVX2)
+    assert (first.how, again.how, len(made)) == ("measured", "cached", 2)
+    with pytest.raises(AssertionError, match="hashed"):  # a bf16 candidate: its key has them
+        _choose(_Model(1.0), tmp_path / "bf16", [], cpuinfo=SAPPHIRE_RAPIDS)
+
+
 def test_a_second_process_waits_for_the_running_self_check_and_reads_its_decision(
     tmp_path, monkeypatch
 ):

@@ -262,9 +262,12 @@ class SelfCheck:
         return self.folder / f"{key}.json"
 
     def stored(self) -> RuntimeChoice | None:
-        """A decision measured earlier on this machine, or None (the weights' hash is only
-        computed when no float32 decision is stored)."""
-        for with_weights in (False, True):
+        """A decision measured earlier on this machine, or None. A decision keyed by the
+        weights exists only where a half-precision candidate could have won, so only then is
+        it looked for (hashing the weights costs ~80 ms, and a deferred check asks at every
+        step)."""
+        half = any(candidate.precision != "fp32" for candidate in self.candidates)
+        for with_weights in (False, True) if half else (False,):
             cached = read_cached(self.path(with_weights))
             if cached is not None:
                 return cached
