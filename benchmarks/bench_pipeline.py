@@ -11,8 +11,9 @@ the same model, every variant measured interleaved in the same run:
 * **pipelined** (``lookahead=1``): the next slice is encoded in a background thread while the
   current one decodes; with ``encode_batch=2`` two slices per encoder call;
 * **pipelined, chosen runtime**: the same with the runtime the self-check picks for this model
-  on a CPU without native bf16 (``--runtime``; ONNX Runtime for LiteMedSAM, see
-  ``docs/performance.md``).
+  on a CPU without native bf16 (ONNX Runtime for LiteMedSAM, see ``docs/performance.md``), one
+  slice per encode, and two slices encoded side by side on half the threads each (what
+  ``segment_volume`` does by default on a graph runtime, ``inference/parallel_encodes.py``).
 
 Labels are compared with the reference-style ones object by object (differing voxels, lowest
 DSC). Usage::
@@ -86,7 +87,7 @@ def model_pipeline_rows(
     if runtime == "onnxruntime" and not onnx_available():
         runtime = "torch"
 
-    def ours(label: str, lookahead: int, batch: int = 1, runtime: str = "torch") -> None:
+    def ours(label: str, lookahead: int, batch: int | None = 1, runtime: str = "torch") -> None:
         predictor = make_predictor(model, name, runtime=runtime)
         steps = segment_volume(
             predictor,
@@ -112,6 +113,9 @@ def model_pipeline_rows(
         label = f"pipelined, {runtime}"
         variants[label] = lambda: ours(label, 1, 1, runtime)
         ours(label, 1, 1, runtime)  # untimed: exports the graph once, opens a session
+        side_by_side = f"pipelined, {runtime}, 2 slices side by side"
+        # None: the predictor's slices_per_encode (2 encodes at once with >= 2 threads)
+        variants[side_by_side] = lambda: ours(side_by_side, 1, None, runtime)
     if not with_reference:
         del variants["reference-style"]
     timings = measure_interleaved(variants, repeats, warmup=0)

@@ -156,8 +156,9 @@ def embed_planes(
 ) -> tuple[int, int]:
     """Encode ``planes[start:stop]`` that are not in the predictor's disk cache yet.
 
-    ``on_slice(done, total)`` is called after each plane of the range. Returns
-    ``(encoded, already_cached)``.
+    Planes still to encode go to the predictor ``slices_per_encode`` at a time (a graph
+    runtime encodes them side by side). ``on_slice(done, total)`` is called once per plane of
+    the range, in order, when it is cached or encoded. Returns ``(encoded, already_cached)``.
     """
     from napari_swinlitemedsam.inference.predictor import model_input_uint8
 
@@ -165,14 +166,31 @@ def embed_planes(
     if cache is None:
         raise ValueError("embedding needs a predictor with a disk cache (predictor.disk_cache)")
     chosen = range(len(planes))[start:stop]
-    encoded = cached = 0
+    per_call = max(1, int(getattr(predictor, "slices_per_encode", 1)))
+    pending: list[np.ndarray] = []
+    encoded = cached = reported = 0
+
+    def report(done: int) -> None:
+        nonlocal reported
+        for count in range(reported + 1, done + 1):
+            if on_slice is not None:
+                on_slice(count, len(chosen))
+        reported = max(reported, done)
+
     for index, z in enumerate(chosen):
         plane = planes[z]
         if cache.key_for(model_input_uint8(plane), predictor.encoder_identity) in cache:
             cached += 1
         else:
-            predictor.encode(plane)  # no memory-cache key: memory stays bounded
-            encoded += 1
-        if on_slice is not None:
-            on_slice(index + 1, len(chosen))
+            pending.append(plane)
+        if len(pending) == per_call:
+            predictor.encode_many(pending)  # no memory-cache keys: memory stays bounded
+            encoded += len(pending)
+            pending = []
+        if not pending:
+            report(index + 1)
+    if pending:
+        predictor.encode_many(pending)
+        encoded += len(pending)
+    report(len(chosen))
     return encoded, cached

@@ -20,6 +20,7 @@ from napari_swinlitemedsam.inference.graph_decoder import GraphBoxDecoder, decod
 from napari_swinlitemedsam.inference.graph_sessions import GRAPH_RUNTIMES
 from napari_swinlitemedsam.inference.graph_skip_decoder import GraphSkipDecoder
 from napari_swinlitemedsam.inference.onnx_encoder import RUNTIMES, OnnxEncoder
+from napari_swinlitemedsam.inference.parallel_encodes import stream_count
 from napari_swinlitemedsam.model.segmenter import ImageFeatures, PromptableSegmenter
 
 if TYPE_CHECKING:  # imported when first used: OpenVINO is an optional extra
@@ -76,9 +77,17 @@ class GraphSteps:
 
     def encode(self, tensor: torch.Tensor) -> list[ImageFeatures]:
         """(B, 3, 256, 256) model input -> B ImageFeatures on the model's device (the graphs
-        take one image at a time)."""
+        take one image at a time; several are encoded side by side, :mod:`.parallel_encodes`)."""
         encoder = self._encoder if self._encoder is not None else self.open_encoder()
-        return [encoder.encode(one[None]).to(self.model.device) for one in tensor]
+        return [features.to(self.model.device) for features in encoder.encode_many(tensor)]
+
+    @property
+    def slices_per_encode(self) -> int:
+        """Slices worth encoding in one call: the graph encoder's streams (torch: 1; its
+        batched encodes were no faster per slice on 2 cores, docs/performance.md)."""
+        if not self.encodes:
+            return 1
+        return stream_count(torch.get_num_threads())
 
     def open_encoder(self) -> OnnxEncoder | OpenVinoEncoder:
         """Export (once per weights) and open the encoder's graph."""

@@ -24,9 +24,11 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from napari_swinlitemedsam.inference.disk_cache import weights_fingerprint
+from napari_swinlitemedsam.inference.parallel_encodes import OnnxStreams, stream_count
 from napari_swinlitemedsam.model.segmenter import ImageFeatures, PromptableSegmenter
 from napari_swinlitemedsam.model.skip_mask_decoder import SkipContext
 from napari_swinlitemedsam.storage.atomic_files import write_atomically
@@ -174,8 +176,15 @@ class OnnxEncoder:
     ) -> None:
         check_runtime("onnxruntime")
         self.path = exported_graph(model, model_name, export_dir)
-        self.session = open_cpu_session(self.path, threads or torch.get_num_threads())
+        self.threads = threads or torch.get_num_threads()
+        self.session = open_cpu_session(self.path, self.threads)
         self._input = self.session.get_inputs()[0].name
+        self._streams: OnnxStreams | None = None  # opened for the first several-slice call
+
+    @property
+    def streams(self) -> int:
+        """Slices :meth:`encode_many` encodes side by side."""
+        return stream_count(self.threads)
 
     def encode(self, image: torch.Tensor) -> ImageFeatures:
         """(1, 3, 256, 256) float32 in [0, 1] -> :class:`ImageFeatures` (CPU tensors)."""
@@ -186,6 +195,18 @@ class OnnxEncoder:
         array = image.detach().to("cpu", torch.float32).contiguous().numpy()
         outputs = [torch.from_numpy(out) for out in self.session.run(None, {self._input: array})]
         return features_from_graph_outputs(outputs)
+
+    def encode_many(self, images: torch.Tensor) -> list[ImageFeatures]:
+        """(B, 3, 256, 256) -> B :class:`ImageFeatures`: :attr:`streams` slices side by side,
+        each on its share of the threads (:mod:`.parallel_encodes`); one slice as :meth:`encode`."""
+        if len(images) < 2 or self.streams < 2:
+            return [self.encode(image[None]) for image in images]
+        if self._streams is None:
+            self._streams = OnnxStreams(
+                lambda threads: open_cpu_session(self.path, threads), self.threads, self.streams
+            )
+        outputs = self._streams.run(graph_inputs(images))
+        return [features_from_graph_outputs([torch.from_numpy(o) for o in one]) for one in outputs]
 
 
 def open_cpu_session(path: Path, threads: int):
@@ -203,6 +224,16 @@ def open_cpu_session(path: Path, threads: int):
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def graph_inputs(images: torch.Tensor) -> list[np.ndarray]:
+    """(B, 3, 256, 256) -> B contiguous (1, 3, 256, 256) float32 CPU arrays, a graph's input."""
+    if images.ndim != 4 or tuple(images.shape[1:]) != (3, 256, 256):
+        raise ValueError(
+            f"the encoder graph takes (B, 3, 256, 256) images, got {tuple(images.shape)}"
+        )
+    batch = images.detach().to("cpu", torch.float32)
+    return [np.ascontiguousarray(one[None].numpy()) for one in batch]
 
 
 def features_from_graph_outputs(outputs: list[torch.Tensor]) -> ImageFeatures:

@@ -18,7 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_swinlitemedsam.inference.onnx_encoder import exported_graph, features_from_graph_outputs
+from napari_swinlitemedsam.inference.onnx_encoder import (
+    exported_graph,
+    features_from_graph_outputs,
+    graph_inputs,
+)
+from napari_swinlitemedsam.inference.parallel_encodes import OpenVinoStreams, stream_count
 from napari_swinlitemedsam.model.segmenter import ImageFeatures, PromptableSegmenter
 
 
@@ -57,9 +62,16 @@ class OpenVinoEncoder:
     ) -> None:
         check_openvino()
         self.path = exported_graph(model, model_name, export_dir)
-        compiled = compile_on_cpu(self.path, threads or torch.get_num_threads())
+        self.threads = threads or torch.get_num_threads()
+        compiled = compile_on_cpu(self.path, self.threads)
         self._outputs = len(compiled.outputs)
         self._request = compiled.create_infer_request()
+        self._streams: OpenVinoStreams | None = None  # compiled for the first several-slice call
+
+    @property
+    def streams(self) -> int:
+        """Slices :meth:`encode_many` encodes side by side."""
+        return stream_count(self.threads)
 
     def encode(self, image: torch.Tensor) -> ImageFeatures:
         """(1, 3, 256, 256) float32 in [0, 1] -> :class:`ImageFeatures` (CPU tensors)."""
@@ -75,6 +87,16 @@ class OpenVinoEncoder:
             for i in range(self._outputs)
         ]
         return features_from_graph_outputs(outputs)
+
+    def encode_many(self, images: torch.Tensor) -> list[ImageFeatures]:
+        """(B, 3, 256, 256) -> B :class:`ImageFeatures`: :attr:`streams` slices side by side
+        (OpenVINO streams, :mod:`.parallel_encodes`); one slice as :meth:`encode`."""
+        if len(images) < 2 or self.streams < 2:
+            return [self.encode(image[None]) for image in images]
+        if self._streams is None:  # a second compile, once: ~1 s
+            self._streams = OpenVinoStreams(self.path, self.threads, self.streams)
+        outputs = self._streams.run(graph_inputs(images))
+        return [features_from_graph_outputs([torch.from_numpy(o) for o in one]) for one in outputs]
 
 
 def compile_on_cpu(path: Path, threads: int):

@@ -144,18 +144,12 @@ class BoxPredictor:
         ``options`` (``max_batch``, ``feature_dtype``, ...) go to the constructor.
         """
         loaded = load_model(name_or_path, device=device)
+        model, prompts, name = loaded.model, loaded.spec.prompts, loaded.spec.name
+        cache = EmbeddingCache(cache_bytes)
         return build_measured(
-            cls,
-            loaded.model,
-            loaded.spec.prompts,
-            loaded.spec.name,
-            EmbeddingCache(cache_bytes),
-            precision,
-            runtime,
-            runtime_choice_dir,
-            self_check,
+            cls, model, prompts, name, cache, precision, runtime, runtime_choice_dir, self_check,
             **options,
-        )
+        )  # fmt: skip
 
     def adopt_graph_sessions(
         self, encoder_from: BoxPredictor | None, decoder_from: BoxPredictor | None = None
@@ -212,9 +206,9 @@ class BoxPredictor:
     ) -> list[EncodedSlice]:
         """Encode several images of the same kind as :meth:`encode`, in one encoder call.
 
-        Images found in a cache are not encoded again; the others go through the encoder as
-        one (B, 3, 256, 256) batch (torch; ONNX Runtime's graph takes one image at a time).
-        Batched and single encodes agree to float32 rounding, not bit for bit.
+        Images found in a cache are not encoded again; the others are encoded together (torch:
+        one (B, 3, 256, 256) batch; a graph runtime: side by side, :mod:`.parallel_encodes`),
+        which agrees with single encodes to float32 rounding, not bit for bit.
         """
         keys = list(keys) if keys is not None else [None] * len(images)
         if len(keys) != len(images):
@@ -382,6 +376,11 @@ class BoxPredictor:
             low_res_logits=np.concatenate(all_logits),
             boxes_256=boxes_256,
         )
+
+    @property
+    def slices_per_encode(self) -> int:
+        """Slices worth one :meth:`encode_many` call (2 where a graph runtime encodes side by side)."""
+        return self.graph.slices_per_encode
 
     @property
     def decoder_runtime(self) -> str:

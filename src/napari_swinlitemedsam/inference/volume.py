@@ -146,7 +146,7 @@ def segment_volume(
     volume_key: Hashable | None = None,
     rules: PropagationRules = DEFAULT_RULES,
     lookahead: int = DEFAULT_LOOKAHEAD,
-    encode_batch: int = 1,
+    encode_batch: int | None = None,
     paste: bool = True,
 ) -> Generator[SliceResult, None, np.ndarray | None]:
     """Segment N 3D boxes in a (D, H, W) uint8 stack; returns (D, H, W) labels 1..N.
@@ -155,8 +155,9 @@ def segment_volume(
     ``rules=REFERENCE_RULES`` (with ``include_end_slices`` as the reference in question has
     it) reproduces the reference exactly; ``stop_when_empty``, when given, overrides that rule.
     ``lookahead`` slices are encoded ahead in a background thread while a slice decodes (0: the
-    plain loop), ``encode_batch`` per encoder call; the labels do not depend on either (up to
-    float32 rounding with ``encode_batch`` > 1).
+    plain loop), ``encode_batch`` per encoder call (None: the predictor's
+    ``slices_per_encode``, 2 where a graph runtime encodes them side by side); the labels do not
+    depend on either (up to float32 rounding with ``encode_batch`` > 1).
     ``paste=False``: return None instead of the label volume, for a caller that writes the
     yielded slices itself (a stack bigger than memory: no (D, H, W) array is made).
     """
@@ -228,13 +229,20 @@ def _run_tracks(
     rules: PropagationRules,
     volume_key: Hashable | None,
     lookahead: int = DEFAULT_LOOKAHEAD,
-    encode_batch: int = 1,
+    encode_batch: int | None = None,
 ) -> Generator[SliceResult, None, dict[int, dict[int, np.ndarray]]]:
     """Run an upward sweep over ``up`` tracks, then a downward sweep over ``down`` tracks.
 
     Slices are encoded ``lookahead`` slices ahead of the one decoding, in a background thread,
-    ``encode_batch`` slices per encoder call (:class:`~.encode_ahead.EncodeAhead`).
+    ``encode_batch`` slices per encoder call (:class:`~.encode_ahead.EncodeAhead`; None: the
+    predictor's ``slices_per_encode``, 1 for a predictor without it). With several slices per
+    call the lookahead covers at least one call, so the next call encodes while this one's
+    slices decode.
     """
+    if encode_batch is None:
+        encode_batch = int(getattr(predictor, "slices_per_encode", 1))
+    if lookahead > 0:
+        lookahead = max(lookahead, encode_batch)
     masks: dict[int, dict[int, np.ndarray]] = {}
     scores: dict[tuple[int, int], float] = {}  # (object, z) -> IoU prediction of the kept mask
     total = sum(abs(t.stop - t.start) + 1 for t in up + down)
