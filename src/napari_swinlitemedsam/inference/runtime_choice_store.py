@@ -20,8 +20,10 @@ from napari_swinlitemedsam.inference.disk_cache import weights_fingerprint
 from napari_swinlitemedsam.inference.onnx_encoder import onnx_available
 from napari_swinlitemedsam.inference.openvino_encoder import openvino_available
 
-SELF_CHECK_VERSION = 4  # bump when the check itself changes, so old decisions are redone
-# 4: Swin-LiteMedSAM's decoder step got graph candidates
+#: Bump when the check itself changes, so old decisions are redone. 4: Swin-LiteMedSAM's
+#: decoder step got graph candidates; 5: torch measured with freed buffers kept
+#: (``heap_reuse``), which made its CPU encodes faster.
+SELF_CHECK_VERSION = 5
 CHOICE_DIR_ENV = "SWINLITEMEDSAM_RUNTIME_CHOICE_DIR"
 SELF_CHECK_WAIT_S = 300.0  # longest wait for another process's self-check
 

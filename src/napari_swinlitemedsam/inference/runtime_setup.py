@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from napari_swinlitemedsam.inference.deferred_self_check import DeferredSelfCheck
+from napari_swinlitemedsam.inference.heap_reuse import keep_freed_buffers
 from napari_swinlitemedsam.inference.runtime_choice import (
     Candidate,
     EmulatedBf16Warning,
@@ -63,9 +64,12 @@ def build_measured(
     constructor. ``self_check``: ``"now"`` (measure before returning) or ``"later"``: when
     a check is needed and not stored, the predictor starts on torch float32 and its
     ``pending_self_check`` runs the check a step at a time (:mod:`.deferred_self_check`).
+    For a CPU model the process keeps freed tensor buffers for reuse first (:mod:`.heap_reuse`).
     """
     if self_check not in SELF_CHECK_OPTIONS:
         raise ValueError(f"self_check must be one of {SELF_CHECK_OPTIONS}, got {self_check!r}")
+    if model.device.type == "cpu":
+        keep_freed_buffers()  # before any measuring: torch's CPU encode depends on it
     forced_decoder = options.pop("decoder_runtime", "auto")
     tried: dict[Candidate, BoxPredictor] = {}
 

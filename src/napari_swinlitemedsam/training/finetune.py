@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from napari_swinlitemedsam.inference.heap_reuse import keep_freed_buffers
 from napari_swinlitemedsam.model.checkpoint import default_model_dir, save_checkpoint, sha256_of
 from napari_swinlitemedsam.model.registry import (
     MODEL_SPECS,
@@ -134,6 +135,8 @@ def finetune(
     if scheme not in (PROMPTS_BOX, PROMPTS_BOX_POINTS_SCRIBBLE):
         raise FinetuneError(f"unknown prompt scheme {scheme!r}")
     device = torch.device(device) if device is not None else model.device
+    if device.type == "cpu":
+        keep_freed_buffers()  # each step frees and allocates the same buffers (heap_reuse)
     tuned = copy.deepcopy(model).to(device)
     settings = StageSettings(
         stage="joint" if train_encoder else "decoder",
