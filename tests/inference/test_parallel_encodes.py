@@ -158,3 +158,20 @@ def test_embedding_planes_encodes_pairs_and_reports_every_plane_in_order(tmp_pat
     again = _PairedPredictor(disk_cache=DiskEmbeddingCache(tmp_path))
     assert embed_planes(again, planes) == (0, 5)
     assert again.calls == []
+
+
+@pytest.mark.parametrize(
+    ("runtime", "threads", "expected"),
+    [
+        ("onnxruntime", 2, 2),
+        ("openvino", 4, 2),
+        ("onnxruntime", 1, 1),
+        ("torch", 2, 1),  # torch's batched encodes were no faster per slice
+    ],
+)
+def test_slices_per_encode_follow_the_runtime_and_threads(monkeypatch, runtime, threads, expected):
+    from napari_swinlitemedsam.inference.graph_steps import GraphSteps
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    steps = GraphSteps(CountingSegmenter(), "stub", runtime, "torch")  # nothing is opened
+    assert steps.slices_per_encode == expected
