@@ -5,9 +5,10 @@ than ~32 MiB at most, by its adaptive default) with a fresh ``mmap`` and unmaps 
 and it returns freed memory at the top of its heap to the OS once more than a few MiB lie
 there. An encoder pass allocates and frees activations of tens of MiB (LiteMedSAM's TinyViT:
 64 MiB buffers at full resolution), so every pass maps them anew and the kernel zero-fills each
-page on first touch: on the 2-core development CPU LiteMedSAM's torch encode took 2.0-2.7 s
-that way and **1.35 s** with the thresholds below (Swin-LiteMedSAM's 3-14 % less; the graph
-runtimes, which keep their own arenas, unchanged; docs/performance.md).
+page on first touch: on the 2-core development CPU LiteMedSAM's torch encode took 2.54 s
+that way and **1.40 s** with the thresholds below, Swin-LiteMedSAM's 1.57 s and 1.30 s; the
+graph runtimes, which keep their own arenas, were unchanged (``benchmarks/bench_heap_reuse.py``,
+docs/performance.md).
 
 The price is memory held, not used: up to :data:`TRIM_THRESHOLD_BYTES` of freed heap stays in
 the process after a peak, and blocks under :data:`MMAP_THRESHOLD_BYTES` come from the heap,

@@ -4,13 +4,12 @@ One encode on ONNX Runtime or OpenVINO with all T threads leaves cores waiting a
 synchronisation point of its operators (a 256x256 slice is small work to split T ways). Work
 that has many slices to encode (a 3D propagation, encoding a series ahead) gets more slices per
 second from ``streams`` encodes running at once, each with T / streams threads: on the 2-core
-development CPU two single-thread encodes side by side delivered LiteMedSAM's slices 1.19x
-(ONNX Runtime) and 1.12-1.27x (OpenVINO) faster than two full-width encodes one after the other
-(docs/performance.md). One slice alone still goes through the full-width session: a user's box
-waits for one slice, not for a pair.
+development CPU a predictor encoded slices 1.07-1.12x faster that way on ONNX Runtime (both
+models) and 1.02-1.07x on OpenVINO, and a 60-slice 3D propagation took 1.10x less time
+(``benchmarks/bench_parallel_encodes.py``, docs/performance.md). One slice alone still goes
+through the full-width session: a user's box waits for one slice, not for a pair.
 
-The outputs equal a full-width encode's up to float32 rounding (the reductions are split
-differently), as any change of thread count gives.
+The outputs equal a full-width encode's up to float32 rounding (bit for bit on that CPU).
 """
 
 from __future__ import annotations
