@@ -28,8 +28,8 @@ from napari_swinlitemedsam.cohort.recipe import (
     PredictorRecipe,
     SegmentSettings,
     torch_threads_per_worker,
-    usable_cores,
 )
+from napari_swinlitemedsam.inference.cores import usable_cores
 from napari_swinlitemedsam.inference.intensity import to_uint8
 from napari_swinlitemedsam.io.samples import load_sample
 from sample_cases import tight_boxes

@@ -9,11 +9,15 @@ the same model, every variant measured interleaved in the same run:
   pipelining: all objects share a slice's encode and decode in one call, encode and decode
   alternate in one thread;
 * **pipelined** (``lookahead=1``): the next slice is encoded in a background thread while the
-  current one decodes; with ``encode_batch=2`` two slices per encoder call;
+  current one decodes;
 * **pipelined, chosen runtime**: the same with the runtime the self-check picks for this model
   on a CPU without native bf16 (ONNX Runtime for LiteMedSAM, see ``docs/performance.md``), one
   slice per encode, and two slices encoded side by side on half the threads each (what
-  ``segment_volume`` does by default on a graph runtime, ``inference/parallel_encodes.py``).
+  ``segment_volume`` does by default on a graph runtime, ``inference/parallel_encodes.py``),
+  with and without encoding ahead;
+
+The row of ``segment_volume``'s default on this machine is marked (torch's CPU encoder is not
+encoded ahead on two cores, ``inference/cores.py``).
 
 Labels are compared with the reference-style ones object by object (differing voxels, lowest
 DSC). Usage::
@@ -31,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_setup import VolumeCase, build_model, make_predictor, nuclei_case
 from mask_agreement import describe, label_agreement
+from napari_swinlitemedsam.inference.cores import lookahead_for, usable_cores
 from napari_swinlitemedsam.inference.cpu_features import describe_cpu
 from napari_swinlitemedsam.inference.generators import run_to_end
 from napari_swinlitemedsam.inference.onnx_encoder import onnx_available
@@ -87,7 +92,9 @@ def model_pipeline_rows(
     if runtime == "onnxruntime" and not onnx_available():
         runtime = "torch"
 
-    def ours(label: str, lookahead: int, batch: int | None = 1, runtime: str = "torch") -> None:
+    def ours(
+        label: str, lookahead: int | None, batch: int | None = 1, runtime: str = "torch"
+    ) -> None:
         predictor = make_predictor(model, name, runtime=runtime)
         steps = segment_volume(
             predictor,
@@ -107,7 +114,6 @@ def model_pipeline_rows(
         "reference-style": reference,
         "one encode per slice": lambda: ours("one encode per slice", 0),
         "pipelined": lambda: ours("pipelined", 1),
-        "pipelined, 2 slices per encode": lambda: ours("pipelined, 2 slices per encode", 2, 2),
     }
     if runtime != "torch":
         label = f"pipelined, {runtime}"
@@ -116,6 +122,9 @@ def model_pipeline_rows(
         side_by_side = f"pipelined, {runtime}, 2 slices side by side"
         # None: the predictor's slices_per_encode (2 encodes at once with >= 2 threads)
         variants[side_by_side] = lambda: ours(side_by_side, 1, None, runtime)
+        in_turn = f"{runtime}, 2 slices side by side, not encoded ahead"
+        variants[in_turn] = lambda: ours(in_turn, 0, None, runtime)
+    default = default_variant(runtime)
     if not with_reference:
         del variants["reference-style"]
     timings = measure_interleaved(variants, repeats, warmup=0)
@@ -132,8 +141,20 @@ def model_pipeline_rows(
         numbers["compared_with"] = baseline
         figures[label] = numbers
         detail += describe(agreement)
-        rows.append(Row(SECTION, f"{name}: {label}", str(timing), detail, numbers))
+        shown = f"{label} (the default on {usable_cores()} cores)" if label == default else label
+        numbers["default"] = label == default
+        rows.append(Row(SECTION, f"{name}: {shown}", str(timing), detail, numbers))
     return rows, figures
+
+
+def default_variant(runtime: str) -> str:
+    """The variant that is ``segment_volume``'s default on this machine with ``runtime``."""
+    ahead = lookahead_for(usable_cores(), runtime) > 0
+    if runtime == "torch":
+        return "pipelined" if ahead else "one encode per slice"
+    if ahead:
+        return f"pipelined, {runtime}, 2 slices side by side"
+    return f"{runtime}, 2 slices side by side, not encoded ahead"
 
 
 def main(argv: list[str] | None = None) -> int:

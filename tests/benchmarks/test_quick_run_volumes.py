@@ -48,7 +48,9 @@ def test_pipelined_labels_agree_with_reference_style(quick_run):
     _, figures = quick_run
     assert set(figures["pipeline"]) == {"cpu", "litemedsam"}  # quick mode: the default model
     variants = figures["pipeline"]["litemedsam"]
-    assert {"one encode per slice", "pipelined", "pipelined, 2 slices per encode"} <= set(variants)
+    assert {"one encode per slice", "pipelined"} <= set(variants)
+    # exactly one row is marked as segment_volume's default on this machine
+    assert sum(bool(numbers["default"]) for numbers in variants.values()) == 1
     # quick mode: compared with the one encode per slice schedule, which the volume section
     # compares with the reference style
     for label, numbers in variants.items():

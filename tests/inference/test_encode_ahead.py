@@ -7,6 +7,7 @@ one test runs the real LiteMedSAM network (random weights) through both schedule
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -67,6 +68,38 @@ def test_batched_encodes_give_the_same_labels_within_tolerance():
     # Another batch size may round the encoder's sums differently (see tests/tolerances.py).
     assert_labels_agree(batched, plain)
     assert predictor.model.encode_calls == 10
+
+
+def test_without_the_thread_a_batch_is_encoded_in_the_callers_thread():
+    volume = blobs_volume()
+    plain = run_to_end(segment_volume(stub_predictor(), volume, BOXES, lookahead=0))
+    predictor = stub_predictor()
+    calls: list[tuple[str, int]] = []
+    encode_many = predictor.encode_many
+
+    def recording(images, keys=None):
+        calls.append((threading.current_thread().name, len(images)))
+        return encode_many(images, keys)
+
+    predictor.encode_many = recording
+    paired = run_to_end(segment_volume(predictor, volume, BOXES, lookahead=0, encode_batch=2))
+    assert_labels_agree(paired, plain)
+    assert predictor.model.encode_calls == 10  # each covered slice once, as one at a time
+    assert calls and {name for name, _ in calls} == {threading.current_thread().name}
+    assert sum(count for _, count in calls) == 10 and max(count for _, count in calls) == 2
+
+
+def test_without_the_thread_a_skipped_slice_of_a_pair_is_dropped():
+    predictor = stub_predictor()
+    volume = blobs_volume()
+    with EncodeAhead(predictor, volume, [1, 2, 3, 4, 5, 6], "v", lookahead=0, batch=2) as ahead:
+        ahead.get(1)  # encodes 1 and 2
+        assert predictor.model.encode_calls == 2
+        ahead.get(4)  # 2 and 3 skipped: 4 and 5 encoded together
+        assert predictor.model.encode_calls == 4
+        fifth = ahead.get(5)  # kept from the pair
+        assert predictor.model.encode_calls == 4
+    assert fifth is predictor.cache.get((predictor.model_name, ("v", 5)))
 
 
 def test_encoding_runs_in_a_background_thread_ahead_of_decoding():
@@ -171,3 +204,35 @@ def test_real_network_labels_agree_between_schedules(random_litemedsam):
         results[label] = run_to_end(steps)
     assert results["plain"].any()
     assert_labels_agree(results["batched"], results["plain"])
+
+
+@pytest.mark.parametrize(("cores", "in_background"), [(1, False), (2, False), (4, True)])
+def test_the_default_encodes_ahead_on_torch_only_beyond_two_cores(
+    monkeypatch, cores, in_background
+):
+    from napari_swinlitemedsam.inference import volume as volume_module
+
+    monkeypatch.setattr(volume_module, "usable_cores", lambda: cores)
+    predictor = stub_predictor()
+    threads: list[str] = []
+    encode = predictor.encode
+
+    def recording(image, key=None):
+        threads.append(threading.current_thread().name)
+        return encode(image, key)
+
+    predictor.encode = recording
+    labels = run_to_end(segment_volume(predictor, blobs_volume(), BOXES))
+    assert labels.any() and len(threads) == 10
+    assert all(name.startswith("encode-ahead") == in_background for name in threads)
+
+
+def test_usable_cores_and_the_lookahead_they_give():
+    from napari_swinlitemedsam.inference.cores import lookahead_for, usable_cores
+
+    assert 1 <= usable_cores() <= (os.cpu_count() or 1)
+    # torch's CPU encoder and the decoder would share two cores: encoded in turn
+    assert [lookahead_for(cores, "torch") for cores in (1, 2, 3, 16)] == [0, 0, 1, 1]
+    # the graph runtimes' pools do not spin, a GPU leaves the cores free: encoded ahead
+    assert lookahead_for(2, "onnxruntime") == lookahead_for(2, "openvino") == 1
+    assert lookahead_for(2, "torch", "cuda") == 1

@@ -27,9 +27,9 @@ from napari_swinlitemedsam.cohort.recipe import (
     PredictorRecipe,
     SegmentSettings,
     torch_threads_per_worker,
-    usable_cores,
 )
 from napari_swinlitemedsam.cohort.worker import EmbedOutcome, PredictorPlugin
+from napari_swinlitemedsam.inference.cores import usable_cores
 
 INSTALL_HINT = "pip install 'napari-swinlitemedsam[cluster]' (or: pip install distributed)"
 CONNECT_TIMEOUT = "20s"

@@ -9,9 +9,10 @@ with the same options.
 from __future__ import annotations
 
 import importlib
-import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from napari_swinlitemedsam.inference.cores import usable_cores
 
 if TYPE_CHECKING:
     from napari_swinlitemedsam.inference.predictor import BoxPredictor
@@ -80,14 +81,6 @@ class SegmentSettings:
 
     reference: bool = False
     stop_when_empty: bool = False
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity mask where the platform has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def torch_threads_per_worker(workers: int, cores: int | None = None) -> int:

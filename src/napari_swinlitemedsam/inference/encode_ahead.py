@@ -40,8 +40,9 @@ class EncodeAhead:
             :class:`~.volume_slices.VolumeSlices`).
         order: slice indices in the order they will be asked for (a slice may come twice).
         key: cache key of the volume; slice ``z`` is cached under ``(key, z)``.
-        lookahead: slices encoded ahead (0: each slice is encoded when asked for, in the
-            caller's thread, as a plain loop would).
+        lookahead: slices encoded ahead (0: no background thread; a slice is encoded when
+            asked for, in the caller's thread, as a plain loop would, with the ``batch`` - 1
+            slices after it).
         batch: slices per encoder call.
 
     Use as a context manager (or call :meth:`close`), so the thread stops with the caller.
@@ -66,6 +67,7 @@ class EncodeAhead:
         self._futures: dict[int, Future] = {}  # position -> Future of its chunk's list
         self._chunk_start: dict[int, int] = {}  # position -> first position of its chunk
         self._pool = ThreadPoolExecutor(1, "encode-ahead") if lookahead > 0 else None
+        self._held: dict[int, EncodedSlice] = {}  # without the thread: a chunk's later slices
 
     def __enter__(self) -> EncodeAhead:
         return self
@@ -86,7 +88,7 @@ class EncodeAhead:
         self._skip_to(position)
         self._cursor = position + 1
         if self._pool is None:
-            return self._encode_now(int(z))
+            return self._encode_in_place(position)
         self._fill(position)
         future = self._futures.pop(position)
         chunk = future.result()  # re-raises the encoder's error here, in the caller's thread
@@ -97,8 +99,21 @@ class EncodeAhead:
         for future in self._futures.values():
             future.cancel()
         self._futures.clear()
+        self._held.clear()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _encode_in_place(self, position: int) -> EncodedSlice:
+        """Without a background thread: the slice at ``position``, encoded in the caller's
+        thread together with the ``batch`` - 1 slices after it (kept for their turn)."""
+        held = self._held.pop(position, None)
+        if held is not None:
+            return held
+        chunk = self.order[position : position + self.batch]
+        encoded = self._encode(chunk)
+        for offset, encoded_slice in enumerate(encoded[1:], start=1):
+            self._held[position + offset] = encoded_slice
+        return encoded[0]
 
     def _encode_now(self, z: int) -> EncodedSlice:
         """Encode one slice out of turn (through the background thread, when there is one)."""
@@ -115,6 +130,7 @@ class EncodeAhead:
     def _skip_to(self, position: int) -> None:
         dropped = []
         for skipped in range(self._cursor, position):
+            self._held.pop(skipped, None)
             self._chunk_start.pop(skipped, None)
             future = self._futures.pop(skipped, None)
             if future is not None:

@@ -11,7 +11,8 @@ Differences from the reference scripts, all deliberate:
   downward sweep, and all objects active on a slice are decoded in one batch;
 * encoding runs ahead of decoding: the next slice of the sweep (the first slices of the
   downward sweep after the upward one) is encoded in a background thread while the current
-  slice decodes (:mod:`.encode_ahead`);
+  slice decodes (:mod:`.encode_ahead`; not for torch's CPU encoder on two cores, where the
+  threads only compete, :mod:`.cores`); a graph runtime encodes two slices side by side;
 * ``include_end_slices=True`` (default) segments ``z_min`` and ``z_max`` themselves, as the
   organisers' fixed LiteMedSAM baseline does; ``False`` reproduces the Swin-LiteMedSAM reference,
   which stops one slice short at both ends;
@@ -34,7 +35,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_swinlitemedsam.inference import transforms
-from napari_swinlitemedsam.inference.encode_ahead import DEFAULT_LOOKAHEAD, EncodeAhead
+from napari_swinlitemedsam.inference.cores import lookahead_for, usable_cores
+from napari_swinlitemedsam.inference.encode_ahead import EncodeAhead
 from napari_swinlitemedsam.inference.predictor import BoxPredictor, PredictorError
 from napari_swinlitemedsam.inference.propagation_rules import (
     DEFAULT_RULES,
@@ -145,7 +147,7 @@ def segment_volume(
     stop_when_empty: bool | None = None,
     volume_key: Hashable | None = None,
     rules: PropagationRules = DEFAULT_RULES,
-    lookahead: int = DEFAULT_LOOKAHEAD,
+    lookahead: int | None = None,
     encode_batch: int | None = None,
     paste: bool = True,
 ) -> Generator[SliceResult, None, np.ndarray | None]:
@@ -155,8 +157,10 @@ def segment_volume(
     ``rules=REFERENCE_RULES`` (with ``include_end_slices`` as the reference in question has
     it) reproduces the reference exactly; ``stop_when_empty``, when given, overrides that rule.
     ``lookahead`` slices are encoded ahead in a background thread while a slice decodes (0: the
-    plain loop), ``encode_batch`` per encoder call (None: the predictor's
-    ``slices_per_encode``, 2 where a graph runtime encodes them side by side); the labels do not
+    plain loop; None: :func:`~.cores.lookahead_for`, 0 for torch's CPU encoder on 2 cores,
+    where the two threads would only compete, else 1), ``encode_batch`` per encoder call
+    (None: the predictor's ``slices_per_encode``, 2 where a graph runtime encodes them side
+    by side); the labels do not
     depend on either (up to float32 rounding with ``encode_batch`` > 1).
     ``paste=False``: return None instead of the label volume, for a caller that writes the
     yielded slices itself (a stack bigger than memory: no (D, H, W) array is made).
@@ -182,7 +186,7 @@ def propagate_from_key_slices(
     z_range: tuple[int, int] | None = None,
     volume_key: Hashable | None = None,
     rules: PropagationRules = KEY_SLICE_RULES,
-    lookahead: int = DEFAULT_LOOKAHEAD,
+    lookahead: int | None = None,
 ) -> Generator[SliceResult, None, dict[int, np.ndarray]]:
     """Segment one object from boxes drawn on several key slices.
 
@@ -228,7 +232,7 @@ def _run_tracks(
     down: list[_Track],
     rules: PropagationRules,
     volume_key: Hashable | None,
-    lookahead: int = DEFAULT_LOOKAHEAD,
+    lookahead: int | None = None,
     encode_batch: int | None = None,
 ) -> Generator[SliceResult, None, dict[int, dict[int, np.ndarray]]]:
     """Run an upward sweep over ``up`` tracks, then a downward sweep over ``down`` tracks.
@@ -237,10 +241,13 @@ def _run_tracks(
     ``encode_batch`` slices per encoder call (:class:`~.encode_ahead.EncodeAhead`; None: the
     predictor's ``slices_per_encode``, 1 for a predictor without it). With several slices per
     call the lookahead covers at least one call, so the next call encodes while this one's
-    slices decode.
+    slices decode. Without a lookahead the caller's thread encodes ``encode_batch`` slices per
+    call itself.
     """
     if encode_batch is None:
         encode_batch = int(getattr(predictor, "slices_per_encode", 1))
+    if lookahead is None:
+        lookahead = lookahead_for(usable_cores(), predictor.runtime, predictor.device.type)
     if lookahead > 0:
         lookahead = max(lookahead, encode_batch)
     masks: dict[int, dict[int, np.ndarray]] = {}
