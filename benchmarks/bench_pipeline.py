@@ -16,8 +16,8 @@ the same model, every variant measured interleaved in the same run:
   ``segment_volume`` does by default on a graph runtime, ``inference/parallel_encodes.py``),
   with and without encoding ahead;
 
-The row of ``segment_volume``'s default on this machine is marked (torch's CPU encoder is not
-encoded ahead on two cores, ``inference/cores.py``).
+The row of ``segment_volume``'s default on this machine is marked (not encoded ahead on a
+CPU with two cores, ``inference/cores.py``).
 
 Labels are compared with the reference-style ones object by object (differing voxels, lowest
 DSC). Usage::
@@ -149,7 +149,7 @@ def model_pipeline_rows(
 
 def default_variant(runtime: str) -> str:
     """The variant that is ``segment_volume``'s default on this machine with ``runtime``."""
-    ahead = lookahead_for(usable_cores(), runtime) > 0
+    ahead = lookahead_for(usable_cores()) > 0
     if runtime == "torch":
         return "pipelined" if ahead else "one encode per slice"
     if ahead:

@@ -11,8 +11,8 @@ Differences from the reference scripts, all deliberate:
   downward sweep, and all objects active on a slice are decoded in one batch;
 * encoding runs ahead of decoding: the next slice of the sweep (the first slices of the
   downward sweep after the upward one) is encoded in a background thread while the current
-  slice decodes (:mod:`.encode_ahead`; not for torch's CPU encoder on two cores, where the
-  threads only compete, :mod:`.cores`); a graph runtime encodes two slices side by side;
+  slice decodes (:mod:`.encode_ahead`; not on a CPU with two cores, where the threads only
+  compete, :mod:`.cores`); a graph runtime encodes two slices side by side;
 * ``include_end_slices=True`` (default) segments ``z_min`` and ``z_max`` themselves, as the
   organisers' fixed LiteMedSAM baseline does; ``False`` reproduces the Swin-LiteMedSAM reference,
   which stops one slice short at both ends;
@@ -157,8 +157,8 @@ def segment_volume(
     ``rules=REFERENCE_RULES`` (with ``include_end_slices`` as the reference in question has
     it) reproduces the reference exactly; ``stop_when_empty``, when given, overrides that rule.
     ``lookahead`` slices are encoded ahead in a background thread while a slice decodes (0: the
-    plain loop; None: :func:`~.cores.lookahead_for`, 0 for torch's CPU encoder on 2 cores,
-    where the two threads would only compete, else 1), ``encode_batch`` per encoder call
+    plain loop; None: :func:`~.cores.lookahead_for`, 0 on a CPU with 2 cores, where the two
+    threads would only compete, else 1), ``encode_batch`` per encoder call
     (None: the predictor's ``slices_per_encode``, 2 where a graph runtime encodes them side
     by side); the labels do not
     depend on either (up to float32 rounding with ``encode_batch`` > 1).
@@ -247,7 +247,7 @@ def _run_tracks(
     if encode_batch is None:
         encode_batch = int(getattr(predictor, "slices_per_encode", 1))
     if lookahead is None:
-        lookahead = lookahead_for(usable_cores(), predictor.runtime, predictor.device.type)
+        lookahead = lookahead_for(usable_cores(), predictor.device.type)
     if lookahead > 0:
         lookahead = max(lookahead, encode_batch)
     masks: dict[int, dict[int, np.ndarray]] = {}
