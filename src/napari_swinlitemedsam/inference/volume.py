@@ -247,7 +247,8 @@ def _run_tracks(
     if encode_batch is None:
         encode_batch = int(getattr(predictor, "slices_per_encode", 1))
     if lookahead is None:
-        lookahead = lookahead_for(usable_cores(), predictor.device.type)
+        device = getattr(predictor, "device", None)  # a stand-in predictor may have none
+        lookahead = lookahead_for(usable_cores(), device.type if device is not None else "cpu")
     if lookahead > 0:
         lookahead = max(lookahead, encode_batch)
     masks: dict[int, dict[int, np.ndarray]] = {}
