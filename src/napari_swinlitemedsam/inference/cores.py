@@ -1,7 +1,7 @@
 """The CPU cores this process may use, and what that means for encoding ahead in a thread.
 
-Imports the standard library only (the command line and the cohort runner read the core count
-before torch is loaded).
+Imports the standard library only (the cohort runner reads the core count before any worker
+loads torch).
 """
 
 from __future__ import annotations
