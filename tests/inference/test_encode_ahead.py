@@ -47,6 +47,19 @@ def stub_predictor(**options) -> BoxPredictor:
     return BoxPredictor(CountingSegmenter(), cache=EmbeddingCache(1 << 28), **options)
 
 
+def record_encode_threads(predictor: BoxPredictor) -> list[str]:
+    """Wrap ``predictor.encode``; the returned list gets the thread name of every call."""
+    threads: list[str] = []
+    encode = predictor.encode
+
+    def recording(image, key=None):
+        threads.append(threading.current_thread().name)
+        return encode(image, key)
+
+    predictor.encode = recording
+    return threads
+
+
 @pytest.mark.parametrize("lookahead", [0, 1, 3])
 def test_labels_do_not_depend_on_the_lookahead(lookahead):
     volume = blobs_volume()
@@ -104,14 +117,7 @@ def test_without_the_thread_a_skipped_slice_of_a_pair_is_dropped():
 
 def test_encoding_runs_in_a_background_thread_ahead_of_decoding():
     predictor = stub_predictor()
-    threads: list[str] = []
-    encode = predictor.encode
-
-    def recording(image, key=None):
-        threads.append(threading.current_thread().name)
-        return encode(image, key)
-
-    predictor.encode = recording
+    threads = record_encode_threads(predictor)
     steps = segment_volume(predictor, blobs_volume(), BOXES, lookahead=2)
     next(steps)  # the first slice decoded: the next ones are being encoded meanwhile
     deadline = time.monotonic() + 10
@@ -212,14 +218,7 @@ def test_the_default_encodes_ahead_only_beyond_two_cores(monkeypatch, cores, in_
 
     monkeypatch.setattr(volume_module, "usable_cores", lambda: cores)
     predictor = stub_predictor()
-    threads: list[str] = []
-    encode = predictor.encode
-
-    def recording(image, key=None):
-        threads.append(threading.current_thread().name)
-        return encode(image, key)
-
-    predictor.encode = recording
+    threads = record_encode_threads(predictor)
     labels = run_to_end(segment_volume(predictor, blobs_volume(), BOXES))
     assert labels.any() and len(threads) == 10
     assert all(name.startswith("encode-ahead") == in_background for name in threads)
