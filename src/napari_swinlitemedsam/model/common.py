@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typing
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -53,7 +55,16 @@ class MLP(nn.Module):
 
 
 class Conv2dBN(nn.Sequential):
-    """Convolution without bias followed by BatchNorm2d; parameter names ``c.*`` and ``bn.*``."""
+    """Convolution without bias followed by BatchNorm2d; parameter names ``c.*`` and ``bn.*``.
+
+    In inference (eval mode, autograd off) it runs as one convolution with the BatchNorm folded
+    into its weight and bias: ``w * g / sqrt(v + eps)`` and ``b - m * g / sqrt(v + eps)``, the
+    same arithmetic up to float rounding, one pass over the output fewer (on the 2-core AVX2
+    CPU the separate BatchNorm passes were ~9 % of LiteMedSAM's torch encode). The folded pair
+    is kept and rebuilt when a parameter or running statistic changes (storage or in-place
+    version: ``load_state_dict``, an optimiser step, ``.to()``). Training and autograd use the
+    two layers as they are, so BatchNorm's statistics and gradients are unchanged.
+    """
 
     def __init__(
         self,
@@ -72,3 +83,30 @@ class Conv2dBN(nn.Sequential):
             ),
         )
         self.add_module("bn", nn.BatchNorm2d(out_channels))
+        self._folded: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._folded_from: tuple = ()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, H, W) -> (B, C_out, H', W')."""
+        if self.training or torch.is_grad_enabled():
+            return super().forward(x)
+        conv = typing.cast(nn.Conv2d, self.c)
+        weight, bias = self.folded()
+        return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+    def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The convolution's (C_out, C_in / groups, k, k) weight and (C_out,) bias with the
+        BatchNorm's running statistics and affine parameters folded in."""
+        conv = typing.cast(nn.Conv2d, self.c)
+        norm = typing.cast(nn.BatchNorm2d, self.bn)
+        mean, variance = norm.running_mean, norm.running_var
+        if mean is None or variance is None:  # not built by __init__: no running statistics
+            raise ValueError("Conv2dBN needs a BatchNorm2d that tracks running statistics")
+        sources = [conv.weight, norm.weight, norm.bias, mean, variance]
+        stamp = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in sources)
+        if self._folded is None or stamp != self._folded_from:
+            scale = norm.weight / torch.sqrt(variance + norm.eps)
+            weight = conv.weight * scale.reshape(-1, 1, 1, 1)
+            self._folded = (weight, norm.bias - mean * scale)
+            self._folded_from = stamp
+        return self._folded
