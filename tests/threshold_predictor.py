@@ -21,6 +21,19 @@ class ThresholdSlice:
     image: np.ndarray
     original_size: tuple[int, int]
 
+    @property
+    def new_size(self) -> tuple[int, int]:
+        """The slice fills the 256 frame's unpadded part as it is (at most 256 a side)."""
+        return self.original_size
+
+    @property
+    def image_256(self) -> np.ndarray:
+        """(1, 256, 256) float32: the slice zero-padded to the frame, like the model's input."""
+        frame = np.zeros((1, 256, 256), dtype=np.float32)
+        height, width = self.original_size
+        frame[0, :height, :width] = self.image
+        return frame
+
 
 class ThresholdPredictor:
     """Masks = pixels > 127 inside each box; counts encodes and decodes."""

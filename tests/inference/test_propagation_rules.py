@@ -8,6 +8,7 @@ import pytest
 from napari_swinlitemedsam.evaluation.metrics import dice
 from napari_swinlitemedsam.inference import transforms
 from napari_swinlitemedsam.inference.generators import run_to_end
+from napari_swinlitemedsam.inference.propagation_rules import mask_contrast
 from napari_swinlitemedsam.inference.volume import (
     DEFAULT_RULES,
     KEY_SLICE_RULES,
@@ -229,3 +230,53 @@ def test_both_ends_is_on_for_key_slices_only():
     assert KEY_SLICE_RULES == BOTH_ENDS
     for rules in (REFERENCE_RULES, DEFAULT_RULES):
         assert not rules.fill_gaps_from_both_ends
+
+
+def test_mask_contrast_ignores_the_slice_scale_and_separates_an_object_from_noise():
+    rng = np.random.default_rng(0)
+    image = rng.uniform(40, 60, (64, 64))
+    nucleus = disc((64, 64), (32, 32), 8)
+    image[nucleus] += 100
+    contrast = mask_contrast(image, nucleus)
+    assert contrast is not None and contrast > 10
+    # the model's input is the slice rescaled: the contrast does not change
+    rescaled = (image - image.min()) / (image.max() - image.min())
+    assert mask_contrast(rescaled[None].repeat(3, axis=0), nucleus) == pytest.approx(contrast)
+    noise_blob = rng.uniform(0, 1, (64, 64)) > 0.5
+    assert mask_contrast(image - 100 * nucleus, noise_blob & nucleus) < 2
+    assert mask_contrast(image, np.zeros((64, 64), dtype=bool)) is None
+
+
+def test_end_rule_on_contrast_ratio():
+    mask = disc((32, 32), (16, 16), 6)
+    rules = PropagationRules(min_contrast_ratio=0.25)
+    assert rules.ends(mask, mask, 0.9, contrast_ratio=0.1)
+    assert not rules.ends(mask, mask, 0.9, contrast_ratio=0.6)
+    assert not rules.ends(mask, mask, 0.9, contrast_ratio=None)  # nothing to compare with
+    assert not KEY_SLICE_RULES.ends(mask, mask, 0.9, contrast_ratio=0.01)  # off by default
+
+
+def fading_volume() -> tuple[np.ndarray, np.ndarray]:
+    """A bright disc on slices 3-6 of a dim, slightly noisy background; slices 0-2 are noise
+    whose bright pixels fill ~60 % of any box, so the stand-in's masks and IoU estimates
+    there look like an object's (as a network's can on an out-of-focus slice)."""
+    rng = np.random.default_rng(1)
+    volume = rng.uniform(40, 60, (7, 256, 256))
+    truth = np.zeros((7, 256, 256), dtype=bool)
+    for z in range(3, 7):
+        truth[z] = disc((256, 256), (128, 128), 20)
+    volume[truth] = 220
+    volume[:3] = rng.uniform(100, 170, (3, 256, 256))
+    return volume.astype(np.uint8), truth
+
+
+def test_the_contrast_stop_ends_an_object_where_it_fades_into_noise():
+    volume, truth = fading_volume()
+    key = {5: np.array([108, 108, 148, 148])}
+    without = run_to_end(propagate_from_key_slices(ThresholdPredictor(), volume, key))
+    assert all(without[z].any() for z in range(3))  # the default rules follow the noise
+    rules = KEY_SLICE_RULES.with_options(min_contrast_ratio=0.25)
+    masks = run_to_end(propagate_from_key_slices(ThresholdPredictor(), volume, key, rules=rules))
+    assert not any(masks[z].any() for z in range(3) if z in masks)
+    for z in range(3, 7):
+        assert dice(masks[z], truth[z]) == 1.0

@@ -51,6 +51,9 @@ class PropagationRules:
             slices from both of them over its whole length (each direction following its own
             masks) and keep, per slice, the mask whose decoder IoU prediction is higher; off,
             each half of a gap is filled from its nearer key slice (one decode per slice).
+        min_contrast_ratio: end a direction when the mask stands out from its surroundings
+            less than this fraction of what the object did on its starting slice (0 = never);
+            that slice is left empty. Contrast: :func:`mask_contrast` on the model's input.
     """
 
     margin_256: int = transforms.BOX_MARGIN_256
@@ -62,6 +65,7 @@ class PropagationRules:
     keep_connected: bool = False
     fill_holes: bool = False
     fill_gaps_from_both_ends: bool = False
+    min_contrast_ratio: float = 0.0
 
     def with_options(self, **changes) -> PropagationRules:
         """A copy with some rules changed (``rules.with_options(stop_when_empty=True)``)."""
@@ -105,13 +109,52 @@ class PropagationRules:
             mask = ndimage.binary_fill_holes(mask)
         return mask
 
-    def ends(self, mask: np.ndarray, previous: np.ndarray | None, score: float) -> bool:
-        """True when the object should not be followed past this slice (nor kept on it)."""
+    def ends(
+        self,
+        mask: np.ndarray,
+        previous: np.ndarray | None,
+        score: float,
+        contrast_ratio: float | None = None,
+    ) -> bool:
+        """True when the object should not be followed past this slice (nor kept on it).
+
+        ``contrast_ratio``: the mask's :func:`mask_contrast` over the starting slice's (None:
+        not measured, or no contrast on the starting slice to compare with)."""
         if self.min_score > 0 and score < self.min_score:
+            return True
+        low_contrast = contrast_ratio is not None and contrast_ratio < self.min_contrast_ratio
+        if self.min_contrast_ratio > 0 and low_contrast:
             return True
         if self.min_area_ratio > 0 and previous is not None and previous.any():
             return mask.sum() < self.min_area_ratio * previous.sum()
         return False
+
+
+#: Width in pixels (256 frame) of the ring around a mask that :func:`mask_contrast` compares
+#: it with: wide enough for a stable mean and spread, narrow enough to stay the object's
+#: immediate surroundings (a 20-pixel nucleus in the 256 frame has a ring of ~300 pixels).
+CONTRAST_RING_256 = 4
+
+
+def mask_contrast(
+    image: np.ndarray, mask: np.ndarray, ring: int = CONTRAST_RING_256
+) -> float | None:
+    """How far a mask stands out from its surroundings: ``|mean inside - mean of the ring| /
+    spread of the ring``, the ring being the ``ring`` pixels around the mask.
+
+    ``image``: (C, H, W) or (H, W) float, the slice as the model sees it (channels averaged);
+    ``mask``: (H, W) bool on the same grid. The value does not change when the slice's
+    intensities are scaled or shifted (the model's input is each slice rescaled to [0, 1]),
+    so slices of one stack compare. None when the mask or its ring has fewer than 4 pixels.
+    """
+    values = image.mean(axis=0) if image.ndim == 3 else image
+    around = ndimage.binary_dilation(mask, iterations=ring) & ~mask
+    if int(mask.sum()) < 4 or int(around.sum()) < 4:
+        return None
+    inside, outside = values[mask], values[around]
+    spread = float(outside.std())
+    difference = abs(float(inside.mean()) - float(outside.mean()))
+    return difference / max(spread, 1e-6)
 
 
 def _connected_to(mask: np.ndarray, previous: np.ndarray | None) -> np.ndarray:

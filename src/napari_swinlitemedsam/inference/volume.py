@@ -43,6 +43,7 @@ from napari_swinlitemedsam.inference.propagation_rules import (
     KEY_SLICE_RULES,
     REFERENCE_RULES,
     PropagationRules,
+    mask_contrast,
 )
 from napari_swinlitemedsam.inference.volume_slices import VolumeSlices
 
@@ -252,7 +253,9 @@ def _run_tracks(
     if lookahead > 0:
         lookahead = max(lookahead, encode_batch)
     masks: dict[int, dict[int, np.ndarray]] = {}
-    scores: dict[tuple[int, int], float] = {}  # (object, z) -> IoU prediction of the kept mask
+    # (object, z) -> IoU prediction of the kept mask, and its contrast where a rule needs it
+    scores: dict[tuple[int, int], float] = {}
+    contrasts: dict[tuple[int, int], float | None] = {}
     total = sum(abs(t.stop - t.start) + 1 for t in up + down)
     done = 0
     encoded: set[int] = set()
@@ -268,7 +271,7 @@ def _run_tracks(
                 encoded_slice = encodings.get(z)
                 encoded.add(z)
                 for index, _, mask, box in _decode_slice(
-                    predictor, z, active, encoded_slice, masks, rules, scores
+                    predictor, z, active, encoded_slice, masks, rules, scores, contrasts
                 ):
                     done += 1
                     yield SliceResult(index, z, mask, done, total, len(encoded), box)
@@ -297,13 +300,16 @@ def _decode_slice(
     masks: dict[int, dict[int, np.ndarray]],
     rules: PropagationRules,
     scores: dict[tuple[int, int], float],
+    contrasts: dict[tuple[int, int], float | None],
 ) -> Generator[tuple[int, int, np.ndarray, np.ndarray], None, None]:
     """Decode every active track on slice ``z`` in one call; yields (index, z, mask, box_256).
 
     Each track's mask, end and state are settled before its tuple is yielded. A slice two
     tracks of one object reach (key-slice gaps filled from both ends) keeps the mask with the
     higher IoU prediction in ``masks``, and that kept mask is yielded; each track still
-    follows its own masks.
+    follows its own masks. With ``rules.min_contrast_ratio`` each mask's contrast is kept in
+    ``contrasts`` and compared with its track's starting slice's (decoded by the upward sweep,
+    which runs first).
     """
     boxes_256 = np.stack([_box_for(t, z, encoded_slice, masks, rules) for t in active])
     prediction = predictor.predict_256(boxes_256, encoded_slice, slice_index=z)
@@ -312,7 +318,16 @@ def _decode_slice(
         mask = rules.clean(mask, previous)
         # The starting (key) slice is always kept; the user's own box is no guess.
         followed = not (track.step > 0 and z == track.start)
-        if followed and rules.ends(mask, previous, float(score)):
+        ratio = None
+        if rules.min_contrast_ratio > 0:
+            contrast = _contrast_on(encoded_slice, mask)
+            key_z = track.start if track.step > 0 else track.start + 1
+            if not followed:
+                contrasts[(track.index, z)] = contrast
+            start = contrasts.get((track.index, key_z))
+            if followed and contrast is not None and start:
+                ratio = contrast / start
+        if followed and rules.ends(mask, previous, float(score), ratio):
             mask = np.zeros_like(mask)
             track.ended = True
         track.previous = mask
@@ -323,6 +338,14 @@ def _decode_slice(
             masks.setdefault(track.index, {})[z] = mask
             scores[(track.index, z)] = float(score)
         yield track.index, z, masks[track.index][z], box
+
+
+def _contrast_on(encoded_slice, mask: np.ndarray) -> float | None:
+    """:func:`~.propagation_rules.mask_contrast` of an (H, W) mask on the slice as the model
+    saw it (the 256 frame without its padding)."""
+    height, width = encoded_slice.new_size
+    mask_256 = transforms.mask_to_256(mask.astype(np.uint8)) > 0
+    return mask_contrast(encoded_slice.image_256[..., :height, :width], mask_256[:height, :width])
 
 
 def _previous_mask(track: _Track, z: int, masks) -> np.ndarray | None:
