@@ -70,8 +70,10 @@ VARIANTS = {
     "bothends": (DEFAULT_RULES, KEY_SLICE_RULES.with_options(fill_gaps_from_both_ends=True)),
     # the key-slice default before gaps were filled from both ends (each half from its end)
     "halves": (DEFAULT_RULES, KEY_SLICE_RULES.with_options(fill_gaps_from_both_ends=False)),
-    # key slices: also end where the mask stands out from its surroundings less than this
-    # fraction of what the object did on its key slice (a fading object, e.g. out of focus)
+    # key slices: end where the mask stands out from its surroundings less than this fraction
+    # of what the object did on its key slice (a fading object, e.g. out of focus); 0.35 is
+    # the default, "nocontrast" the schedule before
+    "nocontrast": (DEFAULT_RULES, KEY_SLICE_RULES.with_options(min_contrast_ratio=0.0)),
     "contrast15": (DEFAULT_RULES, KEY_SLICE_RULES.with_options(min_contrast_ratio=0.15)),
     "contrast25": (DEFAULT_RULES, KEY_SLICE_RULES.with_options(min_contrast_ratio=0.25)),
     "contrast35": (DEFAULT_RULES, KEY_SLICE_RULES.with_options(min_contrast_ratio=0.35)),

@@ -8,7 +8,11 @@ import pytest
 from napari_swinlitemedsam.evaluation.metrics import dice
 from napari_swinlitemedsam.inference import transforms
 from napari_swinlitemedsam.inference.generators import run_to_end
-from napari_swinlitemedsam.inference.propagation_rules import mask_contrast
+from napari_swinlitemedsam.inference.propagation_rules import (
+    MIN_KEY_CONTRAST,
+    contrast_ratio,
+    mask_contrast,
+)
 from napari_swinlitemedsam.inference.volume import (
     DEFAULT_RULES,
     KEY_SLICE_RULES,
@@ -147,8 +151,10 @@ def test_3d_boxes_keep_the_reference_rules_by_default():
     assert DEFAULT_RULES == REFERENCE_RULES
 
 
-BOTH_ENDS = KEY_SLICE_RULES.with_options(fill_gaps_from_both_ends=True)
-HALVES = KEY_SLICE_RULES.with_options(fill_gaps_from_both_ends=False)
+# the gap rules alone: the contrast stop would also end a mask that creeps along a bright bar
+NO_CONTRAST_STOP = KEY_SLICE_RULES.with_options(min_contrast_ratio=0.0)
+BOTH_ENDS = NO_CONTRAST_STOP.with_options(fill_gaps_from_both_ends=True)
+HALVES = NO_CONTRAST_STOP.with_options(fill_gaps_from_both_ends=False)
 
 
 class RecordingPredictor(ThresholdPredictor):
@@ -227,7 +233,7 @@ def test_both_ends_is_on_for_key_slices_only():
     """It passed the adoption rule for key slices (docs/pipeline.md); the reference schedule
     and 3D boxes (one start slice, no gap) keep it off."""
     assert KEY_SLICE_RULES.fill_gaps_from_both_ends
-    assert KEY_SLICE_RULES == BOTH_ENDS
+    assert NO_CONTRAST_STOP == BOTH_ENDS
     for rules in (REFERENCE_RULES, DEFAULT_RULES):
         assert not rules.fill_gaps_from_both_ends
 
@@ -253,7 +259,17 @@ def test_end_rule_on_contrast_ratio():
     assert rules.ends(mask, mask, 0.9, contrast_ratio=0.1)
     assert not rules.ends(mask, mask, 0.9, contrast_ratio=0.6)
     assert not rules.ends(mask, mask, 0.9, contrast_ratio=None)  # nothing to compare with
-    assert not KEY_SLICE_RULES.ends(mask, mask, 0.9, contrast_ratio=0.01)  # off by default
+    assert not REFERENCE_RULES.ends(mask, mask, 0.9, contrast_ratio=0.01)  # off there
+    assert KEY_SLICE_RULES.ends(mask, mask, 0.9, contrast_ratio=0.2)  # on for key slices
+    assert not DEFAULT_RULES.min_contrast_ratio
+
+
+def test_contrast_ratio_compares_only_objects_that_stood_out_on_their_key_slice():
+    assert contrast_ratio(2.0, 8.0) == pytest.approx(0.25)
+    assert contrast_ratio(None, 8.0) is None
+    assert contrast_ratio(2.0, None) is None
+    # an atlas-like region, no brighter or darker than its surroundings: no ratio, no stop
+    assert contrast_ratio(0.05, 0.5 * MIN_KEY_CONTRAST) is None
 
 
 def fading_volume() -> tuple[np.ndarray, np.ndarray]:
@@ -273,10 +289,11 @@ def fading_volume() -> tuple[np.ndarray, np.ndarray]:
 def test_the_contrast_stop_ends_an_object_where_it_fades_into_noise():
     volume, truth = fading_volume()
     key = {5: np.array([108, 108, 148, 148])}
-    without = run_to_end(propagate_from_key_slices(ThresholdPredictor(), volume, key))
-    assert all(without[z].any() for z in range(3))  # the default rules follow the noise
-    rules = KEY_SLICE_RULES.with_options(min_contrast_ratio=0.25)
-    masks = run_to_end(propagate_from_key_slices(ThresholdPredictor(), volume, key, rules=rules))
+    without = run_to_end(
+        propagate_from_key_slices(ThresholdPredictor(), volume, key, rules=NO_CONTRAST_STOP)
+    )
+    assert all(without[z].any() for z in range(3))  # without the stop it follows the noise
+    masks = run_to_end(propagate_from_key_slices(ThresholdPredictor(), volume, key))
     assert not any(masks[z].any() for z in range(3) if z in masks)
     for z in range(3, 7):
         assert dice(masks[z], truth[z]) == 1.0

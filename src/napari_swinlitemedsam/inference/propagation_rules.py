@@ -53,7 +53,9 @@ class PropagationRules:
             each half of a gap is filled from its nearer key slice (one decode per slice).
         min_contrast_ratio: end a direction when the mask stands out from its surroundings
             less than this fraction of what the object did on its starting slice (0 = never);
-            that slice is left empty. Contrast: :func:`mask_contrast` on the model's input.
+            that slice is left empty. Contrast: :func:`mask_contrast` on the model's input;
+            objects that barely stood out on their starting slice are not compared
+            (:func:`contrast_ratio`).
     """
 
     margin_256: int = transforms.BOX_MARGIN_256
@@ -157,6 +159,23 @@ def mask_contrast(
     return difference / max(spread, 1e-6)
 
 
+#: The contrast stop compares a slice with the key slice only where the object stood out there
+#: at least this much (:func:`mask_contrast`). A region drawn by anatomy rather than by
+#: intensity (an atlas parcel inside grey matter) measures 0-1.5 on every slice, so its ratio
+#: is noise; nuclei and the brain measure 1.4-12 on their largest slice (tuning part of
+#: ``benchmarks/propagation_cases.py``).
+MIN_KEY_CONTRAST = 1.0
+
+
+def contrast_ratio(contrast: float | None, key_contrast: float | None) -> float | None:
+    """A slice's mask contrast over its key slice's; None where there is nothing to compare:
+    either is unmeasured, or the object did not stand out on its key slice
+    (below :data:`MIN_KEY_CONTRAST`)."""
+    if contrast is None or key_contrast is None or key_contrast < MIN_KEY_CONTRAST:
+        return None
+    return contrast / key_contrast
+
+
 def _connected_to(mask: np.ndarray, previous: np.ndarray | None) -> np.ndarray:
     """The parts of ``mask`` (8-connected) that overlap ``previous``; else the largest part."""
     parts, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
@@ -191,7 +210,14 @@ DEFAULT_RULES = REFERENCE_RULES
 #: slices are filled from both ends (the mask with the higher IoU prediction kept per slice):
 #: it passed the same rule (boxes to DSC 0.90 on the report part 10.05 -> 8.85, no case worse
 #: by more than 0.006) for up to 1.4x the decodes of one propagation (no extra encode), and
-#: as many decodes per annotation on the mean, as fewer boxes are needed.
+#: as many decodes per annotation on the mean, as fewer boxes are needed. A direction also ends
+#: where the mask stands out from its surroundings less than 0.35 of what it did on its key
+#: slice (an out-of-focus nucleus, where the decoder still finds a blob in the noise with a
+#: confident IoU prediction); DSC after the first box on the report part 0.547 -> 0.592 on the
+#: mean, no case worse (fifth round in docs/pipeline.md).
 KEY_SLICE_RULES = PropagationRules(
-    stop_when_empty=True, min_score=0.5, fill_gaps_from_both_ends=True
+    stop_when_empty=True,
+    min_score=0.5,
+    fill_gaps_from_both_ends=True,
+    min_contrast_ratio=0.35,
 )

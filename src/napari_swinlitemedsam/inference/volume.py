@@ -43,6 +43,7 @@ from napari_swinlitemedsam.inference.propagation_rules import (
     KEY_SLICE_RULES,
     REFERENCE_RULES,
     PropagationRules,
+    contrast_ratio,
     mask_contrast,
 )
 from napari_swinlitemedsam.inference.volume_slices import VolumeSlices
@@ -324,9 +325,7 @@ def _decode_slice(
             key_z = track.start if track.step > 0 else track.start + 1
             if not followed:
                 contrasts[(track.index, z)] = contrast
-            start = contrasts.get((track.index, key_z))
-            if followed and contrast is not None and start:
-                ratio = contrast / start
+            ratio = contrast_ratio(contrast, contrasts.get((track.index, key_z)))
         if followed and rules.ends(mask, previous, float(score), ratio):
             mask = np.zeros_like(mask)
             track.ended = True
