@@ -124,9 +124,8 @@ class PropagationRules:
         not measured, or no contrast on the starting slice to compare with)."""
         if self.min_score > 0 and score < self.min_score:
             return True
-        low_contrast = contrast_ratio is not None and contrast_ratio < self.min_contrast_ratio
-        if self.min_contrast_ratio > 0 and low_contrast:
-            return True
+        if contrast_ratio is not None and contrast_ratio < self.min_contrast_ratio:
+            return True  # a ratio is never below 0, the rule's "off"
         if self.min_area_ratio > 0 and previous is not None and previous.any():
             return mask.sum() < self.min_area_ratio * previous.sum()
         return False
